@@ -1,0 +1,390 @@
+"""A Generator on any OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, hosted APIs).
+
+The SDK's own retries are off (`max_retries=0`): the engine runs one tenacity loop per call
+path, and a second hidden loop underneath would multiply attempts and hide faults from its
+counters. Every exception the SDK (or the HTTP library under it) raises is translated in one
+place, `_map_openai_exceptions`, into the tree in `engine.errors`:
+
+    connect error            -> EndpointUnavailable(kind="connect")
+    timeout (or 408)         -> EndpointUnavailable(kind="timeout")
+    429                      -> EndpointUnavailable(kind="429", retry_after=Retry-After)
+    5xx                      -> EndpointUnavailable(kind="5xx")
+    401 / 403 / 404          -> ConfigError (wrong key, URL or model: fatal, fix and rerun)
+    other 4xx, unusable body -> InvalidResponse (this item fails, the run goes on)
+
+The API key is read once, kept only inside the SDK client, and never shown by `repr`, logs
+or error messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import math
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import structlog
+
+from engine.errors import ConfigError, EndpointUnavailable, InvalidResponse
+from engine.protocols import ChatMessage
+
+__all__ = [
+    "DEFAULT_API_KEY_ENV",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_TOP_P",
+    "PLACEHOLDER_API_KEY",
+    "GeneratorSettings",
+    "OpenAIGenerator",
+    "parse_retry_after",
+]
+
+log = structlog.get_logger(__name__)
+
+# The MILS paper's sampling defaults.
+DEFAULT_TEMPERATURE = 0.5
+DEFAULT_TOP_P = 0.9
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# A 50-line reply from a loaded server can take minutes; the engine's own deadlines sit above.
+DEFAULT_READ_TIMEOUT = 300.0
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+# Local servers (llama.cpp, vLLM without --api-key) accept any key; the SDK insists on one.
+PLACEHOLDER_API_KEY = "EMPTY"
+
+_BODY_EXCERPT_CHARS = 200
+
+_Redact = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GeneratorSettings:
+    """Where and how to ask for completions. Holds no secret: only where to find the key."""
+
+    base_url: str
+    """Root of the OpenAI-compatible API, usually ending in /v1."""
+    model: str
+    """Model name sent with each request (llama.cpp ignores it, vLLM and hosted APIs do not)."""
+    temperature: float = DEFAULT_TEMPERATURE
+    """Sampling temperature, 0 to 2."""
+    top_p: float = DEFAULT_TOP_P
+    """Nucleus sampling mass, in (0, 1]."""
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    """Most tokens one reply may hold."""
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    """Seconds to open a connection."""
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    """Seconds to wait for the server between bytes of a reply."""
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    """Environment variable holding the API key."""
+    api_key_file: Path | None = None
+    """File holding the API key; used when the environment variable is unset or empty."""
+    extra_body: Mapping[str, Any] | None = None
+    """Server-specific request fields (e.g. vLLM's `top_k`, `repetition_penalty`)."""
+    extra_headers: Mapping[str, str] | None = field(default=None, repr=False)
+    """Extra HTTP headers; hidden from repr since they may carry credentials."""
+
+    def __post_init__(self) -> None:
+        url = urllib.parse.urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ConfigError(
+                f"generator base_url {self.base_url!r} is not an http(s) URL; "
+                "pass e.g. --generator-url http://127.0.0.1:8000/v1"
+            )
+        if not self.model.strip():
+            raise ConfigError("generator model is empty; pass --generator-model NAME")
+        _check_range("temperature", self.temperature, 0.0, 2.0, low_open=False)
+        _check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        if self.max_tokens < 1:
+            raise ConfigError(
+                f"generator max_tokens is {self.max_tokens}; it must be at least 1 "
+                "(a MILS reply of 50 candidates needs about 1000)"
+            )
+        for name in ("connect_timeout", "read_timeout"):
+            _check_range(name, getattr(self, name), 0.0, math.inf, low_open=True)
+        if not self.api_key_env.strip():
+            raise ConfigError(
+                "generator api_key_env is empty; name the environment variable holding "
+                f"the key (default {DEFAULT_API_KEY_ENV})"
+            )
+
+    @property
+    def endpoint(self) -> str:
+        """URL and model, the name used in logs, limits and error messages."""
+        return f"{self.base_url} ({self.model})"
+
+    def resolve_api_key(self) -> str:
+        """Return the key from `api_key_env`, else `api_key_file`, else the placeholder.
+
+        Raises:
+            ConfigError: `api_key_file` is set but missing, unreadable or empty.
+        """
+        key = os.environ.get(self.api_key_env, "").strip()
+        if key:
+            return key
+        if self.api_key_file is None:
+            return PLACEHOLDER_API_KEY
+        try:
+            key = self.api_key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            # Name the file and the reason, never its content.
+            raise ConfigError(
+                f"cannot read the generator API key file {str(self.api_key_file)!r} "
+                f"({type(exc).__name__}); check the path and its permissions, or set "
+                f"${self.api_key_env}"
+            ) from None
+        if not key:
+            raise ConfigError(
+                f"generator API key file {str(self.api_key_file)!r} is empty; "
+                f"write the key into it, or set ${self.api_key_env}"
+            )
+        return key
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool) -> None:
+    """Raise ConfigError unless low (<, or <= when closed) value <= high."""
+    above_low = value > low if low_open else value >= low
+    if not (above_low and value <= high):  # also rejects NaN
+        bracket = "(" if low_open else "["
+        raise ConfigError(f"generator {name} is {value}; it must be in {bracket}{low}, {high}]")
+
+
+class OpenAIGenerator:
+    """One chat completion per `complete()` call, on an OpenAI-compatible endpoint.
+
+    Implements `engine.protocols.Generator`. Use as an async context manager, or call
+    `aclose()` when done.
+
+    Raises:
+        ConfigError: at construction, when the settings or the API key file are unusable.
+    """
+
+    __slots__ = ("_client", "_redact", "_settings")
+
+    def __init__(self, settings: GeneratorSettings) -> None:
+        self._settings = settings
+        key = settings.resolve_api_key()
+        # Only the key itself is remembered (inside a closure) so errors can be scrubbed.
+        self._redact = _redactor(key)
+        try:
+            self._client = openai.AsyncOpenAI(
+                base_url=settings.base_url,
+                api_key=key,
+                max_retries=0,
+                # openai.Timeout is the Timeout class of the HTTP library the SDK is built on.
+                timeout=openai.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            )
+        except (openai.OpenAIError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                self._redact(
+                    f"cannot create a client for generator {settings.endpoint}: {exc}; "
+                    "check --generator-url"
+                )
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"OpenAIGenerator(endpoint={self.endpoint!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """URL and model of the endpoint, for limits, logs and error messages."""
+        return self._settings.endpoint
+
+    @property
+    def settings(self) -> GeneratorSettings:
+        """The settings this generator was built from."""
+        return self._settings
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """Return the text of one chat completion for `messages`.
+
+        Raises:
+            EndpointUnavailable: connect error, timeout, 429 or 5xx; worth retrying.
+            InvalidResponse: the endpoint answered 4xx or with no usable text.
+            ConfigError: the endpoint rejected the key (401/403) or the URL/model (404).
+        """
+        s = self._settings
+        with _map_openai_exceptions(s, self._redact):
+            completion = await self._client.chat.completions.create(
+                model=s.model,
+                messages=[{"role": m["role"], "content": m["content"]} for m in messages],  # type: ignore[misc]
+                temperature=s.temperature,
+                top_p=s.top_p,
+                # Not max_completion_tokens: llama.cpp and older vLLM only know max_tokens.
+                max_tokens=s.max_tokens,
+                extra_body=dict(s.extra_body) if s.extra_body else None,
+                extra_headers=dict(s.extra_headers) if s.extra_headers else None,
+            )
+        return _reply_text(completion, s.endpoint)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.close()
+
+    async def __aenter__(self) -> OpenAIGenerator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _reply_text(completion: object, endpoint: str) -> str:
+    """Return choices[0].message.content, or raise InvalidResponse saying what was wrong."""
+    if isinstance(completion, str):
+        # Non-strict SDK parsing returns the raw text when the body is not JSON.
+        raise InvalidResponse(
+            f"generator {endpoint} replied with a non-JSON body: "
+            f"{completion[:_BODY_EXCERPT_CHARS]!r}; check that the URL points at an "
+            "OpenAI-compatible API (usually ending in /v1)",
+            endpoint=endpoint,
+        )
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise InvalidResponse(f"generator {endpoint} replied with no choices", endpoint=endpoint)
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    if not isinstance(content, str):
+        reason = getattr(choices[0], "finish_reason", None)
+        raise InvalidResponse(
+            f"generator {endpoint} replied with no text content (finish_reason={reason!r})",
+            endpoint=endpoint,
+        )
+    return content
+
+
+@contextlib.contextmanager
+def _map_openai_exceptions(settings: GeneratorSettings, redact: _Redact) -> Iterator[None]:
+    """Translate every SDK exception raised in the block into an engine error.
+
+    The one place foreign exceptions are caught; CancelledError (a BaseException) passes.
+    """
+    endpoint = settings.endpoint
+    try:
+        yield
+    except openai.APITimeoutError as exc:  # before APIConnectionError: it subclasses it
+        raise EndpointUnavailable(
+            f"generator {endpoint} timed out (connect {settings.connect_timeout}s, "
+            f"read {settings.read_timeout}s); raise the read timeout or lower the "
+            "concurrency on this endpoint",
+            endpoint=endpoint,
+            kind="timeout",
+        ) from exc
+    except openai.APIConnectionError as exc:
+        cause = exc.__cause__ or exc
+        raise EndpointUnavailable(
+            redact(
+                f"cannot connect to generator {endpoint}: {type(cause).__name__}: {cause}; "
+                "check that the server is running and the URL is right"
+            ),
+            endpoint=endpoint,
+            kind="connect",
+        ) from exc
+    except openai.APIStatusError as exc:
+        raise _status_error(exc, settings, redact) from exc
+    except (openai.OpenAIError, ValueError, TypeError, KeyError) as exc:
+        # APIResponseValidationError, or the body failed to decode as JSON (ValueError).
+        log.debug("generator_bad_reply", endpoint=endpoint, error=type(exc).__name__)
+        raise InvalidResponse(
+            redact(f"generator {endpoint} sent an unusable reply: {type(exc).__name__}: {exc}"),
+            endpoint=endpoint,
+        ) from exc
+
+
+def _status_error(
+    exc: openai.APIStatusError, settings: GeneratorSettings, redact: _Redact
+) -> Exception:
+    """Map an HTTP error status to the engine error that says what to do next."""
+    endpoint, status = settings.endpoint, exc.status_code
+    said = redact(_body_excerpt(exc))
+    if status == 429:
+        retry_after = parse_retry_after(exc.response.headers)
+        return EndpointUnavailable(
+            f"generator {endpoint} is rate limiting (HTTP 429, retry after {retry_after}s): {said}",
+            endpoint=endpoint,
+            kind="429",
+            retry_after=retry_after,
+        )
+    if status >= 500:
+        return EndpointUnavailable(
+            f"generator {endpoint} failed with HTTP {status}: {said}",
+            endpoint=endpoint,
+            kind="5xx",
+        )
+    if status == 408:
+        return EndpointUnavailable(
+            f"generator {endpoint} timed out server-side (HTTP 408): {said}",
+            endpoint=endpoint,
+            kind="timeout",
+        )
+    if status in (401, 403):
+        return ConfigError(
+            f"generator {endpoint} rejected the API key (HTTP {status}): {said}; set "
+            f"${settings.api_key_env} (or --generator-api-key-file) to a valid key"
+        )
+    if status == 404:
+        return ConfigError(
+            f"generator {endpoint} answered HTTP 404: {said}; check --generator-url "
+            "(it usually ends in /v1) and that --generator-model names a served model"
+        )
+    return InvalidResponse(
+        f"generator {endpoint} refused the request (HTTP {status}): {said}",
+        endpoint=endpoint,
+    )
+
+
+def _body_excerpt(exc: openai.APIStatusError) -> str:
+    """The server's own error message if it sent one, else the start of the body."""
+    body = exc.body
+    if isinstance(body, dict):
+        # OpenAI, vLLM: {"error": {"message": ...}}; FastAPI servers (llama.cpp): {"detail": ...}
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            inner = inner.get("message") or inner.get("detail") or inner
+        text = str(inner)
+    else:
+        try:
+            text = exc.response.text
+        except Exception:  # a streamed body cannot be read here; the status still says enough
+            text = ""
+    return text[:_BODY_EXCERPT_CHARS] or "(empty body)"
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date.
+
+    Returns None when absent or unparseable; never negative.
+    """
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        with contextlib.suppress(ValueError):
+            return _non_negative(float(millis) / 1000.0)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return _non_negative(float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return _non_negative(when.timestamp() - time.time())
+
+
+def _non_negative(seconds: float) -> float | None:
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _redactor(secret: str) -> _Redact:
+    """Return a function that blanks `secret` out of a message (a no-op for the placeholder)."""
+    if not secret or secret == PLACEHOLDER_API_KEY:
+        return lambda text: text
+    return lambda text: text.replace(secret, "***")

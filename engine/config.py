@@ -1,0 +1,137 @@
+"""Run configuration as frozen, validated data.
+
+Three parts: `LoopConfig` (the MILS method, per sample), `ConcurrencyConfig` (how hard the
+engine drives its endpoints) and `RetryConfig` (transient-fault handling). Each validates
+itself on construction and raises `ConfigError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "DEFAULT_REQUESTED",
+    "DEFAULT_STEPS",
+    "ConcurrencyConfig",
+    "LoopConfig",
+    "RetryConfig",
+    "from_dict",
+    "to_dict",
+]
+
+DEFAULT_KEEP = 50
+DEFAULT_REQUESTED = 50
+DEFAULT_STEPS = 10
+DEFAULT_TOP_K = 10
+DEFAULT_SAMPLES_IN_FLIGHT = 256
+DEFAULT_GENERATOR_IN_FLIGHT = 8
+DEFAULT_SCORE_BATCH = 64
+DEFAULT_SCORE_WAIT_MS = 5.0
+DEFAULT_SCORE_IN_FLIGHT = 4
+DEFAULT_CACHE_SIZE = 200_000
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopConfig:
+    """The per-sample MILS loop (DESIGN.md, "The method, precisely")."""
+
+    steps: int = DEFAULT_STEPS
+    """Optimisation steps per sample."""
+    keep: int = DEFAULT_KEEP
+    """Top-scored candidates shown to the generator each step and carried to the next."""
+    requested: int = DEFAULT_REQUESTED
+    """New candidates asked of the generator each step."""
+    exploration: float = 0.0
+    """Fraction of the `keep` slots in the prompt filled with random picks from the rest."""
+    patience: int | None = None
+    """Stop a sample early when its best has not improved for this many steps."""
+    top_k: int = DEFAULT_TOP_K
+    """K of the mean-of-top-K recorded per step."""
+    seed: int = 0
+    """Seeds exploration; a sample's draws depend only on (seed, sample id, step)."""
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, f"steps must be >= 1, got {self.steps}; pass --steps 1 or more")
+        _require(self.keep >= 1, f"keep must be >= 1, got {self.keep}; pass --keep 1 or more")
+        _require(
+            self.requested >= 1,
+            f"requested must be >= 1, got {self.requested}; pass --requested 1 or more",
+        )
+        _require(
+            0.0 <= self.exploration <= 1.0,
+            f"exploration must be within [0, 1], got {self.exploration}; pass --exploration 0.1",
+        )
+        _require(
+            self.patience is None or self.patience >= 1,
+            f"patience must be >= 1 or unset, got {self.patience}",
+        )
+        _require(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConcurrencyConfig:
+    """How many things the engine keeps in flight at once (its backpressure)."""
+
+    samples_in_flight: int = DEFAULT_SAMPLES_IN_FLIGHT
+    """Samples running at once; memory is bounded by this window, not by the dataset."""
+    generator_in_flight: int = DEFAULT_GENERATOR_IN_FLIGHT
+    """Chat requests in flight per generator endpoint."""
+    score_batch: int = DEFAULT_SCORE_BATCH
+    """Most texts per scorer request (capped by the Triton model's max_batch_size)."""
+    score_wait_ms: float = DEFAULT_SCORE_WAIT_MS
+    """How long a partial batch waits for more texts before it is sent."""
+    score_in_flight: int = DEFAULT_SCORE_IN_FLIGHT
+    """Scorer requests in flight at once."""
+    cache_size: int = DEFAULT_CACHE_SIZE
+    """Text embeddings kept in the LRU cache (the initial pool is held separately)."""
+
+    def __post_init__(self) -> None:
+        for name in ("samples_in_flight", "generator_in_flight", "score_batch", "score_in_flight"):
+            value = getattr(self, name)
+            flag = "--" + name.replace("_", "-")
+            _require(value >= 1, f"{name} must be >= 1, got {value}; pass {flag} 1 or more")
+        _require(self.score_wait_ms >= 0, f"score_wait_ms must be >= 0, got {self.score_wait_ms}")
+        _require(self.cache_size >= 0, f"cache_size must be >= 0, got {self.cache_size}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryConfig:
+    """Retries of transient endpoint faults: exponential backoff with jitter, capped."""
+
+    attempts: int = 6
+    """Tries per call, the first included."""
+    initial_s: float = 0.5
+    """First backoff delay."""
+    max_s: float = 20.0
+    """Cap on one backoff delay (a server's Retry-After is honoured up to 4x this)."""
+    jitter_s: float = 0.5
+    """Random extra delay added to each backoff."""
+
+    def __post_init__(self) -> None:
+        _require(self.attempts >= 1, f"retry attempts must be >= 1, got {self.attempts}")
+        _require(
+            0 <= self.initial_s <= self.max_s,
+            f"retry delays must satisfy 0 <= initial ({self.initial_s}) <= max ({self.max_s})",
+        )
+        _require(self.jitter_s >= 0, f"retry jitter must be >= 0, got {self.jitter_s}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-able dict of a config dataclass (for the run store)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass, ignoring keys it no longer has."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

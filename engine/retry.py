@@ -1,0 +1,103 @@
+"""The one retry loop every endpoint call goes through.
+
+Only `EndpointUnavailable` is retried (connect errors, timeouts, 429, 5xx, Triton
+UNAVAILABLE); everything else surfaces at once. Backoff is exponential with jitter and a
+cap; a server's Retry-After is honoured (up to four times the cap). A call that runs out
+of attempts raises `RetriesExhausted`, which fails the sample, not the run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from engine.config import RetryConfig
+from engine.errors import EndpointUnavailable, RetriesExhausted
+
+__all__ = ["Retrier", "RetryStatistics"]
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStatistics:
+    """Faults seen so far, counted by kind ("connect", "timeout", "429", "5xx", ...)."""
+
+    faults: dict[str, int]
+    retries: int
+    exhausted: int
+
+
+class Retrier:
+    """Runs calls with the configured retry policy and counts what it saw."""
+
+    def __init__(self, config: RetryConfig) -> None:
+        self._config = config
+        self._faults: Counter[str] = Counter()
+        self._retries = 0
+        self._exhausted = 0
+
+    async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await `fn(*args, **kwargs)`, retrying transient faults.
+
+        Raises:
+            RetriesExhausted: the endpoint stayed unavailable for every attempt.
+        """
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(EndpointUnavailable),
+            stop=stop_after_attempt(self._config.attempts),
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await fn(*args, **kwargs)
+        except EndpointUnavailable as exc:
+            self._faults[exc.kind] += 1
+            self._exhausted += 1
+            raise RetriesExhausted(exc, attempts=self._config.attempts) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _wait(self, state: RetryCallState) -> float:
+        config = self._config
+        backoff = config.initial_s * 2 ** (state.attempt_number - 1)
+        delay = min(backoff, config.max_s) + random.uniform(0, config.jitter_s)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, EndpointUnavailable) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, 4 * self._config.max_s))
+        return delay
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        assert isinstance(exc, EndpointUnavailable)
+        self._faults[exc.kind] += 1
+        self._retries += 1
+        log.warning(
+            "endpoint_retry",
+            endpoint=exc.endpoint,
+            fault=exc.kind,
+            attempt=state.attempt_number,
+            sleep_s=round(state.upcoming_sleep, 3),
+            error=str(exc),
+        )
+
+    def statistics(self) -> RetryStatistics:
+        return RetryStatistics(
+            faults=dict(self._faults), retries=self._retries, exhausted=self._exhausted
+        )

@@ -1,0 +1,229 @@
+"""Runs many samples through the MILS loop in one event loop.
+
+Each sample is a task in a `TaskGroup`; a window of `samples_in_flight` bounds how many run
+at once, so memory follows the window and not the dataset. While one sample waits on the
+generator, others score: generation and scoring overlap across samples. Generator calls go
+through a per-endpoint limiter, text embeddings through the shared batcher and cache, and
+every endpoint call through the one retry loop. Each finished step is committed to the store
+before the sample plans its next one.
+
+A sample fails alone: input errors, exhausted retries and unusable replies are recorded as
+its reason and the run goes on. Configuration and store errors stop the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import structlog
+
+from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
+from engine.errors import ConfigError, MilsError, StoreError
+from engine.limiter import EndpointLimiter
+from engine.optimizer import SampleOptimizer
+from engine.progress import Progress
+from engine.prompt import parse_candidates, render_prompt
+from engine.protocols import ChatMessage, Generator, MediaReader, Scorer, TaskSpec
+from engine.retry import Retrier
+from engine.scoring import TextEmbeddings, normalise
+from engine.store import DONE, RunStore
+
+__all__ = ["RunSummary", "Sample", "Scheduler"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    id: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run (or a resume) did."""
+
+    samples: int
+    done: int
+    failed: int
+    skipped: int
+    """Already done before this run started (resume)."""
+    steps: int
+    wall_s: float
+    candidates_scored: int
+    texts_embedded: int
+    generator_requests: int
+    faults: dict[str, int]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Scheduler:
+    """Wires the pure loop to the endpoints and the store for one run."""
+
+    def __init__(
+        self,
+        *,
+        task: TaskSpec,
+        loop: LoopConfig,
+        concurrency: ConcurrencyConfig,
+        retry: RetryConfig,
+        generator: Generator,
+        scorer: Scorer,
+        reader: MediaReader,
+        store: RunStore,
+        show_progress: bool = True,
+    ) -> None:
+        self._task = task
+        self._loop = loop
+        self._concurrency = concurrency
+        self._generator = generator
+        self._scorer = scorer
+        self._reader = reader
+        self._store = store
+        self._show_progress = show_progress
+        self._retrier = Retrier(retry)
+        self._limiter = EndpointLimiter(generator.endpoint, concurrency.generator_in_flight)
+        self._failures: list[tuple[str, str]] = []
+        self._candidates_scored = 0
+
+    async def run(self, samples: Sequence[Sample], pool: Sequence[str]) -> RunSummary:
+        """Run every sample not yet done; return what happened."""
+        finished = {row.id for row in self._store.samples() if row.status == DONE}
+        todo = [sample for sample in samples if sample.id not in finished]
+        progress = Progress(len(todo), enabled=self._show_progress)
+        log.info("run_started", samples=len(samples), todo=len(todo), pool=len(pool))
+        async with TextEmbeddings(self._scorer, self._concurrency, self._retrier) as embeddings:
+            self._embeddings = embeddings
+            if todo:
+                self._pool_texts = list(pool)
+                self._pool_set = frozenset(pool)
+                self._pool_matrix = await embeddings.embed(self._pool_texts)
+            async with asyncio.TaskGroup() as outer:
+                ticker = outer.create_task(progress.run(self._gauges))
+                try:
+                    await self._run_all(todo, progress)
+                finally:
+                    ticker.cancel()
+            stats = embeddings.statistics()
+        snap = progress.snapshot()
+        summary = RunSummary(
+            samples=len(samples),
+            done=snap.done + len(finished),
+            failed=snap.failed,
+            skipped=len(finished),
+            steps=snap.steps,
+            wall_s=snap.elapsed_s,
+            candidates_scored=self._candidates_scored,
+            texts_embedded=stats.texts_embedded,
+            generator_requests=self._limiter.statistics().completed,
+            faults=self._retrier.statistics().faults,
+            failures=list(self._failures),
+        )
+        log.info("run_finished", **{k: v for k, v in asdict(summary).items() if k != "failures"})
+        return summary
+
+    async def _run_all(self, samples: Sequence[Sample], progress: Progress) -> None:
+        window = asyncio.Semaphore(self._concurrency.samples_in_flight)
+        async with asyncio.TaskGroup() as group:
+            for sample in samples:
+                await window.acquire()  # backpressure: no task exists beyond the window
+                group.create_task(self._guarded(sample, window, progress), name=sample.id)
+
+    def _gauges(self) -> dict[str, int]:
+        gen = self._limiter.statistics()
+        emb = self._embeddings.statistics()
+        return {
+            "gen_in_flight": gen.in_flight,
+            "gen_waiting": gen.waiting,
+            "score_batches_in_flight": emb.batches_in_flight,
+            "score_queued": emb.queued,
+        }
+
+    async def _guarded(self, sample: Sample, window: asyncio.Semaphore, progress: Progress) -> None:
+        try:
+            with structlog.contextvars.bound_contextvars(sample_id=sample.id):
+                await self._run_sample(sample, progress)
+            progress.sample_finished(ok=True)
+        except (ConfigError, StoreError):
+            raise  # the whole run cannot go on
+        except Exception as exc:  # one bad sample never takes down the run
+            reason = str(exc) if isinstance(exc, MilsError) else f"internal error: {exc!r}"
+            if sample.source not in reason:
+                reason = f"{sample.source}: {reason}"
+            if not isinstance(exc, MilsError):
+                log.exception("sample_crashed", sample_id=sample.id)
+            log.warning("sample_failed", sample_id=sample.id, source=sample.source, error=reason)
+            self._failures.append((sample.id, reason))
+            await asyncio.to_thread(self._store.finish_sample, sample.id, error=reason)
+            progress.sample_finished(ok=False)
+        finally:
+            window.release()
+
+    async def _run_sample(self, sample: Sample, progress: Progress) -> None:
+        committed = await asyncio.to_thread(self._store.progress, sample.id)
+        optimizer = SampleOptimizer(
+            sample.id, self._loop, higher_is_better=self._task.higher_is_better
+        )
+        data = await self._reader.read(sample.source)
+        target = await self._embed_target(data)
+        initial = []
+        if committed.last is None:
+            scores = self._pool_matrix @ target
+            initial = list(zip(scores.tolist(), self._pool_texts, strict=True))
+        optimizer.restore(
+            committed.last,
+            initial=initial,
+            initial_texts=self._pool_set,
+            scored_texts=committed.scored_texts,
+            best_history=committed.best_history,
+        )
+        while not optimizer.done:
+            plan = optimizer.plan_step()
+            reply = await self._retrier.call(self._complete, self._messages(plan.shown))
+            parsed = parse_candidates(reply)
+            if not parsed:
+                log.warning("no_candidates_parsed", step=plan.step, reply_head=reply[:200])
+            fresh = optimizer.accept(plan, parsed)
+            new: list[tuple[str, float]] = []
+            if fresh:
+                scores = (await self._embeddings.embed(fresh)) @ target
+                new = list(zip(fresh, scores.tolist(), strict=True))
+            record = optimizer.commit(plan, new)
+            await asyncio.to_thread(self._store.commit_step, sample.id, record)
+            self._candidates_scored += len(new)
+            progress.step_committed()
+            log.debug(
+                "step_committed",
+                step=record.step,
+                best=round(record.best[0], 4),
+                new=len(new),
+                parsed=len(parsed),
+            )
+        await asyncio.to_thread(self._store.finish_sample, sample.id)
+
+    async def _embed_target(self, data: bytes) -> np.ndarray:
+        raw = await self._retrier.call(self._scorer.embed_target, data)
+        target = normalise(np.asarray(raw).reshape(1, -1), endpoint=self._scorer.name)[0]
+        if target.shape[0] != self._pool_matrix.shape[1]:
+            raise ConfigError(
+                f"target embedding has dim {target.shape[0]} but text embeddings have dim "
+                f"{self._pool_matrix.shape[1]}; the text and target models on "
+                f"{self._scorer.name} must come from the same encoder pair"
+            )
+        return target
+
+    def _messages(self, shown: Sequence[tuple[float, str]]) -> list[ChatMessage]:
+        prompt = render_prompt(self._task.prompt_template, shown, self._loop.requested)
+        return [
+            {"role": "system", "content": self._task.system_prompt},
+            {"role": "user", "content": prompt},
+        ]
+
+    async def _complete(self, messages: Sequence[ChatMessage]) -> str:
+        # The slot is held per attempt, not across retries: a backing-off sample does not
+        # keep a healthy endpoint idle.
+        async with self._limiter.slot():
+            return await self._generator.complete(messages)

@@ -1,0 +1,203 @@
+"""Text embedding shared by all samples: coalesced into batches, cached, scored on the client.
+
+Samples ask `TextEmbeddings.embed(texts)`. Each text is looked up in an LRU cache keyed by
+(scorer, text); a text already on its way to the scorer is awaited, not sent twice; the
+rest join a queue that one flusher drains into batches of at most `score_batch` texts,
+waiting at most `score_wait_ms` for a partial batch to fill. At most `score_in_flight`
+batches are in flight; when the scorer is slow the queue, bounded by the samples in flight,
+absorbs the wait (backpressure).
+
+Scores are cosine similarities: embeddings are L2-normalised once, scoring is a dot product.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+import structlog
+
+from engine.config import ConcurrencyConfig
+from engine.errors import InvalidResponse, MilsError
+from engine.protocols import Scorer
+from engine.retry import Retrier
+
+__all__ = ["EmbeddingStatistics", "TextEmbeddings", "normalise"]
+
+log = structlog.get_logger(__name__)
+
+
+def normalise(vectors: np.ndarray, *, endpoint: str) -> np.ndarray:
+    """L2-normalise rows (float32); reject non-finite or zero vectors.
+
+    Raises:
+        InvalidResponse: the scorer returned NaN/inf or an all-zero embedding.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if not np.all(np.isfinite(vectors)):
+        raise InvalidResponse(
+            f"scorer {endpoint} returned non-finite embeddings", endpoint=endpoint
+        )
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    if np.any(norms == 0):
+        raise InvalidResponse(
+            f"scorer {endpoint} returned an all-zero embedding", endpoint=endpoint
+        )
+    return vectors / norms
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingStatistics:
+    texts_requested: int
+    """Texts asked for by samples (cache hits included)."""
+    texts_embedded: int
+    """Texts actually sent to the scorer."""
+    cache_hits: int
+    batches: int
+    batches_in_flight: int
+    queued: int
+
+
+class _LRU:
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, key: str) -> np.ndarray | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        if self._capacity == 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+
+class TextEmbeddings:
+    """Batched, cached text embedding for one scorer; an async context manager.
+
+    The cache is per scorer instance, and a scorer's `name` identifies its model, so the
+    (scorer model, text) key of DESIGN.md holds.
+    """
+
+    def __init__(self, scorer: Scorer, config: ConcurrencyConfig, retrier: Retrier) -> None:
+        self._scorer = scorer
+        self._retrier = retrier
+        self._batch = min(config.score_batch, scorer.max_batch_size)
+        self._wait_s = config.score_wait_ms / 1000
+        self._slots = asyncio.Semaphore(config.score_in_flight)
+        self._cache = _LRU(config.cache_size)
+        self._pending: dict[str, asyncio.Future[np.ndarray]] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._requested = self._embedded = self._hits = self._batches = self._active = 0
+
+    async def __aenter__(self) -> TextEmbeddings:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._flusher = self._tasks.create_task(self._flush_loop(), name="embedding-flusher")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tasks is not None
+        self._flusher.cancel()
+        await self._tasks.__aexit__(exc_type, exc, tb)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised embeddings of `texts`, shape (len(texts), dim)."""
+        self._requested += len(texts)
+        found: dict[str, np.ndarray] = {}
+        waits: dict[str, asyncio.Future[np.ndarray]] = {}
+        for text in texts:
+            if text in found or text in waits:
+                continue
+            if (cached := self._cache.get(text)) is not None:
+                found[text] = cached
+                self._hits += 1
+            elif (future := self._pending.get(text)) is not None:
+                waits[text] = future
+                self._hits += 1
+            else:
+                waits[text] = self._pending[text] = self._new_future()
+                self._queue.put_nowait(text)
+        if waits:
+            # asyncio.wait, not gather: cancelling this sample must not cancel futures
+            # that other samples are waiting on too.
+            await asyncio.wait(waits.values())
+            for text, future in waits.items():
+                found[text] = future.result()
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([found[text] for text in texts])
+
+    def _new_future(self) -> asyncio.Future[np.ndarray]:
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        # A failed batch whose waiters were all cancelled must not warn at shutdown.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
+
+    async def _flush_loop(self) -> None:
+        assert self._tasks is not None
+        while True:
+            batch = [await self._queue.get()]
+            self._drain(batch)
+            if len(batch) < self._batch and self._wait_s > 0:
+                await asyncio.sleep(self._wait_s)
+                self._drain(batch)
+            await self._slots.acquire()
+            self._tasks.create_task(self._flush(batch))
+
+    def _drain(self, batch: list[str]) -> None:
+        while len(batch) < self._batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    async def _flush(self, texts: list[str]) -> None:
+        self._batches += 1
+        self._active += 1
+        try:
+            raw = await self._retrier.call(self._scorer.embed_texts, texts)
+            vectors = normalise(raw, endpoint=self._scorer.name)
+            if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+                raise InvalidResponse(
+                    f"scorer {self._scorer.name} returned shape {vectors.shape} "
+                    f"for {len(texts)} texts",
+                    endpoint=self._scorer.name,
+                )
+        except Exception as exc:  # every waiter gets the error; none is left hanging
+            if not isinstance(exc, MilsError):
+                log.exception("embedding_batch_crashed", size=len(texts))
+            log.warning("embedding_batch_failed", size=len(texts), error=str(exc))
+            for text in texts:
+                self._pending.pop(text).set_exception(exc)
+            return
+        finally:
+            self._active -= 1
+            self._slots.release()
+        self._embedded += len(texts)
+        for text, vector in zip(texts, vectors, strict=True):
+            self._cache.put(text, vector)
+            self._pending.pop(text).set_result(vector)
+
+    def statistics(self) -> EmbeddingStatistics:
+        return EmbeddingStatistics(
+            texts_requested=self._requested,
+            texts_embedded=self._embedded,
+            cache_hits=self._hits,
+            batches=self._batches,
+            batches_in_flight=self._active,
+            queued=self._queue.qsize(),
+        )

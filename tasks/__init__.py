@@ -1,0 +1,24 @@
+"""MILS tasks: one module per task, each declaring a `Task`."""
+
+from __future__ import annotations
+
+from engine.errors import ConfigError
+from tasks.base import Task
+from tasks.image_caption import TASK as IMAGE_CAPTION
+
+__all__ = ["TASKS", "Task", "get_task"]
+
+TASKS: dict[str, Task] = {task.name: task for task in (IMAGE_CAPTION,)}
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`.
+
+    Raises:
+        ConfigError: no such task; the message lists the known ones.
+    """
+    try:
+        return TASKS[name]
+    except KeyError:
+        known = ", ".join(sorted(TASKS))
+        raise ConfigError(f"unknown task {name!r}; choose one of: {known}") from None

@@ -1,0 +1,33 @@
+"""Image captioning: find the text the image scorer finds closest to the image."""
+
+from __future__ import annotations
+
+from tasks.base import DATA_DIR, Task
+
+__all__ = ["TASK"]
+
+SYSTEM_PROMPT = (
+    "You write short, accurate, literal captions for photographs. "
+    "You reply only with a numbered list of captions, one per line."
+)
+
+PROMPT_TEMPLATE = """\
+Below are captions for one image, each with a similarity score against the image \
+(higher is better), worst first:
+
+{candidates}
+
+Write {requested} new captions for the same image that would score higher than all of \
+the above. Combine and vary what the best ones say; keep each caption to one sentence.
+Reply with a numbered list only, like:
+1. caption
+2. caption
+"""
+
+TASK = Task(
+    name="image-caption",
+    media="image",
+    system_prompt=SYSTEM_PROMPT,
+    prompt_template=PROMPT_TEMPLATE,
+    pool_file=DATA_DIR / "image_captions.txt",
+)

@@ -1,0 +1,381 @@
+"""OpenAIGenerator against real HTTP servers on 127.0.0.1: replies, error translation, secrecy.
+
+The fake server is a real socket speaking HTTP/1.1 and the chat-completions protocol; the
+request's `model` field picks how it misbehaves, so one server covers every case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from adapters.openai_generator import (
+    PLACEHOLDER_API_KEY,
+    GeneratorSettings,
+    OpenAIGenerator,
+    parse_retry_after,
+)
+from engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, MilsError
+from engine.protocols import ChatMessage
+
+SECRET = "sk-test-9f8e7d6c5b4a-SECRET"
+MESSAGES: list[ChatMessage] = [{"role": "user", "content": "Describe the image."}]
+
+
+def completion(content: str | None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+
+
+def error_body(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "server_error"}}
+
+
+class FakeServer:
+    """Records requests; `stop` wakes slow handlers at teardown."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.stop = threading.Event()
+        self.base_url = ""
+
+
+def make_handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def send(
+            self, status: int, body: bytes, ctype: str = "application/json", **extra: str
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in extra.items():
+                self.send_header(name.replace("_", "-"), value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def send_json(self, status: int, obj: object, **extra: str) -> None:
+            self.send(status, json.dumps(obj).encode(), **extra)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            fake.requests.append(body)
+            fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+            # The client may have given up (the timeout test): nothing to answer then.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.reply(body["model"])
+
+        def reply(self, scenario: str) -> None:
+            if scenario == "good":
+                self.send_json(200, completion("1. A cat on a table.\n2. A dog."))
+            elif scenario == "429-seconds":
+                self.send_json(429, error_body("slow down"), Retry_After="7")
+            elif scenario == "429-date":
+                when = email.utils.formatdate(time.time() + 30, usegmt=True)
+                self.send_json(429, error_body("slow down"), Retry_After=when)
+            elif scenario == "429-none":
+                self.send_json(429, error_body("slow down"))
+            elif scenario.isdigit():
+                self.send_json(int(scenario), error_body(f"failure {scenario}"))
+            elif scenario == "detail":
+                self.send_json(404, {"detail": "Not Found"})
+            elif scenario == "echo-key":
+                self.send_json(500, error_body(f"bad header {self.headers['Authorization']}"))
+            elif scenario == "malformed":
+                self.send(200, b'{"choices": [ not json')
+            elif scenario == "html":
+                self.send(200, b"<html>hello</html>", ctype="text/html")
+            elif scenario == "empty-choices":
+                self.send_json(200, {**completion("x"), "choices": []})
+            elif scenario == "null-content":
+                self.send_json(200, completion(None))
+            elif scenario == "slow":
+                fake.stop.wait(10)
+                self.send_json(200, completion("too late"))
+            else:
+                self.send_json(400, error_body(f"unknown scenario {scenario}"))
+
+    return Handler
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeServer]:
+    fake = FakeServer()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield fake
+    finally:
+        fake.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def secret_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("MILS_TEST_KEY", SECRET)
+    return "MILS_TEST_KEY"
+
+
+def settings_for(base_url: str, model: str, **kw: Any) -> GeneratorSettings:
+    kw.setdefault("api_key_env", "MILS_TEST_KEY")
+    return GeneratorSettings(base_url=base_url, model=model, read_timeout=5.0, **kw)
+
+
+async def complete(settings: GeneratorSettings) -> str:
+    async with OpenAIGenerator(settings) as generator:
+        return await generator.complete(MESSAGES)
+
+
+async def failure(settings: GeneratorSettings) -> MilsError:
+    with pytest.raises(MilsError) as info:
+        await complete(settings)
+    err = info.value
+    assert SECRET not in str(err), "the API key leaked into an error message"
+    assert settings.base_url in str(err), "errors must name the endpoint URL"
+    return err
+
+
+async def test_good_reply_sends_the_settings(fake_server: FakeServer, secret_env: str) -> None:
+    """A good reply returns the content; the request carries model, sampling, key and extras."""
+    settings = settings_for(
+        fake_server.base_url,
+        "good",
+        extra_body={"top_k": 40},
+        extra_headers={"X-Tenant": "mils"},
+    )
+    assert await complete(settings) == "1. A cat on a table.\n2. A dog."
+    body, headers = fake_server.requests[0], fake_server.headers[0]
+    assert body["messages"] == MESSAGES
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.5, 0.9, 1024)
+    assert body["top_k"] == 40 and headers["x-tenant"] == "mils"
+    assert headers["authorization"] == f"Bearer {SECRET}"
+
+
+async def test_no_key_anywhere_sends_the_placeholder(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without env var or file, local servers get the placeholder key."""
+    monkeypatch.delenv("MILS_TEST_KEY", raising=False)
+    await complete(settings_for(fake_server.base_url, "good"))
+    assert fake_server.headers[0]["authorization"] == f"Bearer {PLACEHOLDER_API_KEY}"
+
+
+async def test_key_file_is_used_when_env_is_unset(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The key file is read (whitespace stripped) when the variable is unset."""
+    monkeypatch.delenv("MILS_TEST_KEY", raising=False)
+    key_file = tmp_path / "key"
+    key_file.write_text(SECRET + "\n")
+    await complete(settings_for(fake_server.base_url, "good", api_key_file=key_file))
+    assert fake_server.headers[0]["authorization"] == f"Bearer {SECRET}"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "retry_after", "low", "high"),
+    [("429-seconds", True, 7.0, 7.0), ("429-date", True, 20.0, 31.0), ("429-none", False, 0, 0)],
+)
+async def test_429_is_retryable_with_retry_after(
+    fake_server: FakeServer,
+    secret_env: str,
+    scenario: str,
+    retry_after: bool,
+    low: float,
+    high: float,
+) -> None:
+    """429 is EndpointUnavailable(kind="429") with Retry-After parsed from seconds or a date."""
+    err = await failure(settings_for(fake_server.base_url, scenario))
+    assert isinstance(err, EndpointUnavailable) and err.kind == "429"
+    if retry_after:
+        assert err.retry_after is not None and low <= err.retry_after <= high
+    else:
+        assert err.retry_after is None
+
+
+@pytest.mark.parametrize("status", ["500", "502", "503"])
+async def test_5xx_is_retryable_and_keeps_the_status(
+    fake_server: FakeServer, secret_env: str, status: str
+) -> None:
+    """5xx is EndpointUnavailable(kind="5xx") whose message keeps the code and server text."""
+    err = await failure(settings_for(fake_server.base_url, status))
+    assert isinstance(err, EndpointUnavailable) and err.kind == "5xx"
+    assert f"HTTP {status}" in str(err) and f"failure {status}" in str(err)
+    assert err.endpoint == f"{fake_server.base_url} ({status})"
+
+
+@pytest.mark.parametrize(
+    ("status", "fix"),
+    [("401", "MILS_TEST_KEY"), ("403", "MILS_TEST_KEY"), ("404", "--generator-model")],
+)
+async def test_auth_and_not_found_are_config_errors(
+    fake_server: FakeServer, secret_env: str, status: str, fix: str
+) -> None:
+    """401/403/404 mean the key, URL or model is wrong: a ConfigError naming the fix."""
+    err = await failure(settings_for(fake_server.base_url, status))
+    assert type(err) is ConfigError
+    assert f"HTTP {status}" in str(err) and fix in str(err) and f"({status})" in str(err)
+
+
+async def test_fastapi_style_error_body_is_quoted_plainly(
+    fake_server: FakeServer, secret_env: str
+) -> None:
+    """A {"detail": ...} body (llama.cpp's FastAPI server) shows as its text, not a dict."""
+    err = await failure(settings_for(fake_server.base_url, "detail"))
+    assert type(err) is ConfigError and "HTTP 404: Not Found;" in str(err)
+
+
+@pytest.mark.parametrize("status", ["400", "422"])
+async def test_other_4xx_is_invalid_response(
+    fake_server: FakeServer, secret_env: str, status: str
+) -> None:
+    """A 400-class refusal fails this item only: InvalidResponse with the server's message."""
+    err = await failure(settings_for(fake_server.base_url, status))
+    assert type(err) is InvalidResponse and f"failure {status}" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "words"),
+    [
+        ("malformed", "unusable reply"),
+        ("html", "non-JSON body"),
+        ("empty-choices", "no choices"),
+        ("null-content", "no text content"),
+    ],
+)
+async def test_unusable_bodies_are_invalid_response(
+    fake_server: FakeServer, secret_env: str, scenario: str, words: str
+) -> None:
+    """Malformed JSON, non-JSON, no choices or null content are InvalidResponse."""
+    err = await failure(settings_for(fake_server.base_url, scenario))
+    assert type(err) is InvalidResponse and words in str(err)
+
+
+async def test_slow_reply_times_out(fake_server: FakeServer, secret_env: str) -> None:
+    """A reply slower than the read timeout is EndpointUnavailable(kind="timeout"), quickly."""
+    settings = GeneratorSettings(
+        base_url=fake_server.base_url, model="slow", read_timeout=0.3, api_key_env=secret_env
+    )
+    started = time.monotonic()
+    err = await failure(settings)
+    assert isinstance(err, EndpointUnavailable) and err.kind == "timeout"
+    assert time.monotonic() - started < 3, "the SDK must not retry on its own"
+    assert len(fake_server.requests) == 1
+
+
+async def test_unreachable_port_is_a_connect_error(secret_env: str) -> None:
+    """Nothing listening is EndpointUnavailable(kind="connect") naming the URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    err = await failure(settings_for(f"http://127.0.0.1:{port}/v1", "good"))
+    assert isinstance(err, EndpointUnavailable) and err.kind == "connect"
+
+
+async def test_server_echoing_the_key_is_redacted(fake_server: FakeServer, secret_env: str) -> None:
+    """Even a server that quotes the Authorization header cannot leak the key into errors."""
+    err = await failure(settings_for(fake_server.base_url, "echo-key"))
+    assert "***" in str(err)
+
+
+async def test_key_never_in_repr_or_logs(fake_server: FakeServer, secret_env: str) -> None:
+    """repr of settings and generator, and captured logs, never show the key."""
+    settings = settings_for(
+        fake_server.base_url, "malformed", extra_headers={"Authorization": f"Bearer {SECRET}"}
+    )
+    with capture_logs() as logs:
+        async with OpenAIGenerator(settings) as generator:
+            assert SECRET not in repr(generator) and SECRET not in repr(settings)
+            assert generator.endpoint == f"{fake_server.base_url} (malformed)"
+            with pytest.raises(InvalidResponse):
+                await generator.complete(MESSAGES)
+    assert SECRET not in repr(logs)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"base_url": "127.0.0.1:8000/v1"}, "base_url"),
+        ({"model": " "}, "--generator-model"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"read_timeout": 0}, "read_timeout"),
+        ({"connect_timeout": -1}, "connect_timeout"),
+        ({"api_key_env": ""}, "api_key_env"),
+    ],
+)
+def test_settings_validation_names_the_field(changes: dict[str, Any], named: str) -> None:
+    """Bad settings fail at construction with a ConfigError naming the field."""
+    fields = {"base_url": "http://127.0.0.1:8000/v1", "model": "m", **changes}
+    with pytest.raises(ConfigError, match=named):
+        GeneratorSettings(**fields)
+
+
+def test_missing_or_empty_key_file_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A named key file that is missing or empty stops the run, naming the file."""
+    monkeypatch.delenv("MILS_TEST_KEY", raising=False)
+    for path in (tmp_path / "absent", tmp_path / "empty"):
+        if path.name == "empty":
+            path.write_text("  \n")
+        settings = settings_for("http://127.0.0.1:1/v1", "m", api_key_file=path)
+        with pytest.raises(ConfigError, match=path.name):
+            OpenAIGenerator(settings)
+
+
+def test_parse_retry_after_forms() -> None:
+    """Seconds, milliseconds, HTTP dates (past dates clamp to 0) and junk (None)."""
+    assert parse_retry_after({"retry-after": "2.5"}) == 2.5
+    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+@pytest.mark.integration
+async def test_real_smollm2_server_replies(llama_server: Any) -> None:
+    """The real llama.cpp server with SmolLM2 answers a MILS-style request with text."""
+    settings = GeneratorSettings(base_url=llama_server.base_url, model="smollm2", max_tokens=64)
+    async with OpenAIGenerator(settings) as generator:
+        text = await generator.complete(
+            [
+                {"role": "system", "content": "You write short image captions."},
+                {"role": "user", "content": "List 3 captions for a photo of a cat."},
+            ]
+        )
+    assert isinstance(text, str) and text.strip()

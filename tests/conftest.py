@@ -1,0 +1,51 @@
+"""Session fixtures: the real local servers (Triton, llama.cpp), started lazily, once.
+
+Servers start only when a test asks for them, bind free loopback ports, and are torn down
+(whole process group) at session end. A server that cannot start fails its tests loudly
+with the tail of its log; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Model hubs are unreachable here: make any accidental download fail fast. Set before
+# transformers is imported anywhere, and inherited by the servers we start.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from adapters.local_stack import LlamaServer, TritonServer  # noqa: E402
+from tiny_clip import build_tiny_clip  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TRITON_MODELS = ("toyclip_text", "toyclip_image", "clip_text", "clip_image")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised CLIP model folder (from_pretrained-loadable)."""
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """Real Triton serving the toyclip pair and the clip pair (on the tiny CLIP)."""
+    server = TritonServer(
+        model_repository=REPO / "triton_models", models=TRITON_MODELS,
+        log_path=tmp_path_factory.mktemp("triton") / "triton.log",
+        env={"MILS_CLIP_MODEL": str(tiny_clip_dir)},
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """Real llama.cpp OpenAI-compatible server with SmolLM2-135M-Instruct."""
+    server = LlamaServer(log_path=tmp_path_factory.mktemp("llama") / "llama.log")
+    with server:
+        yield server

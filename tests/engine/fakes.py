@@ -1,0 +1,74 @@
+"""In-process fakes of the engine's Protocols, for unit tests of pure orchestration."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from engine.errors import EndpointUnavailable, InputError
+from engine.protocols import ChatMessage
+
+DIM = 16
+
+
+def vector(text: str) -> np.ndarray:
+    rng = np.random.default_rng(zlib.crc32(text.encode()))
+    return rng.standard_normal(DIM).astype(np.float32)
+
+
+class FakeScorer:
+    """Deterministic embeddings; records every batch it was sent."""
+
+    name = "fake/text"
+
+    def __init__(self, max_batch_size: int = 8, delay_s: float = 0.0) -> None:
+        self.max_batch_size = max_batch_size
+        self.batches: list[list[str]] = []
+        self.delay_s = delay_s
+        self.fail_next = 0
+
+    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        await asyncio.sleep(self.delay_s)
+        if self.fail_next:
+            self.fail_next -= 1
+            raise EndpointUnavailable("scorer down", endpoint=self.name, kind="unavailable")
+        self.batches.append(list(texts))
+        return np.stack([vector(t) for t in texts])
+
+    async def embed_target(self, data: bytes) -> np.ndarray:
+        return vector(data.decode())
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FakeGenerator:
+    """Replies with numbered lines made by `reply(n_call)`."""
+
+    endpoint = "fake://generator"
+
+    def __init__(self, reply: Callable[[int], str] | None = None) -> None:
+        self.calls = 0
+        self.prompts: list[str] = []
+        self._reply = reply or (lambda n: "\n".join(f"{i}. caption {n}-{i}" for i in range(1, 4)))
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        self.calls += 1
+        self.prompts.append(messages[-1]["content"])
+        await asyncio.sleep(0)
+        return self._reply(self.calls)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FakeReader:
+    """The source string is the target; sources starting with 'bad' are unusable."""
+
+    async def read(self, source: str) -> bytes:
+        if source.startswith("bad"):
+            raise InputError(f"{source}: not an image", source=source)
+        return source.encode()

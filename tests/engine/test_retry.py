@@ -1,0 +1,65 @@
+"""The one retry loop: only transient faults, bounded, Retry-After honoured, counted."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine.config import RetryConfig
+from engine.errors import EndpointUnavailable, InvalidResponse, RetriesExhausted
+from engine.retry import Retrier
+
+
+class Flaky:
+    def __init__(self, faults: list[Exception]) -> None:
+        self.faults = faults
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.faults:
+            raise self.faults.pop(0)
+        return "ok"
+
+
+def unavailable(kind: str, retry_after: float | None = None) -> EndpointUnavailable:
+    return EndpointUnavailable(f"{kind} fault", endpoint="http://x", kind=kind,
+                               retry_after=retry_after)
+
+
+NO_WAIT = RetryConfig(attempts=4, initial_s=0.0, max_s=0.0, jitter_s=0.0)
+
+
+async def test_transient_faults_are_retried_and_counted_by_kind() -> None:
+    """Two transient faults then success: three calls, faults counted by kind."""
+    retrier = Retrier(NO_WAIT)
+    call = Flaky([unavailable("429"), unavailable("5xx")])
+    assert await retrier.call(call) == "ok"
+    assert call.calls == 3
+    stats = retrier.statistics()
+    assert stats.faults == {"429": 1, "5xx": 1} and stats.retries == 2 and stats.exhausted == 0
+
+
+async def test_non_transient_errors_are_not_retried() -> None:
+    """An unusable answer surfaces at once."""
+    call = Flaky([InvalidResponse("garbage", endpoint="http://x")])
+    with pytest.raises(InvalidResponse):
+        await Retrier(NO_WAIT).call(call)
+    assert call.calls == 1
+
+
+async def test_exhausted_retries_name_the_endpoint_and_attempts() -> None:
+    """After `attempts` tries the error says which endpoint and how many attempts."""
+    call = Flaky([unavailable("connect") for _ in range(10)])
+    with pytest.raises(RetriesExhausted, match=r"after 4 attempts.*http://x"):
+        await Retrier(NO_WAIT).call(call)
+    assert call.calls == 4
+
+
+async def test_retry_after_is_honoured() -> None:
+    """A 429 with Retry-After waits at least that long even when backoff is shorter."""
+    retrier = Retrier(RetryConfig(attempts=2, initial_s=0.0, max_s=1.0, jitter_s=0.0))
+    start = time.monotonic()
+    assert await retrier.call(Flaky([unavailable("429", retry_after=0.3)])) == "ok"
+    assert time.monotonic() - start >= 0.3

@@ -1,0 +1,133 @@
+"""The scheduler over in-process fakes: many samples, failure isolation, resume."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fakes import FakeGenerator, FakeReader, FakeScorer
+from structlog.testing import capture_logs
+
+from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
+from engine.errors import EndpointUnavailable
+from engine.scheduler import Sample, Scheduler
+from engine.store import RunStore
+from tasks import get_task
+
+POOL = [f"pool caption {i}" for i in range(20)]
+NO_WAIT = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
+
+
+def open_store(path: Path, samples: list[Sample]) -> RunStore:
+    store = RunStore.create(path, {}, POOL)
+    store.add_samples([(s.id, s.source) for s in samples])
+    return store
+
+
+def scheduler(store: RunStore, generator: FakeGenerator, *, steps: int = 3,
+              in_flight: int = 4) -> Scheduler:
+    return Scheduler(
+        task=get_task("image-caption"),
+        loop=LoopConfig(steps=steps, keep=5, requested=3),
+        concurrency=ConcurrencyConfig(samples_in_flight=in_flight, score_wait_ms=1.0),
+        retry=NO_WAIT,
+        generator=generator,
+        scorer=FakeScorer(max_batch_size=16),
+        reader=FakeReader(),
+        store=store,
+        show_progress=False,
+    )
+
+
+async def test_every_sample_runs_every_step(tmp_path: Path) -> None:
+    """Ten samples, three steps each: thirty committed steps, one generator call per step."""
+    samples = [Sample(f"s{i}", f"img{i}") for i in range(10)]
+    store = open_store(tmp_path / "run", samples)
+    gen = FakeGenerator()
+    summary = await scheduler(store, gen).run(samples, POOL)
+    assert (summary.done, summary.failed, summary.steps) == (10, 0, 30)
+    assert gen.calls == 30
+    assert all(row.status == "done" and row.steps_done == 3 for row in store.samples())
+    # The prompt shows scored lines at three decimals.
+    assert any(line[:5].count(".") == 1 and ": " in line for line in gen.prompts[0].splitlines())
+    store.close()
+
+
+async def test_initial_pool_is_embedded_once_per_run(tmp_path: Path) -> None:
+    """Pool texts are embedded once whatever the number of samples."""
+    samples = [Sample(f"s{i}", f"img{i}") for i in range(6)]
+    store = open_store(tmp_path / "run", samples)
+    sched = scheduler(store, FakeGenerator(lambda n: "1. shared caption\n2. another one"))
+    summary = await sched.run(samples, POOL)
+    # 20 pool texts + the 2 distinct generated texts, each once.
+    assert summary.texts_embedded == 22
+    assert summary.candidates_scored == 12  # both new texts scored for each sample, once
+    store.close()
+
+
+async def test_bad_sample_fails_alone_with_its_reason(tmp_path: Path) -> None:
+    """An unreadable input fails its sample; the others finish."""
+    samples = [Sample("good1", "img1"), Sample("bad", "bad.png"), Sample("good2", "img2")]
+    store = open_store(tmp_path / "run", samples)
+    summary = await scheduler(store, FakeGenerator()).run(samples, POOL)
+    assert (summary.done, summary.failed) == (2, 1)
+    assert summary.failures == [("bad", "bad.png: not an image")]
+    rows = {row.id: row for row in store.samples()}
+    assert rows["bad"].status == "failed" and "not an image" in (rows["bad"].error or "")
+    store.close()
+
+
+async def test_reply_without_candidates_is_logged_and_the_loop_goes_on(tmp_path: Path) -> None:
+    """A chatty reply with no list is a step with zero new candidates, not a failure."""
+    samples = [Sample("s", "img")]
+    store = open_store(tmp_path / "run", samples)
+    with capture_logs() as logs:
+        summary = await scheduler(store, FakeGenerator(lambda n: "I like this image!")).run(
+            samples, POOL)
+    assert (summary.done, summary.steps, summary.candidates_scored) == (1, 3, 0)
+    assert sum(e["event"] == "no_candidates_parsed" for e in logs) == 3
+    store.close()
+
+
+async def test_generator_down_fails_samples_with_the_url(tmp_path: Path) -> None:
+    """Exhausted retries fail each sample with a message naming the endpoint."""
+
+    class Down(FakeGenerator):
+        async def complete(self, messages):  # type: ignore[no-untyped-def]
+            raise EndpointUnavailable("connection refused", endpoint=self.endpoint,
+                                      kind="connect")
+
+    samples = [Sample("a", "img1"), Sample("b", "img2")]
+    store = open_store(tmp_path / "run", samples)
+    summary = await scheduler(store, Down()).run(samples, POOL)
+    assert summary.failed == 2 and summary.faults == {"connect": 4}
+    assert all("fake://generator" in reason for _, reason in summary.failures)
+    store.close()
+
+
+async def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> None:
+    """A run cancelled mid-way resumes with no step lost or repeated."""
+    samples = [Sample(f"s{i}", f"img{i}") for i in range(4)]
+    store = open_store(tmp_path / "run", samples)
+
+    class Slow(FakeGenerator):
+        async def complete(self, messages):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0.01)
+            return await super().complete(messages)
+
+    task = asyncio.ensure_future(scheduler(store, Slow(), steps=6, in_flight=2).run(samples, POOL))
+    while sum(row.steps_done for row in store.samples()) < 5:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    partial = {row.id: row.steps_done for row in store.samples()}
+    assert 0 < sum(partial.values()) < 24
+    summary = await scheduler(store, Slow(), steps=6).run(samples, POOL)
+    assert summary.steps == 24 - sum(partial.values())
+    db_steps = store._db.execute(
+        "SELECT sample_id, COUNT(*), MIN(step), MAX(step) FROM steps GROUP BY sample_id"
+    ).fetchall()
+    assert sorted(db_steps) == [(f"s{i}", 6, 1, 6) for i in range(4)]
+    store.close()

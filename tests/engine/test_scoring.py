@@ -1,0 +1,74 @@
+"""Coalesced, cached text embedding shared by all samples."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from engine.config import ConcurrencyConfig, RetryConfig
+from engine.errors import InvalidResponse, RetriesExhausted
+from engine.retry import Retrier
+from engine.scoring import TextEmbeddings, normalise
+from fakes import FakeScorer, vector
+
+FAST_RETRY = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
+
+
+def embeddings(scorer: FakeScorer, **kw: object) -> TextEmbeddings:
+    config = ConcurrencyConfig(**({"score_wait_ms": 5.0} | kw))  # type: ignore[arg-type]
+    return TextEmbeddings(scorer, config, Retrier(FAST_RETRY))
+
+
+async def test_concurrent_requests_are_coalesced_and_capped() -> None:
+    """Texts asked for by many samples at once go out in batches of at most the cap."""
+    scorer = FakeScorer(max_batch_size=8)
+    async with embeddings(scorer, score_batch=64) as emb:
+        groups = [[f"s{s}-t{t}" for t in range(3)] for s in range(10)]
+        results = await asyncio.gather(*(emb.embed(g) for g in groups))
+    assert all(len(b) <= 8 for b in scorer.batches)
+    assert sum(len(b) for b in scorer.batches) == 30
+    assert len(scorer.batches) == 4  # 30 texts / 8 per batch
+    expected = normalise(np.stack([vector("s3-t1")]), endpoint="x")[0]
+    np.testing.assert_allclose(results[3][1], expected, rtol=1e-6)
+
+
+async def test_each_unique_text_is_embedded_once() -> None:
+    """Repeats within a call, across calls and across concurrent samples hit the cache."""
+    scorer = FakeScorer()
+    async with embeddings(scorer) as emb:
+        await asyncio.gather(emb.embed(["a", "b", "a"]), emb.embed(["b", "c"]))
+        await emb.embed(["a", "c", "d"])
+        stats = emb.statistics()
+    sent = [t for b in scorer.batches for t in b]
+    assert sorted(sent) == ["a", "b", "c", "d"]
+    assert stats.texts_embedded == 4 and stats.texts_requested == 8
+
+
+async def test_outputs_are_unit_norm_and_scores_are_cosines() -> None:
+    """Embeddings come back L2-normalised, so a dot product is a cosine."""
+    async with embeddings(FakeScorer()) as emb:
+        out = await emb.embed(["x", "y"])
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
+
+
+async def test_transient_failure_is_retried_then_exhausted() -> None:
+    """One UNAVAILABLE is retried; a scorer down for every attempt fails the waiters."""
+    scorer = FakeScorer()
+    async with embeddings(scorer) as emb:
+        scorer.fail_next = 1
+        assert (await emb.embed(["ok"])).shape == (1, 16)
+        scorer.fail_next = 5
+        with pytest.raises(RetriesExhausted, match="scorer down"):
+            await emb.embed(["never"])
+        scorer.fail_next = 0
+        assert (await emb.embed(["never"])).shape == (1, 16)  # not cached as a failure
+
+
+def test_non_finite_and_zero_embeddings_are_invalid() -> None:
+    """NaN, inf and all-zero vectors are refused with a clear message."""
+    with pytest.raises(InvalidResponse, match="non-finite"):
+        normalise(np.array([[np.nan, 1.0]]), endpoint="m")
+    with pytest.raises(InvalidResponse, match="all-zero"):
+        normalise(np.zeros((1, 2)), endpoint="m")

@@ -1,0 +1,171 @@
+"""`mils caption` / `mils resume` end to end, over the real Triton and llama.cpp servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from adapters.local_stack import LlamaServer, TritonServer, free_port
+from adapters.media import bundled_samples
+
+pytestmark = pytest.mark.integration
+
+SECRET = "sk-test-never-log-this-0123456789"
+SMALL_LOOP = ["--keep", "8", "--requested", "5", "--max-tokens", "160"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return bundled_samples(tmp_path_factory.mktemp("images"))
+
+
+def endpoint_args(llama: LlamaServer, triton: TritonServer) -> list[str]:
+    return ["--generator-url", llama.base_url, "--generator-model", "smollm2",
+            "--scorer-url", triton.grpc_url,
+            "--text-model", "toyclip_text", "--image-model", "toyclip_image"]
+
+
+def mils(args: Sequence[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"OPENAI_API_KEY": SECRET}
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def spawn(args: Sequence[str], cwd: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {"OPENAI_API_KEY": SECRET}
+    with (cwd / "spawned.log").open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def step_rows(run: Path) -> list[tuple[str, int]]:
+    db = sqlite3.connect(run / "run.db")
+    try:
+        return db.execute("SELECT sample_id, step FROM steps ORDER BY sample_id, step").fetchall()
+    finally:
+        db.close()
+
+
+def results(run: Path) -> dict[str, dict]:
+    lines = (run / "results.jsonl").read_text().splitlines()
+    return {row["sample_id"]: row for row in map(json.loads, lines)}
+
+
+def test_caption_two_images_three_steps(
+    images: list[Path], llama_server: LlamaServer, triton_server: TritonServer, tmp_path: Path
+) -> None:
+    """Two images, three steps: captions printed, store and results.jsonl complete."""
+    run = tmp_path / "run"
+    proc = mils(["caption", *map(str, images[:2]), "--steps", "3", *SMALL_LOOP,
+                 "--out", str(run), "--no-progress",
+                 *endpoint_args(llama_server, triton_server)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert [p[0] for p in printed] == ["astronaut", "chelsea"]
+    assert all(len(p) == 3 and p[2] for p in printed)
+    assert step_rows(run) == [(sid, s) for sid in ("astronaut", "chelsea") for s in (1, 2, 3)]
+    res = results(run)
+    for sid in ("astronaut", "chelsea"):
+        row = res[sid]
+        assert row["status"] == "done" and row["steps"] == 3
+        assert [t["step"] for t in row["trajectory"]] == [1, 2, 3]
+        bests = [t["best_score"] for t in row["trajectory"]]
+        assert bests == sorted(bests)  # the best never gets worse: kept candidates carry over
+        assert row["best_score"] == bests[-1] and row["best_text"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["loop"]["steps"] == 3 and config["endpoints"]["generator"]["model"] == "smollm2"
+    for path in run.iterdir():
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(
+    images: list[Path], llama_server: LlamaServer, triton_server: TritonServer, tmp_path: Path
+) -> None:
+    """A SIGKILLed run resumes from its last committed steps to exactly `steps` per sample."""
+    run = tmp_path / "run"
+    args = ["caption", *map(str, images[:3]), "--steps", "4", *SMALL_LOOP, "--out", str(run),
+            "--no-progress", "--generator-in-flight", "1",
+            *endpoint_args(llama_server, triton_server)]
+    proc = spawn(args, tmp_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "run.db").exists() and len(step_rows(run)) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, (tmp_path / "spawned.log").read_text()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = step_rows(run)
+    assert 3 <= len(before) < 12
+
+    resumed = mils(["resume", str(run), "--no-progress"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = step_rows(run)
+    ids = [p.stem for p in images[:3]]
+    assert rows == [(sid, s) for sid in sorted(ids) for s in (1, 2, 3, 4)]
+    assert set(before) <= set(rows)
+    assert all(r["status"] == "done" and r["steps"] == 4 for r in results(run).values())
+
+
+def test_bad_inputs_fail_alone_with_clear_reasons(
+    images: list[Path], llama_server: LlamaServer, triton_server: TritonServer, tmp_path: Path
+) -> None:
+    """A missing file and a corrupt image fail; the good image finishes; exit code 1."""
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    missing = tmp_path / "missing.jpg"
+    run = tmp_path / "run"
+    proc = mils(["caption", str(images[0]), str(corrupt), str(missing), "--steps", "1",
+                 *SMALL_LOOP, "--out", str(run), "--no-progress",
+                 *endpoint_args(llama_server, triton_server)], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    res = results(run)
+    assert res["astronaut"]["status"] == "done"
+    assert res["corrupt"]["status"] == "failed"
+    assert str(corrupt) in res["corrupt"]["error"] and "cannot decode" in res["corrupt"]["error"]
+    assert res["missing"]["status"] == "failed"
+    assert str(missing) in res["missing"]["error"]
+    assert "FAILED" in proc.stdout
+
+
+def test_unreachable_generator_fails_samples_naming_the_url(
+    images: list[Path], triton_server: TritonServer, tmp_path: Path
+) -> None:
+    """With nothing listening, every sample fails after the retries with the URL named."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    run = tmp_path / "run"
+    proc = mils(["caption", str(images[0]), "--out", str(run), "--no-progress",
+                 "--generator-url", url, "--scorer-url", triton_server.grpc_url,
+                 "--text-model", "toyclip_text", "--image-model", "toyclip_image",
+                 "--retries", "2"], cwd=tmp_path)
+    assert proc.returncode == 1
+    error = results(run)["astronaut"]["error"]
+    assert url in error and "after 2 attempts" in error
+
+
+def test_model_not_loaded_is_a_clear_start_error(
+    images: list[Path], llama_server: LlamaServer, triton_server: TritonServer, tmp_path: Path
+) -> None:
+    """A scorer model the server has not loaded stops the run at start, naming the model."""
+    proc = mils(["caption", str(images[0]), "--out", str(tmp_path / "run"), "--no-progress",
+                 "--generator-url", llama_server.base_url, "--scorer-url", triton_server.grpc_url,
+                 "--text-model", "no_such_model", "--image-model", "toyclip_image"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no_such_model" in proc.stderr and "not ready" in proc.stderr
+
+
+def test_no_endpoints_and_no_local_stack_says_what_to_do(tmp_path: Path) -> None:
+    """Without endpoints or a local stack the CLI says how to get one."""
+    proc = mils(["caption", "x.png", "--out", str(tmp_path / "run")], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "mils local up" in proc.stderr
