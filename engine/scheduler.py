@@ -14,6 +14,7 @@ its reason and the run goes on. Configuration and store errors stop the run.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -96,11 +97,9 @@ class Scheduler:
         progress = Progress(len(todo), enabled=self._show_progress)
         log.info("run_started", samples=len(samples), todo=len(todo), pool=len(pool))
         async with TextEmbeddings(self._scorer, self._concurrency, self._retrier) as embeddings:
-            self._embeddings = embeddings
+            self._embeddings = embeddings  # NaN rows: texts the scorer could not embed
             if todo:
-                self._pool_texts = list(pool)
-                self._pool_set = frozenset(pool)
-                self._pool_matrix = await embeddings.embed(self._pool_texts)
+                await self._embed_pool(pool)
             async with asyncio.TaskGroup() as outer:
                 ticker = outer.create_task(progress.run(self._gauges))
                 try:
@@ -124,6 +123,21 @@ class Scheduler:
         )
         log.info("run_finished", **{k: v for k, v in asdict(summary).items() if k != "failures"})
         return summary
+
+    async def _embed_pool(self, pool: Sequence[str]) -> None:
+        """Embed the initial pool once for the whole run; unscorable texts are dropped."""
+        matrix = await self._embeddings.embed(pool)
+        valid = ~np.isnan(matrix[:, 0]) if len(pool) else np.zeros(0, dtype=bool)
+        if not valid.any():
+            raise ConfigError(
+                f"none of the {len(pool)} initial pool texts could be embedded by "
+                f"{self._scorer.name}; check the scorer model or pass another --init-pool"
+            )
+        if not valid.all():
+            log.warning("pool_texts_dropped", dropped=int((~valid).sum()), kept=int(valid.sum()))
+        self._pool_texts = [text for text, ok in zip(pool, valid, strict=True) if ok]
+        self._pool_set = frozenset(pool)
+        self._pool_matrix = matrix[valid]
 
     async def _run_all(self, samples: Sequence[Sample], progress: Progress) -> None:
         window = asyncio.Semaphore(self._concurrency.samples_in_flight)
@@ -190,7 +204,12 @@ class Scheduler:
             new: list[tuple[str, float]] = []
             if fresh:
                 scores = (await self._embeddings.embed(fresh)) @ target
-                new = list(zip(fresh, scores.tolist(), strict=True))
+                pairs = zip(fresh, scores.tolist(), strict=True)
+                new = [(text, score) for text, score in pairs if math.isfinite(score)]
+                if len(new) < len(fresh):
+                    log.warning(
+                        "candidates_unscorable", step=plan.step, dropped=len(fresh) - len(new)
+                    )
             record = optimizer.commit(plan, new)
             await asyncio.to_thread(self._store.commit_step, sample.id, record)
             self._candidates_scored += len(new)

@@ -57,9 +57,19 @@ class EmbeddingStatistics:
     texts_embedded: int
     """Texts actually sent to the scorer."""
     cache_hits: int
+    invalid: int
+    """Texts whose embedding was NaN, infinite or zero (scored as unusable)."""
     batches: int
     batches_in_flight: int
     queued: int
+
+
+def _normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    """Unit rows; a row that is non-finite or all-zero becomes all-NaN (unscorable)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    valid = np.isfinite(vectors).all(axis=1, keepdims=True) & (norms > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, vectors / np.where(valid, norms, 1.0), np.nan).astype(np.float32)
 
 
 class _LRU:
@@ -100,6 +110,7 @@ class TextEmbeddings:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._requested = self._embedded = self._hits = self._batches = self._active = 0
+        self._invalid = 0
 
     async def __aenter__(self) -> TextEmbeddings:
         self._tasks = asyncio.TaskGroup()
@@ -118,7 +129,11 @@ class TextEmbeddings:
         await self._tasks.__aexit__(exc_type, exc, tb)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Normalised embeddings of `texts`, shape (len(texts), dim)."""
+        """Normalised embeddings of `texts`, shape (len(texts), dim).
+
+        A text the scorer could not embed (NaN, infinite or all-zero output) comes back as
+        a row of NaN, so its score is NaN and the caller drops it alone.
+        """
         self._requested += len(texts)
         found: dict[str, np.ndarray] = {}
         waits: dict[str, asyncio.Future[np.ndarray]] = {}
@@ -170,7 +185,7 @@ class TextEmbeddings:
         self._active += 1
         try:
             raw = await self._retrier.call(self._scorer.embed_texts, texts)
-            vectors = normalise(raw, endpoint=self._scorer.name)
+            vectors = np.asarray(raw, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[0] != len(texts):
                 raise InvalidResponse(
                     f"scorer {self._scorer.name} returned shape {vectors.shape} "
@@ -188,8 +203,12 @@ class TextEmbeddings:
             self._active -= 1
             self._slots.release()
         self._embedded += len(texts)
-        for text, vector in zip(texts, vectors, strict=True):
-            self._cache.put(text, vector)
+        for text, vector in zip(texts, _normalise_rows(vectors), strict=True):
+            if np.isnan(vector[0]):
+                self._invalid += 1
+                log.warning("text_embedding_invalid", scorer=self._scorer.name, text=text[:80])
+            else:
+                self._cache.put(text, vector)
             self._pending.pop(text).set_result(vector)
 
     def statistics(self) -> EmbeddingStatistics:
@@ -197,6 +216,7 @@ class TextEmbeddings:
             texts_requested=self._requested,
             texts_embedded=self._embedded,
             cache_hits=self._hits,
+            invalid=self._invalid,
             batches=self._batches,
             batches_in_flight=self._active,
             queued=self._queue.qsize(),

@@ -6,7 +6,7 @@ from engine.errors import ConfigError
 from tasks.base import Task
 from tasks.image_caption import TASK as IMAGE_CAPTION
 
-__all__ = ["TASKS", "Task", "get_task"]
+__all__ = ["IMAGE_CAPTION", "TASKS", "Task", "get_task"]
 
 TASKS: dict[str, Task] = {task.name: task for task in (IMAGE_CAPTION,)}
 

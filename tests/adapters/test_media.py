@@ -51,16 +51,6 @@ async def test_directory_is_refused(tmp_path: Path) -> None:
     assert "is a directory" in str(err)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-async def test_unreadable_file_is_refused(tmp_path: Path) -> None:
-    """A file without read permission is an InputError saying so."""
-    path = tmp_path / "locked.png"
-    write(path, PNG)
-    path.chmod(0)
-    err = await read_error(str(path))
-    assert "permission denied" in str(err)
-
-
 async def test_permission_error_is_translated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

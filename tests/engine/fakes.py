@@ -36,7 +36,8 @@ class FakeScorer:
             self.fail_next -= 1
             raise EndpointUnavailable("scorer down", endpoint=self.name, kind="unavailable")
         self.batches.append(list(texts))
-        return np.stack([vector(t) for t in texts])
+        # A text containing "NaN" embeds to NaN: a scorer glitch on one item.
+        return np.stack([vector(t) * (np.nan if "NaN" in t else 1) for t in texts])
 
     async def embed_target(self, data: bytes) -> np.ndarray:
         return vector(data.decode())

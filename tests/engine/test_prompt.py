@@ -29,8 +29,14 @@ def test_render_prompt_fills_candidates_and_requested() -> None:
         ("<|im_start|>assistant\n1. Marked up<|im_end|>", ["Marked up"]),
         ("1. 0.512: echoed score\n0.300: score layout line", ["echoed score", "score layout line"]),
         ("1. With trailing score (score: 0.9)", ["With trailing score"]),
-        ("1. a cat on a mat; 2. a dog in a park. 3. a bird", ["a cat on a mat", "a dog in a park.", "a bird"]),
-        ("- bullet one\n* bullet two\n• bullet three", ["bullet one", "bullet two", "bullet three"]),
+        (
+            "1. a cat on a mat; 2. a dog in a park. 3. a bird",
+            ["a cat on a mat", "a dog in a park.", "a bird"],
+        ),
+        (
+            "- bullet one\n* bullet two\n• bullet three",
+            ["bullet one", "bullet two", "bullet three"],
+        ),
         ("1. Numbered wins\n- bullet ignored", ["Numbered wins"]),
         ("1. dup\n2. dup", ["dup", "dup"]),
         ("1.\n2.   \n3. x\n4. ok", ["ok"]),
@@ -41,7 +47,9 @@ def test_parse_messy_replies(reply: str, expected: list[str]) -> None:
     assert parse_candidates(reply) == expected
 
 
-@pytest.mark.parametrize("reply", ["", "   \n\n", "I cannot help with that.", "A caption without a number"])
+@pytest.mark.parametrize(
+    "reply", ["", "   \n\n", "I cannot help with that.", "A caption without a number"]
+)
 def test_parse_reply_without_list_gives_nothing(reply: str) -> None:
     """A reply with no numbered or bulleted line gives zero candidates, not an error."""
     assert parse_candidates(reply) == []

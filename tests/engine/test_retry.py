@@ -24,8 +24,9 @@ class Flaky:
 
 
 def unavailable(kind: str, retry_after: float | None = None) -> EndpointUnavailable:
-    return EndpointUnavailable(f"{kind} fault", endpoint="http://x", kind=kind,
-                               retry_after=retry_after)
+    return EndpointUnavailable(
+        f"{kind} fault", endpoint="http://x", kind=kind, retry_after=retry_after
+    )
 
 
 NO_WAIT = RetryConfig(attempts=4, initial_s=0.0, max_s=0.0, jitter_s=0.0)

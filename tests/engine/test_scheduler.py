@@ -25,8 +25,9 @@ def open_store(path: Path, samples: list[Sample]) -> RunStore:
     return store
 
 
-def scheduler(store: RunStore, generator: FakeGenerator, *, steps: int = 3,
-              in_flight: int = 4) -> Scheduler:
+def scheduler(
+    store: RunStore, generator: FakeGenerator, *, steps: int = 3, in_flight: int = 4
+) -> Scheduler:
     return Scheduler(
         task=get_task("image-caption"),
         loop=LoopConfig(steps=steps, keep=5, requested=3),
@@ -84,7 +85,8 @@ async def test_reply_without_candidates_is_logged_and_the_loop_goes_on(tmp_path:
     store = open_store(tmp_path / "run", samples)
     with capture_logs() as logs:
         summary = await scheduler(store, FakeGenerator(lambda n: "I like this image!")).run(
-            samples, POOL)
+            samples, POOL
+        )
     assert (summary.done, summary.steps, summary.candidates_scored) == (1, 3, 0)
     assert sum(e["event"] == "no_candidates_parsed" for e in logs) == 3
     store.close()
@@ -95,8 +97,7 @@ async def test_generator_down_fails_samples_with_the_url(tmp_path: Path) -> None
 
     class Down(FakeGenerator):
         async def complete(self, messages):  # type: ignore[no-untyped-def]
-            raise EndpointUnavailable("connection refused", endpoint=self.endpoint,
-                                      kind="connect")
+            raise EndpointUnavailable("connection refused", endpoint=self.endpoint, kind="connect")
 
     samples = [Sample("a", "img1"), Sample("b", "img2")]
     store = open_store(tmp_path / "run", samples)
@@ -130,4 +131,19 @@ async def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> 
         "SELECT sample_id, COUNT(*), MIN(step), MAX(step) FROM steps GROUP BY sample_id"
     ).fetchall()
     assert sorted(db_steps) == [(f"s{i}", 6, 1, 6) for i in range(4)]
+    store.close()
+
+
+async def test_unscorable_texts_are_dropped_alone(tmp_path: Path) -> None:
+    """A NaN embedding drops that candidate (and that pool text); the sample carries on."""
+    samples = [Sample("s", "img")]
+    store = RunStore.create(tmp_path / "run", {}, [*POOL, "pool NaN text"])
+    store.add_samples([("s", "img")])
+    gen = FakeGenerator(lambda n: f"1. good {n}\n2. NaN bad {n}")
+    with capture_logs() as logs:
+        summary = await scheduler(store, gen).run(samples, [*POOL, "pool NaN text"])
+    assert (summary.done, summary.failed, summary.candidates_scored) == (1, 0, 3)
+    events = [e["event"] for e in logs]
+    assert "pool_texts_dropped" in events and events.count("candidates_unscorable") == 3
+    assert all("NaN" not in t for t in store.progress("s").scored_texts)
     store.close()

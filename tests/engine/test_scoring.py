@@ -72,3 +72,12 @@ def test_non_finite_and_zero_embeddings_are_invalid() -> None:
         normalise(np.array([[np.nan, 1.0]]), endpoint="m")
     with pytest.raises(InvalidResponse, match="all-zero"):
         normalise(np.zeros((1, 2)), endpoint="m")
+
+
+async def test_invalid_embedding_is_nan_for_that_text_only() -> None:
+    """A NaN output for one text marks that row unusable; its batch-mates are fine."""
+    async with embeddings(FakeScorer()) as emb:
+        out = await emb.embed(["fine", "NaN here", "also fine"])
+        stats = emb.statistics()
+    assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+    assert stats.invalid == 1

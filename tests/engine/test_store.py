@@ -79,8 +79,13 @@ def test_export_writes_one_line_per_sample_with_trajectory(store: RunStore) -> N
     assert [x["sample_id"] for x in lines] == ["a", "b"]
     assert lines[0]["status"] == "done" and lines[0]["best_text"] == "best 1"
     assert lines[0]["trajectory"] == [
-        {"step": 1, "best_text": "best 1", "best_score": 0.3, "mean_top_k": 0.15,
-         "new_candidates": 2}
+        {
+            "step": 1,
+            "best_text": "best 1",
+            "best_score": 0.3,
+            "mean_top_k": 0.15,
+            "new_candidates": 2,
+        }
     ]
     assert lines[1]["status"] == "failed" and "not an image" in lines[1]["error"]
 
