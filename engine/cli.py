@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -42,6 +43,7 @@ LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL = "toyclip_text", "toyclip_image"
 DEMO_LOOP = LoopConfig(steps=3, keep=12, requested=8)
 DEMO_MAX_TOKENS = 400
 EXIT_FAILED_SAMPLES, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
+DEFAULT_GENERATOR_TIMEOUT = 300.0
 
 
 # -- arguments ---------------------------------------------------------------------
@@ -53,6 +55,7 @@ def _endpoint_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     g = parser.add_argument_group("generator (OpenAI-compatible chat endpoint)")
     g.add_argument(
         "--generator-url",
+        action="append",
         help="base URL, e.g. http://vllm:8000/v1 (default: the local stack from `mils local up`)",
     )
     g.add_argument("--generator-model", help="model name sent with each request")
@@ -60,11 +63,25 @@ def _endpoint_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     g.add_argument("--top-p", type=float, default=dflt(0.9))
     g.add_argument("--max-tokens", type=int, default=dflt(1024))
     g.add_argument(
+        "--generator-timeout",
+        type=float,
+        dest="read_timeout",
+        default=dflt(DEFAULT_GENERATOR_TIMEOUT),
+        help="seconds to wait for a reply before retrying it (default 300)",
+    )
+    g.add_argument(
+        "--generator-api-key-env",
         "--api-key-env",
+        dest="api_key_env",
         default=dflt("OPENAI_API_KEY"),
         help="environment variable holding the API key (default OPENAI_API_KEY)",
     )
-    g.add_argument("--api-key-file", help="file holding the API key")
+    g.add_argument(
+        "--generator-api-key-file",
+        "--api-key-file",
+        dest="api_key_file",
+        help="file holding the API key (used when the variable is unset)",
+    )
     s = parser.add_argument_group("scorer (Triton Inference Server)")
     s.add_argument("--scorer-url", help="Triton address host:port (gRPC port for grpc)")
     s.add_argument("--scorer-protocol", choices=("grpc", "http"), default=dflt("grpc"))
@@ -72,12 +89,26 @@ def _endpoint_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     s.add_argument("--image-model", help="Triton image encoder (default clip_image)")
 
 
+def _limit(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
 def _run_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     dflt: Callable[[Any], Any] = (lambda value: value) if defaults else (lambda value: None)
     c = parser.add_argument_group("concurrency")
     base = ConcurrencyConfig()
     c.add_argument("--samples-in-flight", type=int, default=dflt(base.samples_in_flight))
-    c.add_argument("--generator-in-flight", type=int, default=dflt(base.generator_in_flight))
+    c.add_argument(
+        "--generator-in-flight",
+        type=_limit,
+        default=dflt("auto"),
+        help="requests in flight per generator endpoint, or 'auto' (adapts to its latency)",
+    )
     c.add_argument("--score-batch", type=int, default=dflt(base.score_batch))
     c.add_argument("--score-wait-ms", type=float, default=dflt(base.score_wait_ms))
     c.add_argument(
@@ -152,13 +183,14 @@ def _endpoints(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
     saved = saved or {}
     gen = dict(saved.get("generator", {}))
     sc = dict(saved.get("scorer", {}))
-    for key in ("temperature", "top_p", "max_tokens", "api_key_env", "api_key_file"):
+    for key in ("temperature", "top_p", "max_tokens", "read_timeout", "api_key_env",
+                "api_key_file"):
         if (value := getattr(args, key)) is not None:
             gen[key] = str(value) if key == "api_key_file" else value
     if args.scorer_protocol:
         sc["protocol"] = args.scorer_protocol
     if args.generator_url:
-        gen["base_url"] = args.generator_url
+        gen["base_urls"] = args.generator_url
     if args.generator_model:
         gen["model"] = args.generator_model
     if args.scorer_url:
@@ -166,14 +198,14 @@ def _endpoints(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
     for key in ("text_model", "image_model"):
         if (value := getattr(args, key)) is not None:
             sc[key] = value
-    if "base_url" not in gen or "url" not in sc:
+    if "base_urls" not in gen or "url" not in sc:
         local = _local_urls()
         if not local:
             raise ConfigError(
                 "no endpoints: pass --generator-url and --scorer-url, or start the offline "
                 "local stack first with `mils local up`"
             )
-        gen.setdefault("base_url", local["generator_url"])
+        gen.setdefault("base_urls", [local["generator_url"]])
         gen.setdefault("model", local["generator_model"])
         protocol = sc.get("protocol", "grpc")
         sc.setdefault("url", local["scorer_url" if protocol == "grpc" else "scorer_http_url"])
@@ -189,7 +221,7 @@ def _concurrency(args: argparse.Namespace, saved: dict[str, Any]) -> Concurrency
     values = dict(saved)
     for name in ("samples_in_flight", "generator_in_flight", "score_batch", "score_wait_ms"):
         if (value := getattr(args, name)) is not None:
-            values[name] = value
+            values[name] = None if value == "auto" else value
     return from_dict(ConcurrencyConfig, values)  # type: ignore[no-any-return]
 
 
@@ -198,14 +230,11 @@ def _concurrency(args: argparse.Namespace, saved: dict[str, Any]) -> Concurrency
 
 async def _execute(config: dict[str, Any], store: RunStore, show_progress: bool) -> RunSummary:
     from adapters.media import ImageReader
-    from adapters.openai_generator import GeneratorSettings, OpenAIGenerator
+    from adapters.openai_generator import OpenAIGenerator
     from adapters.triton_scorer import TritonScorer
     from tasks import get_task
 
     task = get_task(config["task"])
-    gen_cfg = dict(config["endpoints"]["generator"])
-    if gen_cfg.get("api_key_file"):
-        gen_cfg["api_key_file"] = Path(gen_cfg["api_key_file"])
     sc = config["endpoints"]["scorer"]
     samples = [Sample(row.id, row.source) for row in store.samples()]
     retry = from_dict(RetryConfig, config["retry"])
@@ -217,13 +246,18 @@ async def _execute(config: dict[str, Any], store: RunStore, show_progress: bool)
     )
     # Servers that are still starting get the same retry policy as every other call.
     await Retrier(retry).call(scorer.open)
-    async with OpenAIGenerator(GeneratorSettings(**gen_cfg)) as generator, scorer:
+    async with contextlib.AsyncExitStack() as stack:
+        generators = [
+            await stack.enter_async_context(OpenAIGenerator(settings))
+            for settings in _generator_settings(config["endpoints"]["generator"])
+        ]
+        await stack.enter_async_context(scorer)
         scheduler = Scheduler(
             task=task,
             loop=from_dict(LoopConfig, config["loop"]),
             concurrency=from_dict(ConcurrencyConfig, config["concurrency"]),
             retry=retry,
-            generator=generator,
+            generator=generators,
             scorer=scorer,
             reader=ImageReader(),
             store=store,
@@ -283,12 +317,7 @@ def _new_run(args: argparse.Namespace, loop: LoopConfig, pool_file: Path | None)
     from tasks import get_task
 
     task = get_task(args.task)
-    pool = task.load_pool(pool_file)
-    if not pool:
-        raise ConfigError(
-            f"initial pool {pool_file or task.pool_file} has no text lines; "
-            "pass --init-pool with one text per line"
-        )
+    pool = _load_pool(task, pool_file)
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ConfigError("no inputs; pass image files, directories or glob patterns")
@@ -300,9 +329,10 @@ def _new_run(args: argparse.Namespace, loop: LoopConfig, pool_file: Path | None)
         "retry": asdict(RetryConfig(attempts=args.retries)),
         "endpoints": _endpoints(args),
     }
-    store = RunStore.create(run_dir, config, pool)
+    _generator_settings(config["endpoints"]["generator"])  # before anything is written
     taken: set[str] = set()
-    store.add_samples([(sample_id_for(p, taken), p) for p in paths])
+    samples = [(sample_id_for(p, taken), p) for p in paths]
+    store = RunStore.create(run_dir, config, pool, samples)
     _open_logging(run_dir, args)
     print(f"run directory: {run_dir} ({len(paths)} samples)", file=sys.stderr)
     try:
@@ -310,6 +340,45 @@ def _new_run(args: argparse.Namespace, loop: LoopConfig, pool_file: Path | None)
         return _report(summary, store)
     finally:
         store.close()
+
+
+def _load_pool(task: Any, pool_file: Path | None) -> list[str]:
+    """The initial pool, refusing files that cannot give a real one."""
+    source = pool_file or task.pool_file
+    try:
+        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"cannot read the initial pool {str(source)!r} ({reason}); pass --init-pool "
+            "with a UTF-8 text file, one text per line"
+        ) from None
+    lines = [line for line in lines if line]
+    pool: list[str] = task.load_pool(pool_file)
+    if not pool:
+        raise ConfigError(
+            f"initial pool {source} has no text lines; pass --init-pool with one text per line"
+        )
+    if len(pool) == 1 and len(lines) > 1:
+        raise ConfigError(
+            f"initial pool {source} holds {len(lines)} lines but they are all the same text; "
+            "pass --init-pool with distinct texts"
+        )
+    if len(pool) < len(lines):
+        log.warning("initial_pool_duplicates_dropped", pool=str(source), lines=len(lines),
+                    unique=len(pool))
+    return pool
+
+
+def _generator_settings(saved: dict[str, Any]) -> list[Any]:
+    """One GeneratorSettings per generator URL (validates: ConfigError; reads no key)."""
+    from adapters.openai_generator import GeneratorSettings
+
+    values = dict(saved)
+    urls = values.pop("base_urls")
+    if values.get("api_key_file"):
+        values["api_key_file"] = Path(values["api_key_file"])
+    return [GeneratorSettings(base_url=url, **values) for url in urls]
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
@@ -435,6 +504,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MilsError as exc:
         print(f"mils: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BaseExceptionGroup as group:
+        # Errors that stop a run surface from inside task groups, wrapped: show the
+        # engine's own message(s), not a traceback; anything else is a real crash.
+        matched, rest = group.split(MilsError)
+        if matched is None or rest is not None:
+            raise
+        for exc in _leaves(matched):
+            print(f"mils: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return list({str(exc): exc for exc in found}.values())
 
 
 if __name__ == "__main__":

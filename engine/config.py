@@ -29,7 +29,7 @@ DEFAULT_REQUESTED = 50
 DEFAULT_STEPS = 10
 DEFAULT_TOP_K = 10
 DEFAULT_SAMPLES_IN_FLIGHT = 256
-DEFAULT_GENERATOR_IN_FLIGHT = 8
+DEFAULT_COOLDOWN_S = 5.0
 DEFAULT_SCORE_BATCH = 64
 DEFAULT_SCORE_WAIT_MS = 5.0
 DEFAULT_SCORE_IN_FLIGHT = 4
@@ -84,8 +84,11 @@ class ConcurrencyConfig:
 
     samples_in_flight: int = DEFAULT_SAMPLES_IN_FLIGHT
     """Samples running at once; memory is bounded by this window, not by the dataset."""
-    generator_in_flight: int = DEFAULT_GENERATOR_IN_FLIGHT
-    """Chat requests in flight per generator endpoint."""
+    generator_in_flight: int | None = None
+    """Chat requests in flight per generator endpoint; None adapts it to the endpoint's
+    latency (see `engine.limiter`)."""
+    generator_cooldown_s: float = DEFAULT_COOLDOWN_S
+    """Pause for an endpoint after repeated failures (doubles on relapse, capped)."""
     score_batch: int = DEFAULT_SCORE_BATCH
     """Most texts per scorer request (capped by the Triton model's max_batch_size)."""
     score_wait_ms: float = DEFAULT_SCORE_WAIT_MS
@@ -99,7 +102,14 @@ class ConcurrencyConfig:
         for name in ("samples_in_flight", "generator_in_flight", "score_batch", "score_in_flight"):
             value = getattr(self, name)
             flag = "--" + name.replace("_", "-")
-            _require(value >= 1, f"{name} must be >= 1, got {value}; pass {flag} 1 or more")
+            _require(
+                (value is None and name == "generator_in_flight") or value >= 1,
+                f"{name} must be >= 1, got {value}; pass {flag} 1 or more",
+            )
+        _require(
+            self.generator_cooldown_s >= 0,
+            f"generator_cooldown_s must be >= 0, got {self.generator_cooldown_s}",
+        )
         _require(self.score_wait_ms >= 0, f"score_wait_ms must be >= 0, got {self.score_wait_ms}")
         _require(self.cache_size >= 0, f"cache_size must be >= 0, got {self.cache_size}")
 

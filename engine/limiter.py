@@ -1,58 +1,175 @@
-"""Per-endpoint limit on requests in flight (the generator side's backpressure)."""
+"""Per-endpoint limit on requests in flight: fixed, or adaptive to the endpoint's latency.
+
+An LLM server with continuous batching answers in about the same time up to its batch
+capacity, then queues: latency grows with every extra request while throughput stays flat.
+The adaptive limit finds that knee by itself, like TCP Vegas (and Netflix's
+concurrency-limits `VegasLimit`): from the no-load latency and the current latency it
+estimates how many requests are queued at the server,
+
+    queued = limit * (1 - rtt_noload / rtt)
+
+and raises the limit by one while fewer than `alpha` are queued, lowers it by one when more
+than `beta` are, so the server stays saturated with a short queue. Overload signals (429,
+5xx, timeouts) halve the limit at once (multiplicative decrease). Latencies are smoothed
+(EWMA) so that replies of different lengths do not read as queueing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-__all__ = ["EndpointLimiter", "LimiterStatistics"]
+from engine.errors import EndpointUnavailable
+
+__all__ = ["AdaptiveLimit", "EndpointLimiter", "LimiterStatistics"]
+
+DEFAULT_INITIAL_LIMIT = 4
+DEFAULT_MAX_LIMIT = 256
+_SMOOTHING = 0.1
+"""Weight of a new latency sample in the smoothed latency."""
+
+
+@dataclass(slots=True)
+class AdaptiveLimit:
+    """The Vegas-style limit arithmetic, separate from the asyncio plumbing (pure)."""
+
+    limit: float = DEFAULT_INITIAL_LIMIT
+    max_limit: int = DEFAULT_MAX_LIMIT
+    rtt: float | None = None
+    """Smoothed latency of recent requests (seconds)."""
+    rtt_noload: float | None = None
+    """Lowest smoothed latency seen: the latency without queueing. Re-learnt when the
+    limit has fallen to 1 (the server became slower for good, not busier)."""
+
+    def on_success(self, latency: float, in_flight: int) -> None:
+        self.rtt = (
+            latency if self.rtt is None else (1 - _SMOOTHING) * self.rtt + _SMOOTHING * latency
+        )
+        if self.rtt_noload is None or self.rtt < self.rtt_noload or self.limit <= 1:
+            self.rtt_noload = self.rtt
+        queued = self.limit * (1 - self.rtt_noload / self.rtt)
+        log_limit = math.log10(max(self.limit, 10))
+        alpha, beta = 3 * log_limit, 6 * log_limit
+        if queued < alpha and in_flight >= self.limit - 1:
+            # Only a limit that was actually used says anything about raising it.
+            self.limit = min(self.limit + 1, self.max_limit)
+        elif queued > beta:
+            self.limit = max(self.limit - 1, 1)
+
+    def on_overload(self) -> None:
+        self.limit = max(self.limit / 2, 1)
 
 
 @dataclass(frozen=True, slots=True)
 class LimiterStatistics:
+    endpoint: str
     limit: int
+    adaptive: bool
     in_flight: int
     waiting: int
     completed: int
+    overloads: int
     peak_in_flight: int
+    latency_s: float | None
+    """Smoothed latency of recent requests (adaptive limiters only)."""
+
+
+_OVERLOAD_KINDS = frozenset({"429", "5xx", "timeout", "unavailable"})
 
 
 class EndpointLimiter:
-    """At most `limit` requests in flight to one endpoint; the rest wait their turn."""
+    """At most `limit` requests in flight to one endpoint; the rest wait their turn (FIFO).
 
-    def __init__(self, endpoint: str, limit: int) -> None:
+    Args:
+        endpoint: name for logs and statistics.
+        limit: a fixed limit, or None to adapt it to the endpoint's latency.
+        initial: starting limit when adaptive.
+        max_limit: ceiling when adaptive.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        limit: int | None,
+        *,
+        initial: int = DEFAULT_INITIAL_LIMIT,
+        max_limit: int = DEFAULT_MAX_LIMIT,
+    ) -> None:
         self.endpoint = endpoint
-        self._limit = limit
-        self._slots = asyncio.Semaphore(limit)
-        self._in_flight = 0
-        self._waiting = 0
-        self._completed = 0
-        self._peak = 0
+        self._fixed = limit
+        self._adaptive = AdaptiveLimit(limit=float(initial), max_limit=max_limit)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._in_flight = self._completed = self._overloads = self._peak = 0
+
+    @property
+    def limit(self) -> int:
+        return self._fixed if self._fixed is not None else int(self._adaptive.limit)
+
+    @property
+    def load(self) -> float:
+        """Outstanding requests (in flight and waiting) per unit of limit: for routing."""
+        return (self._in_flight + len(self._waiters)) / self.limit
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one request slot for the duration of the block."""
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        self._in_flight += 1
-        self._peak = max(self._peak, self._in_flight)
+        """Hold one request slot for the block; its latency and outcome tune the limit."""
+        await self._acquire()
+        started = time.monotonic()
         try:
             yield
+        except EndpointUnavailable as exc:
+            if exc.kind in _OVERLOAD_KINDS:
+                self._overloads += 1
+                self._adaptive.on_overload()
+            raise
+        else:
+            self._adaptive.on_success(time.monotonic() - started, self._in_flight)
         finally:
             self._in_flight -= 1
             self._completed += 1
-            self._slots.release()
+            self._wake()
+
+    async def _acquire(self) -> None:
+        if self._in_flight < self.limit and not self._waiters:
+            self._take()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._in_flight -= 1  # woken, then cancelled: hand the slot on
+                self._wake()
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def _take(self) -> None:
+        self._in_flight += 1
+        self._peak = max(self._peak, self._in_flight)
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_flight < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._take()
+                waiter.set_result(None)
 
     def statistics(self) -> LimiterStatistics:
         return LimiterStatistics(
-            limit=self._limit,
+            endpoint=self.endpoint,
+            limit=self.limit,
+            adaptive=self._fixed is None,
             in_flight=self._in_flight,
-            waiting=self._waiting,
+            waiting=len(self._waiters),
             completed=self._completed,
+            overloads=self._overloads,
             peak_in_flight=self._peak,
+            latency_s=self._adaptive.rtt if self._fixed is None else None,
         )

@@ -6,9 +6,9 @@ the number of new candidates wanted.
 
 Parsing is forgiving because small and chatty models are: it takes numbered lines
 (`1. text`, `2) text`, `(3) text`, `**4.** text`) and, when a reply has no numbered line,
-bulleted lines (`- text`, `* text`); it splits lists run together on one line; it drops chat markup, markdown emphasis, surrounding
-quotes, a leading echoed score, and everything that is neither (preambles, trailing
-commentary, blank lines).
+bulleted lines (`- text`, `* text`); it splits lists run together on one line; it drops
+chat markup, markdown emphasis, surrounding quotes, a leading echoed score, and everything
+that is neither (preambles, trailing commentary, blank lines).
 """
 
 from __future__ import annotations

@@ -23,12 +23,12 @@ import structlog
 
 from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
 from engine.errors import ConfigError, MilsError, StoreError
-from engine.limiter import EndpointLimiter
 from engine.optimizer import SampleOptimizer
 from engine.progress import Progress
 from engine.prompt import parse_candidates, render_prompt
 from engine.protocols import ChatMessage, Generator, MediaReader, Scorer, TaskSpec
 from engine.retry import Retrier
+from engine.router import GeneratorRouter
 from engine.scoring import TextEmbeddings, normalise
 from engine.store import DONE, RunStore
 
@@ -71,7 +71,7 @@ class Scheduler:
         loop: LoopConfig,
         concurrency: ConcurrencyConfig,
         retry: RetryConfig,
-        generator: Generator,
+        generator: Generator | Sequence[Generator],
         scorer: Scorer,
         reader: MediaReader,
         store: RunStore,
@@ -80,13 +80,17 @@ class Scheduler:
         self._task = task
         self._loop = loop
         self._concurrency = concurrency
-        self._generator = generator
         self._scorer = scorer
         self._reader = reader
         self._store = store
         self._show_progress = show_progress
         self._retrier = Retrier(retry)
-        self._limiter = EndpointLimiter(generator.endpoint, concurrency.generator_in_flight)
+        generators = [generator] if not isinstance(generator, Sequence) else list(generator)
+        self._router = GeneratorRouter(
+            generators,
+            limit=concurrency.generator_in_flight,
+            cooldown_s=concurrency.generator_cooldown_s,
+        )
         self._failures: list[tuple[str, str]] = []
         self._candidates_scored = 0
 
@@ -117,7 +121,7 @@ class Scheduler:
             wall_s=snap.elapsed_s,
             candidates_scored=self._candidates_scored,
             texts_embedded=stats.texts_embedded,
-            generator_requests=self._limiter.statistics().completed,
+            generator_requests=sum(stat.completed for stat in self._router.statistics()),
             faults=self._retrier.statistics().faults,
             failures=list(self._failures),
         )
@@ -147,11 +151,12 @@ class Scheduler:
                 group.create_task(self._guarded(sample, window, progress), name=sample.id)
 
     def _gauges(self) -> dict[str, int]:
-        gen = self._limiter.statistics()
+        gen = self._router.statistics()
         emb = self._embeddings.statistics()
         return {
-            "gen_in_flight": gen.in_flight,
-            "gen_waiting": gen.waiting,
+            "gen_in_flight": sum(stat.in_flight for stat in gen),
+            "gen_limit": sum(stat.limit for stat in gen),
+            "gen_waiting": sum(stat.waiting for stat in gen),
             "score_batches_in_flight": emb.batches_in_flight,
             "score_queued": emb.queued,
         }
@@ -196,7 +201,8 @@ class Scheduler:
         )
         while not optimizer.done:
             plan = optimizer.plan_step()
-            reply = await self._retrier.call(self._complete, self._messages(plan.shown))
+            # One attempt per try; a retry may land on another endpoint.
+            reply = await self._retrier.call(self._router.complete, self._messages(plan.shown))
             parsed = parse_candidates(reply)
             if not parsed:
                 log.warning("no_candidates_parsed", step=plan.step, reply_head=reply[:200])
@@ -240,9 +246,3 @@ class Scheduler:
             {"role": "system", "content": self._task.system_prompt},
             {"role": "user", "content": prompt},
         ]
-
-    async def _complete(self, messages: Sequence[ChatMessage]) -> str:
-        # The slot is held per attempt, not across retries: a backing-off sample does not
-        # keep a healthy endpoint idle.
-        async with self._limiter.slot():
-            return await self._generator.complete(messages)

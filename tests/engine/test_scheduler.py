@@ -31,7 +31,9 @@ def scheduler(
     return Scheduler(
         task=get_task("image-caption"),
         loop=LoopConfig(steps=steps, keep=5, requested=3),
-        concurrency=ConcurrencyConfig(samples_in_flight=in_flight, score_wait_ms=1.0),
+        concurrency=ConcurrencyConfig(
+            samples_in_flight=in_flight, score_wait_ms=1.0, generator_cooldown_s=0.01
+        ),
         retry=NO_WAIT,
         generator=generator,
         scorer=FakeScorer(max_batch_size=16),

@@ -6,12 +6,12 @@ import asyncio
 
 import numpy as np
 import pytest
+from fakes import FakeScorer, vector
 
 from engine.config import ConcurrencyConfig, RetryConfig
 from engine.errors import InvalidResponse, RetriesExhausted
 from engine.retry import Retrier
 from engine.scoring import TextEmbeddings, normalise
-from fakes import FakeScorer, vector
 
 FAST_RETRY = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
 

@@ -1,0 +1,105 @@
+"""Spreads chat requests over one or more generator endpoints.
+
+Each request goes to the endpoint with the least outstanding work relative to its limit
+(in flight plus waiting, over the limit), so a faster endpoint, whose adaptive limit is
+higher, takes more. An endpoint that fails `failures_to_cool` times in a row is cooled
+down: it gets no new requests for a while (doubling on each relapse, capped), then one
+request probes it. A retried call may land on another endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from engine.config import DEFAULT_COOLDOWN_S
+from engine.errors import EndpointUnavailable
+from engine.limiter import EndpointLimiter, LimiterStatistics
+from engine.protocols import ChatMessage, Generator
+
+__all__ = ["GeneratorRouter"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_FAILURES_TO_COOL = 3
+MAX_COOLDOWN_S = 120.0
+
+
+@dataclass(slots=True)
+class _Endpoint:
+    generator: Generator
+    limiter: EndpointLimiter
+    consecutive_failures: int = 0
+    cooldown_s: float = DEFAULT_COOLDOWN_S
+    cool_until: float = 0.0
+
+
+class GeneratorRouter:
+    """Least-outstanding-requests routing with per-endpoint limits and cool-down."""
+
+    def __init__(
+        self,
+        generators: Sequence[Generator],
+        *,
+        limit: int | None,
+        failures_to_cool: int = DEFAULT_FAILURES_TO_COOL,
+        cooldown_s: float = DEFAULT_COOLDOWN_S,
+    ) -> None:
+        if not generators:
+            raise ValueError("at least one generator endpoint is needed")
+        self._endpoints = [
+            _Endpoint(g, EndpointLimiter(g.endpoint, limit), cooldown_s=cooldown_s)
+            for g in generators
+        ]
+        self._failures_to_cool = failures_to_cool
+        self._base_cooldown_s = cooldown_s
+        self._turn = 0
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """One chat completion on the least loaded healthy endpoint (one attempt)."""
+        endpoint = await self._choose()
+        try:
+            async with endpoint.limiter.slot():
+                reply = await endpoint.generator.complete(messages)
+        except EndpointUnavailable:
+            self._failed(endpoint)
+            raise
+        endpoint.consecutive_failures = 0
+        endpoint.cooldown_s = self._base_cooldown_s
+        return reply
+
+    async def _choose(self) -> _Endpoint:
+        now = time.monotonic()
+        # Rotate the starting point so that ties (idle endpoints) are taken in turn.
+        self._turn = (self._turn + 1) % len(self._endpoints)
+        order = self._endpoints[self._turn :] + self._endpoints[: self._turn]
+        healthy = [e for e in order if e.cool_until <= now]
+        if healthy:
+            return min(healthy, key=lambda e: e.limiter.load)
+        # Everything is cooling down: wait for the first to come back, then probe it.
+        soonest = min(self._endpoints, key=lambda e: e.cool_until)
+        await asyncio.sleep(soonest.cool_until - now)
+        return soonest
+
+    def _failed(self, endpoint: _Endpoint) -> None:
+        endpoint.consecutive_failures += 1
+        if endpoint.consecutive_failures < self._failures_to_cool:
+            return
+        endpoint.cool_until = time.monotonic() + endpoint.cooldown_s
+        log.warning(
+            "endpoint_cooling_down",
+            endpoint=endpoint.generator.endpoint,
+            failures=endpoint.consecutive_failures,
+            cooldown_s=endpoint.cooldown_s,
+        )
+        endpoint.cooldown_s = min(endpoint.cooldown_s * 2, MAX_COOLDOWN_S)
+        # The request that probes it after the cool-down decides alone: one more failure
+        # cools it again, for twice as long.
+        endpoint.consecutive_failures = self._failures_to_cool - 1
+
+    def statistics(self) -> list[LimiterStatistics]:
+        return [e.limiter.statistics() for e in self._endpoints]

@@ -1,0 +1,101 @@
+"""Per-endpoint limits: fixed caps hold, the adaptive limit finds a server's capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from engine.errors import EndpointUnavailable
+from engine.limiter import AdaptiveLimit, EndpointLimiter
+
+
+def server_latency(in_flight: float, capacity: int, base: float = 1.0) -> float:
+    """A continuous-batching server: flat up to capacity, then queueing."""
+    return base * max(1.0, in_flight / capacity)
+
+
+@pytest.mark.parametrize("capacity", [4, 16, 64])
+def test_adaptive_limit_settles_just_above_capacity(capacity: int) -> None:
+    """From 4, the limit climbs to the server's capacity and stops with a short queue."""
+    limit = AdaptiveLimit(limit=4)
+    for _ in range(3000):
+        in_flight = int(limit.limit)
+        limit.on_success(server_latency(in_flight, capacity), in_flight)
+    assert capacity <= limit.limit <= capacity * 1.25 + 12
+
+
+def test_adaptive_limit_tolerates_reply_length_noise() -> None:
+    """Replies of varying length (+-30% latency) do not hold the limit below capacity."""
+    limit, rng = AdaptiveLimit(limit=4), random.Random(0)
+    for _ in range(4000):
+        in_flight = int(limit.limit)
+        noise = 1.0 + rng.uniform(-0.3, 0.3)
+        limit.on_success(server_latency(in_flight, 32) * noise, in_flight)
+    assert limit.limit >= 32
+
+
+def test_overload_halves_and_unused_limit_does_not_grow() -> None:
+    """429/5xx halve the limit; a limit that is not used is not raised."""
+    limit = AdaptiveLimit(limit=40)
+    limit.on_overload()
+    assert limit.limit == 20
+    for _ in range(100):
+        limit.on_success(1.0, in_flight=2)
+    assert limit.limit == 20
+
+
+async def test_fixed_limit_caps_requests_in_flight() -> None:
+    """With limit 3, never more than 3 requests run at once, and all of them run."""
+    limiter = EndpointLimiter("e", 3)
+    running, peak, done = 0, 0, 0
+
+    async def request() -> None:
+        nonlocal running, peak, done
+        async with limiter.slot():
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.001)
+            running -= 1
+            done += 1
+
+    await asyncio.gather(*(request() for _ in range(20)))
+    assert peak == 3 and done == 20
+    assert limiter.statistics().completed == 20
+
+
+async def test_overload_error_shrinks_an_adaptive_limiter() -> None:
+    """A 429 inside a slot halves the adaptive limit and is re-raised."""
+    limiter = EndpointLimiter("e", None, initial=8)
+    with pytest.raises(EndpointUnavailable):
+        async with limiter.slot():
+            raise EndpointUnavailable("busy", endpoint="e", kind="429")
+    stats = limiter.statistics()
+    assert stats.limit == 4 and stats.overloads == 1 and stats.in_flight == 0
+
+
+async def test_cancelled_waiter_gives_its_slot_back() -> None:
+    """A request cancelled while waiting does not leak a slot."""
+    limiter = EndpointLimiter("e", 1)
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with limiter.slot():
+            await release.wait()
+
+    async def waiter() -> None:
+        async with limiter.slot():
+            pass
+
+    hold = asyncio.ensure_future(holder())
+    await asyncio.sleep(0)
+    wait = asyncio.ensure_future(waiter())
+    await asyncio.sleep(0)
+    wait.cancel()
+    release.set()
+    await hold
+    with pytest.raises(asyncio.CancelledError):
+        await wait
+    async with limiter.slot():
+        assert limiter.statistics().in_flight == 1

@@ -1,0 +1,87 @@
+"""Routing over several generator endpoints: least outstanding, cool-down, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from engine.errors import EndpointUnavailable
+from engine.protocols import ChatMessage
+from engine.router import GeneratorRouter
+
+MESSAGES: list[ChatMessage] = [{"role": "user", "content": "hi"}]
+
+
+class Endpoint:
+    def __init__(self, name: str, delay: float = 0.0, failing: bool = False) -> None:
+        self.endpoint = name
+        self.delay = delay
+        self.failing = failing
+        self.calls = 0
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.failing:
+            raise EndpointUnavailable("down", endpoint=self.endpoint, kind="connect")
+        return self.endpoint
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_requests_spread_by_least_outstanding() -> None:
+    """Two equal endpoints share concurrent requests evenly."""
+    a, b = Endpoint("a", 0.005), Endpoint("b", 0.005)
+    router = GeneratorRouter([a, b], limit=4)
+    await asyncio.gather(*(router.complete(MESSAGES) for _ in range(40)))
+    assert a.calls == b.calls == 20
+
+
+async def test_slow_endpoint_gets_less() -> None:
+    """An endpoint that answers slower holds its requests longer and is chosen less."""
+    fast, slow = Endpoint("fast", 0.001), Endpoint("slow", 0.02)
+    router = GeneratorRouter([fast, slow], limit=2)
+
+    async def worker() -> None:
+        for _ in range(10):
+            await router.complete(MESSAGES)
+
+    await asyncio.gather(*(worker() for _ in range(4)))
+    assert fast.calls > 2 * slow.calls
+
+
+async def test_failing_endpoint_is_cooled_down_then_probed() -> None:
+    """After 3 straight failures an endpoint gets nothing until its cool-down ends."""
+    bad, good = Endpoint("bad", failing=True), Endpoint("good")
+    router = GeneratorRouter([bad, good], limit=1, cooldown_s=0.2)
+    while bad.calls < 3:
+        await _attempt(router)
+    calls = bad.calls
+    for _ in range(10):
+        assert await router.complete(MESSAGES) == "good"
+    assert bad.calls == calls
+    await asyncio.sleep(0.25)
+    bad.failing = False
+    replies = {await router.complete(MESSAGES) for _ in range(4)}
+    assert replies == {"good", "bad"}
+
+
+async def _attempt(router: GeneratorRouter) -> None:
+    try:
+        await router.complete(MESSAGES)
+    except EndpointUnavailable:
+        pass
+
+
+async def test_all_endpoints_cooling_waits_for_the_first_back() -> None:
+    """With every endpoint cooling down, a request waits and then probes the soonest."""
+    only = Endpoint("only", failing=True)
+    router = GeneratorRouter([only], limit=1, cooldown_s=0.05)
+    for _ in range(3):
+        with pytest.raises(EndpointUnavailable):
+            await router.complete(MESSAGES)
+    only.failing = False
+    assert await router.complete(MESSAGES) == "only"
