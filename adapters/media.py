@@ -11,6 +11,7 @@ import asyncio
 import glob
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,6 +135,9 @@ def _read_checked(path: Path, max_bytes: int) -> bytes:
     """Read the file, checking its size on the open handle (no stat-then-open race)."""
     if path.is_dir():  # open() on a directory raises IsADirectoryError only on some systems
         raise IsADirectoryError(str(path))
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        # A FIFO or device would block open() or read forever: refuse before opening.
+        raise OSError(0, "not a regular file (a pipe, socket or device)")
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:
@@ -149,20 +153,31 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     """Expand files, directories and glob patterns into a sorted, de-duplicated path list.
 
     Files named explicitly are kept whatever their extension (the reader will say if they are
-    not images); directories and globs contribute only files with an image extension.
+    not images); directories and globs contribute only files with an image extension. Paths
+    naming the same file (by its real path) count once.
     Directories are not searched recursively; use a `**` glob for that.
     A pattern matching nothing is kept as is, so the reader reports it as missing.
     """
     found: set[str] = set()
     for pattern in patterns:
         found.update(_expand_one(pattern))
-    return sorted(found)
+    # One sample per file: "a.png", "./a.png" and a symlink to it are the same input.
+    unique: dict[str, str] = {}
+    for path in sorted(found):
+        unique.setdefault(os.path.realpath(path), path)
+    return sorted(unique.values())
 
 
 def _expand_one(pattern: str) -> list[str]:
     path = Path(pattern)
     if path.is_dir():
-        return [str(p) for p in path.iterdir() if p.is_file() and _is_image_name(p)]
+        try:
+            return [str(p) for p in path.iterdir() if p.is_file() and _is_image_name(p)]
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot list input directory {pattern!r} ({exc.strerror or exc}); fix its "
+                "permissions or pass its images one by one"
+            ) from None
     if path.exists() or not glob.has_magic(pattern):
         return [str(path)]
     matches = [Path(m) for m in glob.glob(pattern, recursive=True)]

@@ -6,11 +6,20 @@ counters. Every exception the SDK (or the HTTP library under it) raises is trans
 place, `_map_openai_exceptions`, into the tree in `engine.errors`:
 
     connect error            -> EndpointUnavailable(kind="connect")
+    connection reset         -> EndpointUnavailable(kind="reset")
+    closed mid-reply         -> EndpointUnavailable(kind="protocol") (truncated body, ...)
     timeout (or 408)         -> EndpointUnavailable(kind="timeout")
     429                      -> EndpointUnavailable(kind="429", retry_after=Retry-After)
     5xx                      -> EndpointUnavailable(kind="5xx")
+    200 with a garbage body  -> EndpointUnavailable(kind="non_json" | "empty_choices" |
+                                "no_content")
     401 / 403 / 404          -> ConfigError (wrong key, URL or model: fatal, fix and rerun)
-    other 4xx, unusable body -> InvalidResponse (this item fails, the run goes on)
+    other 4xx                -> InvalidResponse (this item fails, the run goes on)
+
+A 200 whose body is not a usable completion (an HTML gateway page, invalid JSON, no choices,
+no content) is retried like a 5xx: behind shared gateways and overloaded servers it is a
+transient fault, a retry is a fresh sample, and the retry budget still bounds it, so an
+endpoint that only ever answers garbage fails the sample with the reason.
 
 The API key is read once, kept only inside the SDK client, and never shown by `repr`, logs
 or error messages.
@@ -208,8 +217,9 @@ class OpenAIGenerator:
         """Return the text of one chat completion for `messages`.
 
         Raises:
-            EndpointUnavailable: connect error, timeout, 429 or 5xx; worth retrying.
-            InvalidResponse: the endpoint answered 4xx or with no usable text.
+            EndpointUnavailable: connect error, reset, timeout, 429, 5xx or a garbage 200
+                body; worth retrying.
+            InvalidResponse: the endpoint refused the request (4xx).
             ConfigError: the endpoint rejected the key (401/403) or the URL/model (404).
         """
         s = self._settings
@@ -241,24 +251,30 @@ def _reply_text(completion: object, endpoint: str) -> str:
     """Return choices[0].message.content, or raise InvalidResponse saying what was wrong."""
     if isinstance(completion, str):
         # Non-strict SDK parsing returns the raw text when the body is not JSON.
-        raise InvalidResponse(
+        raise EndpointUnavailable(
             f"generator {endpoint} replied with a non-JSON body: "
             f"{completion[:_BODY_EXCERPT_CHARS]!r}; check that the URL points at an "
             "OpenAI-compatible API (usually ending in /v1)",
             endpoint=endpoint,
+            kind="non_json",
         )
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list) or not choices:
-        raise InvalidResponse(f"generator {endpoint} replied with no choices", endpoint=endpoint)
+        raise EndpointUnavailable(
+            f"generator {endpoint} replied with no choices", endpoint=endpoint,
+            kind="empty_choices",
+        )
     message = getattr(choices[0], "message", None)
     content = getattr(message, "content", None)
     if not isinstance(content, str):
         reason = getattr(choices[0], "finish_reason", None)
-        raise InvalidResponse(
+        raise EndpointUnavailable(
             f"generator {endpoint} replied with no text content (finish_reason={reason!r})",
             endpoint=endpoint,
+            kind="no_content",
         )
-    return content
+    # JSON may carry lone surrogates ("\\ud800"); they cannot be stored or printed.
+    return content.encode("utf-8", "replace").decode("utf-8")
 
 
 @contextlib.contextmanager
@@ -280,17 +296,31 @@ def _map_openai_exceptions(settings: GeneratorSettings, redact: _Redact) -> Iter
         ) from exc
     except openai.APIConnectionError as exc:
         cause = exc.__cause__ or exc
+        # By class name: the SDK sits on httpx or httpx2, whose error trees match.
+        names = {cls.__name__ for cls in type(cause).__mro__}
+        if "ConnectError" in names or cause is exc:
+            what, kind = "cannot connect to", "connect"
+        elif "ProtocolError" in names:  # closed mid-reply: a truncated body
+            what, kind = "connection dropped mid-reply from", "protocol"
+        else:  # ReadError / WriteError: reset by the peer or a middlebox
+            what, kind = "connection reset by", "reset"
         raise EndpointUnavailable(
             redact(
-                f"cannot connect to generator {endpoint}: {type(cause).__name__}: {cause}; "
+                f"{what} generator {endpoint}: {type(cause).__name__}: {cause}; "
                 "check that the server is running and the URL is right"
             ),
             endpoint=endpoint,
-            kind="connect",
+            kind=kind,
         ) from exc
     except openai.APIStatusError as exc:
         raise _status_error(exc, settings, redact) from exc
-    except (openai.OpenAIError, ValueError, TypeError, KeyError) as exc:
+    except ValueError as exc:  # a 200 whose JSON body does not decode: garbage, retried
+        raise EndpointUnavailable(
+            redact(f"generator {endpoint} sent an unusable reply: {type(exc).__name__}: {exc}"),
+            endpoint=endpoint,
+            kind="non_json",
+        ) from exc
+    except (openai.OpenAIError, TypeError, KeyError) as exc:
         # APIResponseValidationError, or the body failed to decode as JSON (ValueError).
         log.debug("generator_bad_reply", endpoint=endpoint, error=type(exc).__name__)
         raise InvalidResponse(

@@ -84,6 +84,7 @@ class TritonScorer:
         self.timeout = timeout
         self._client: Any = None
         self._max_batch_size = 0
+        self._dims: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -191,7 +192,15 @@ class TritonScorer:
                 model, [tensor], outputs=[self._api.InferRequestedOutput(OUTPUT)],
                 **self._timeout_kw())
             embeddings = result.as_numpy(OUTPUT)
-        return _check_embeddings(embeddings, n=len(rows), endpoint=f"{self.url}/{model}")
+        checked = _check_embeddings(embeddings, n=len(rows), endpoint=f"{self.url}/{model}")
+        # Every answer of one model must live in one space: a changed dim is a broken reply.
+        expected = self._dims.setdefault(model, checked.shape[1])
+        if checked.shape[1] != expected:
+            raise InvalidResponse(
+                f"{self.url}/{model} returned {OUTPUT} of dim {checked.shape[1]}, but {expected} "
+                f"before; the model's output must have one fixed size",
+                endpoint=f"{self.url}/{model}")
+        return checked
 
     @contextlib.contextmanager
     def _errors(self, model: str | None) -> Iterator[None]:
@@ -246,6 +255,12 @@ def _check_config(config: dict[str, Any], *, model: str, input_name: str) -> int
     if outputs.get(OUTPUT, {}).get("data_type") != "TYPE_FP32":
         raise ConfigError(f"Triton model '{model}' has no TYPE_FP32 output '{OUTPUT}' "
                           f"(outputs: {sorted(outputs)}); {fix}")
+    in_dims = [int(d) for d in inputs[input_name].get("dims", [])]
+    out_dims = [int(d) for d in outputs[OUTPUT].get("dims", [])]
+    if in_dims not in ([1], [-1]) or len(out_dims) != 1 or out_dims[0] == 0:
+        raise ConfigError(f"Triton model '{model}' has {input_name} dims {in_dims} and {OUTPUT} "
+                          f"dims {out_dims}; the scorer sends one item per row (dims [1]) and "
+                          f"takes one vector per row (dims [-1] or [dim]); {fix}")
     max_batch_size = int(config.get("max_batch_size", 0))
     if max_batch_size < 1:
         raise ConfigError(f"Triton model '{model}' has max_batch_size {max_batch_size}; the "

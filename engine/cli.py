@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -183,8 +184,14 @@ def _endpoints(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
     saved = saved or {}
     gen = dict(saved.get("generator", {}))
     sc = dict(saved.get("scorer", {}))
-    for key in ("temperature", "top_p", "max_tokens", "read_timeout", "api_key_env",
-                "api_key_file"):
+    for key in (
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "read_timeout",
+        "api_key_env",
+        "api_key_file",
+    ):
         if (value := getattr(args, key)) is not None:
             gen[key] = str(value) if key == "api_key_file" else value
     if args.scorer_protocol:
@@ -287,20 +294,27 @@ def _run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
 
 
 def _report(summary: RunSummary, store: RunStore) -> int:
+    """Print the best text per sample (stdout) and the run's summary (stderr)."""
     results = store.export_results()
-    for row in store.samples():
-        progress = store.progress(row.id)
-        if row.status == "failed":
-            print(f"{row.id}\tFAILED\t{row.error}")
-        elif progress.last is not None:
-            score, text = progress.last.best
-            print(f"{row.id}\t{score:.4f}\t{text}")
+    with results.open(encoding="utf-8") as lines:
+        for row in map(json.loads, lines):
+            if row["status"] == "failed":
+                print(f"{row['sample_id']}\tFAILED\t{row['error']}")
+            elif row["best_text"] is not None:
+                print(f"{row['sample_id']}\t{row['best_score']:.4f}\t{row['best_text']}")
     rate = summary.steps / summary.wall_s if summary.wall_s else 0.0
+    notes = [
+        f"{summary.replies_without_candidates} replies without candidates"
+        if summary.replies_without_candidates
+        else "",
+        f"{summary.texts_unscorable} texts unscorable" if summary.texts_unscorable else "",
+        f"endpoint faults {summary.faults}" if summary.faults else "",
+    ]
     print(
         f"\n{summary.done}/{summary.samples} samples done, {summary.failed} failed, "
         f"{summary.steps} steps in {summary.wall_s:.1f} s ({rate:.2f} steps/s); "
         f"{summary.candidates_scored} candidates scored, {summary.texts_embedded} texts embedded"
-        + (f"; endpoint faults {summary.faults}" if summary.faults else "")
+        + "".join(f"; {note}" for note in notes if note)
         + f"\nresults: {results}",
         file=sys.stderr,
     )
@@ -365,8 +379,9 @@ def _load_pool(task: Any, pool_file: Path | None) -> list[str]:
             "pass --init-pool with distinct texts"
         )
     if len(pool) < len(lines):
-        log.warning("initial_pool_duplicates_dropped", pool=str(source), lines=len(lines),
-                    unique=len(pool))
+        log.warning(
+            "initial_pool_duplicates_dropped", pool=str(source), lines=len(lines), unique=len(pool)
+        )
     return pool
 
 

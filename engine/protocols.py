@@ -31,8 +31,10 @@ class Generator(Protocol):
         """Return the reply text.
 
         Raises:
-            EndpointUnavailable: a transient fault; the engine retries.
-            InvalidResponse: the reply is unusable (no choices, no content).
+            EndpointUnavailable: a transient fault (connection, timeout, 429, 5xx, a
+                garbled 200 reply); the engine retries it.
+            InvalidResponse: the endpoint refused this request (HTTP 400); not retried.
+            ConfigError: the endpoint refuses every request (bad key, unknown model).
         """
         ...
 

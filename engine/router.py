@@ -4,7 +4,9 @@ Each request goes to the endpoint with the least outstanding work relative to it
 (in flight plus waiting, over the limit), so a faster endpoint, whose adaptive limit is
 higher, takes more. An endpoint that fails `failures_to_cool` times in a row is cooled
 down: it gets no new requests for a while (doubling on each relapse, capped), then one
-request probes it. A retried call may land on another endpoint.
+request probes it. The last healthy endpoint is never cooled down: with nowhere else to
+go, the retry backoff alone paces requests to it. A retried call may land on another
+endpoint.
 """
 
 from __future__ import annotations
@@ -89,7 +91,10 @@ class GeneratorRouter:
         endpoint.consecutive_failures += 1
         if endpoint.consecutive_failures < self._failures_to_cool:
             return
-        endpoint.cool_until = time.monotonic() + endpoint.cooldown_s
+        now = time.monotonic()
+        if not any(e.cool_until <= now for e in self._endpoints if e is not endpoint):
+            return  # never cool the last healthy endpoint: retry backoff paces it alone
+        endpoint.cool_until = now + endpoint.cooldown_s
         log.warning(
             "endpoint_cooling_down",
             endpoint=endpoint.generator.endpoint,

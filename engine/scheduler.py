@@ -22,7 +22,7 @@ import numpy as np
 import structlog
 
 from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
-from engine.errors import ConfigError, MilsError, StoreError
+from engine.errors import ConfigError, InvalidResponse, MilsError, StoreError
 from engine.optimizer import SampleOptimizer
 from engine.progress import Progress
 from engine.prompt import parse_candidates, render_prompt
@@ -57,6 +57,11 @@ class RunSummary:
     candidates_scored: int
     texts_embedded: int
     generator_requests: int
+    replies_without_candidates: int
+    """Generator replies that held no new candidate (unparseable, or only texts already
+    shown or scored); the step still counts."""
+    texts_unscorable: int
+    """Texts the scorer could not embed (NaN, wrong shape, rejected): dropped alone."""
     faults: dict[str, int]
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -92,7 +97,9 @@ class Scheduler:
             cooldown_s=concurrency.generator_cooldown_s,
         )
         self._failures: list[tuple[str, str]] = []
-        self._candidates_scored = 0
+        self._candidates_scored = self._empty_replies = 0
+        # The template's own example lines ("1. caption") echoed back are not candidates.
+        self._template_lines = frozenset(parse_candidates(task.prompt_template))
 
     async def run(self, samples: Sequence[Sample], pool: Sequence[str]) -> RunSummary:
         """Run every sample not yet done; return what happened."""
@@ -122,6 +129,8 @@ class Scheduler:
             candidates_scored=self._candidates_scored,
             texts_embedded=stats.texts_embedded,
             generator_requests=sum(stat.completed for stat in self._router.statistics()),
+            replies_without_candidates=self._empty_replies,
+            texts_unscorable=stats.invalid,
             faults=self._retrier.statistics().faults,
             failures=list(self._failures),
         )
@@ -203,10 +212,11 @@ class Scheduler:
             plan = optimizer.plan_step()
             # One attempt per try; a retry may land on another endpoint.
             reply = await self._retrier.call(self._router.complete, self._messages(plan.shown))
-            parsed = parse_candidates(reply)
+            parsed = [t for t in parse_candidates(reply) if t not in self._template_lines]
             if not parsed:
                 log.warning("no_candidates_parsed", step=plan.step, reply_head=reply[:200])
             fresh = optimizer.accept(plan, parsed)
+            self._empty_replies += not fresh
             new: list[tuple[str, float]] = []
             if fresh:
                 scores = (await self._embeddings.embed(fresh)) @ target
@@ -233,10 +243,12 @@ class Scheduler:
         raw = await self._retrier.call(self._scorer.embed_target, data)
         target = normalise(np.asarray(raw).reshape(1, -1), endpoint=self._scorer.name)[0]
         if target.shape[0] != self._pool_matrix.shape[1]:
-            raise ConfigError(
+            # This sample fails; a real mismatch of models shows as every sample failing.
+            raise InvalidResponse(
                 f"target embedding has dim {target.shape[0]} but text embeddings have dim "
                 f"{self._pool_matrix.shape[1]}; the text and target models on "
-                f"{self._scorer.name} must come from the same encoder pair"
+                f"{self._scorer.name} must come from the same encoder pair",
+                endpoint=self._scorer.name,
             )
         return target
 

@@ -111,6 +111,8 @@ class TextEmbeddings:
         self._tasks: asyncio.TaskGroup | None = None
         self._requested = self._embedded = self._hits = self._batches = self._active = 0
         self._invalid = 0
+        self._dim: int | None = None
+        """Embedding size, learnt from the first good batch (the initial pool)."""
 
     async def __aenter__(self) -> TextEmbeddings:
         self._tasks = asyncio.TaskGroup()
@@ -184,14 +186,7 @@ class TextEmbeddings:
         self._batches += 1
         self._active += 1
         try:
-            raw = await self._retrier.call(self._scorer.embed_texts, texts)
-            vectors = np.asarray(raw, dtype=np.float32)
-            if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-                raise InvalidResponse(
-                    f"scorer {self._scorer.name} returned shape {vectors.shape} "
-                    f"for {len(texts)} texts",
-                    endpoint=self._scorer.name,
-                )
+            rows = await self._embed_isolating(texts)
         except Exception as exc:  # every waiter gets the error; none is left hanging
             if not isinstance(exc, MilsError):
                 log.exception("embedding_batch_crashed", size=len(texts))
@@ -203,13 +198,45 @@ class TextEmbeddings:
             self._active -= 1
             self._slots.release()
         self._embedded += len(texts)
-        for text, vector in zip(texts, _normalise_rows(vectors), strict=True):
+        for text, vector in zip(texts, rows, strict=True):
             if np.isnan(vector[0]):
                 self._invalid += 1
                 log.warning("text_embedding_invalid", scorer=self._scorer.name, text=text[:80])
             else:
                 self._cache.put(text, vector)
             self._pending.pop(text).set_result(vector)
+
+    async def _embed_isolating(self, texts: list[str]) -> np.ndarray:
+        """Unit rows for `texts`; rows the scorer could not produce are NaN.
+
+        When the scorer rejects a batch as a whole (a bad item, a wrong shape), each text
+        is sent alone so that only the offending ones become unscorable. Until one batch
+        has succeeded (the embedding size is unknown) a rejection is an error.
+        """
+        try:
+            return _normalise_rows(await self._embed_checked(texts))
+        except InvalidResponse as exc:
+            if self._dim is None:
+                raise
+            if len(texts) == 1:
+                log.warning("text_embedding_rejected", text=texts[0][:80], error=str(exc))
+                return np.full((1, self._dim), np.nan, dtype=np.float32)
+            log.warning("embedding_batch_split", size=len(texts), error=str(exc))
+        rows = await asyncio.gather(*(self._embed_isolating([text]) for text in texts))
+        return np.concatenate(rows)
+
+    async def _embed_checked(self, texts: list[str]) -> np.ndarray:
+        raw = await self._retrier.call(self._scorer.embed_texts, texts)
+        vectors = np.asarray(raw, dtype=np.float32)
+        expected = (len(texts), self._dim or (vectors.shape[-1] if vectors.ndim else 0))
+        if vectors.ndim != 2 or vectors.shape != expected:
+            raise InvalidResponse(
+                f"scorer {self._scorer.name} returned shape {vectors.shape} for "
+                f"{len(texts)} texts (expected {expected})",
+                endpoint=self._scorer.name,
+            )
+        self._dim = vectors.shape[1]
+        return vectors
 
     def statistics(self) -> EmbeddingStatistics:
         return EmbeddingStatistics(

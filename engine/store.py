@@ -110,9 +110,20 @@ class RunStore:
             ) from exc
 
     @classmethod
-    def create(cls, run_dir: Path, config: dict[str, Any], pool: Sequence[str]) -> RunStore:
-        """Start a new run directory; refuses one that already holds a run."""
-        if (run_dir / "run.db").exists():
+    def create(
+        cls,
+        run_dir: Path,
+        config: dict[str, Any],
+        pool: Sequence[str],
+        samples: Sequence[tuple[str, str]] = (),
+    ) -> RunStore:
+        """Start a new run directory; refuses one that already holds a run.
+
+        A directory holds a run once its samples are registered, which happens last (one
+        transaction, after config.json and pool.txt are written atomically): a process
+        killed while creating a run leaves a directory the same `mils caption` restarts.
+        """
+        if _holds_samples(run_dir / "run.db"):
             raise StoreError(
                 f"{run_dir} already holds a run; continue it with `mils resume {run_dir}` "
                 "or pass another --out"
@@ -121,9 +132,15 @@ class RunStore:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create run directory {run_dir}: {exc}") from exc
-        store = cls(run_dir)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        (run_dir / "pool.txt").write_text("".join(f"{text}\n" for text in pool))
+        store = cls(run_dir)  # holds the lock from here: a live run is never clobbered
+        try:
+            _write_atomic(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+            _write_atomic(run_dir / "pool.txt", "".join(f"{text}\n" for text in pool))
+            if samples:
+                store.add_samples(samples)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
@@ -134,7 +151,14 @@ class RunStore:
                 f"{run_dir} is not a run directory (no run.db/config.json); "
                 "pass the --out directory of an earlier `mils caption`"
             )
-        return cls(run_dir)
+        store = cls(run_dir)
+        if not store.samples():
+            store.close()
+            raise StoreError(
+                f"{run_dir} holds no samples: the run was stopped while it was being "
+                f"created; start it again with the same `mils caption ... --out {run_dir}`"
+            )
+        return store
 
     def _acquire_dir_lock(self) -> Any:
         handle = open(self.run_dir / ".lock", "a+")  # noqa: SIM115 - held for the store's life
@@ -172,7 +196,7 @@ class RunStore:
             rows = self._db.execute(
                 "SELECT id, source, status, error, steps_done FROM samples ORDER BY ord"
             ).fetchall()
-        return [SampleRow(*row) for row in rows]
+        return [SampleRow(sid, _source_out(src), *rest) for sid, src, *rest in rows]
 
     def progress(self, sample_id: str) -> SampleProgress:
         """The committed steps of a sample, for resuming it."""
@@ -207,7 +231,7 @@ class RunStore:
         with self._lock, self._transaction():
             self._db.executemany(
                 "INSERT INTO samples (id, ord, source) VALUES (?, ?, ?)",
-                [(sid, i, source) for i, (sid, source) in enumerate(samples)],
+                [(sid, i, _source_in(source)) for i, (sid, source) in enumerate(samples)],
             )
 
     def commit_step(self, sample_id: str, record: StepRecord) -> None:
@@ -244,7 +268,7 @@ class RunStore:
         with self._lock, self._transaction():
             self._db.execute(
                 "UPDATE samples SET status = ?, error = ?, updated_at = ? WHERE id = ?",
-                (status, error, time.time(), sample_id),
+                (status, None if error is None else _printable(error), time.time(), sample_id),
             )
 
     @contextmanager
@@ -288,11 +312,11 @@ class RunStore:
                 )
         path = self.run_dir / "results.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
-        with tmp.open("w") as out:
+        with tmp.open("w", encoding="utf-8") as out:
             for sid, source, status, error, done, text, score in samples:
                 line = {
                     "sample_id": sid,
-                    "source": source,
+                    "source": _printable(_source_out(source)),
                     "status": status,
                     "error": error,
                     "steps": done,
@@ -303,3 +327,41 @@ class RunStore:
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
         return path
+
+
+def _holds_samples(db_path: Path) -> bool:
+    """Whether a run database exists with registered samples (read-only peek, no lock)."""
+    if not db_path.is_file():
+        return False
+    try:
+        db = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT 1 FROM samples LIMIT 1").fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error:  # no samples table yet: creation was interrupted
+        return False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _source_in(source: str) -> str | bytes:
+    """A path as SQLite can hold it: text, or the raw bytes of a non-UTF-8 file name."""
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(source)
+    return source
+
+
+def _source_out(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _printable(text: str) -> str:
+    """Text safe to store and print: undecodable bytes of odd file names become escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -266,20 +266,20 @@ async def test_other_4xx_is_invalid_response(
 
 
 @pytest.mark.parametrize(
-    ("scenario", "words"),
+    ("scenario", "words", "kind"),
     [
-        ("malformed", "unusable reply"),
-        ("html", "non-JSON body"),
-        ("empty-choices", "no choices"),
-        ("null-content", "no text content"),
+        ("malformed", "unusable reply", "non_json"),
+        ("html", "non-JSON body", "non_json"),
+        ("empty-choices", "no choices", "empty_choices"),
+        ("null-content", "no text content", "no_content"),
     ],
 )
-async def test_unusable_bodies_are_invalid_response(
-    fake_server: FakeServer, secret_env: str, scenario: str, words: str
+async def test_garbage_bodies_are_retryable_faults(
+    fake_server: FakeServer, secret_env: str, scenario: str, words: str, kind: str
 ) -> None:
-    """Malformed JSON, non-JSON, no choices or null content are InvalidResponse."""
+    """Malformed JSON, non-JSON, no choices or null content are retryable, labelled faults."""
     err = await failure(settings_for(fake_server.base_url, scenario))
-    assert type(err) is InvalidResponse and words in str(err)
+    assert type(err) is EndpointUnavailable and words in str(err) and err.kind == kind
 
 
 async def test_slow_reply_times_out(fake_server: FakeServer, secret_env: str) -> None:
@@ -318,7 +318,7 @@ async def test_key_never_in_repr_or_logs(fake_server: FakeServer, secret_env: st
         async with OpenAIGenerator(settings) as generator:
             assert SECRET not in repr(generator) and SECRET not in repr(settings)
             assert generator.endpoint == f"{fake_server.base_url} (malformed)"
-            with pytest.raises(InvalidResponse):
+            with pytest.raises(EndpointUnavailable):
                 await generator.complete(MESSAGES)
     assert SECRET not in repr(logs)
 

@@ -90,6 +90,7 @@ async def test_reply_without_candidates_is_logged_and_the_loop_goes_on(tmp_path:
             samples, POOL
         )
     assert (summary.done, summary.steps, summary.candidates_scored) == (1, 3, 0)
+    assert summary.replies_without_candidates == 3
     assert sum(e["event"] == "no_candidates_parsed" for e in logs) == 3
     store.close()
 
@@ -145,7 +146,20 @@ async def test_unscorable_texts_are_dropped_alone(tmp_path: Path) -> None:
     with capture_logs() as logs:
         summary = await scheduler(store, gen).run(samples, [*POOL, "pool NaN text"])
     assert (summary.done, summary.failed, summary.candidates_scored) == (1, 0, 3)
+    assert summary.texts_unscorable == 4  # the pool text and three generated ones
     events = [e["event"] for e in logs]
     assert "pool_texts_dropped" in events and events.count("candidates_unscorable") == 3
     assert all("NaN" not in t for t in store.progress("s").scored_texts)
+    store.close()
+
+
+async def test_echoed_template_example_is_not_a_candidate(tmp_path: Path) -> None:
+    """An LLM that parrots the prompt yields no candidate: shown lines and the template's
+    example lines are all dropped."""
+    samples = [Sample("s", "img")]
+    store = open_store(tmp_path / "run", samples)
+    gen = FakeGenerator()
+    gen._reply = lambda n: gen.prompts[-1]  # the user message, verbatim
+    summary = await scheduler(store, gen).run(samples, POOL)
+    assert (summary.done, summary.steps, summary.candidates_scored) == (1, 3, 0)
     store.close()

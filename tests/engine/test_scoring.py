@@ -81,3 +81,23 @@ async def test_invalid_embedding_is_nan_for_that_text_only() -> None:
         stats = emb.statistics()
     assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
     assert stats.invalid == 1
+
+
+class RejectingScorer(FakeScorer):
+    """Rejects any batch holding a text with "bad" in it, as a Triton model error would."""
+
+    async def embed_texts(self, texts):  # type: ignore[no-untyped-def]
+        if any("bad" in t for t in texts):
+            raise InvalidResponse("model rejected the batch", endpoint=self.name)
+        return await super().embed_texts(texts)
+
+
+async def test_rejected_batch_is_split_so_only_the_bad_text_is_dropped() -> None:
+    """A batch the scorer rejects is retried text by text; only the bad text is NaN."""
+    scorer = RejectingScorer(max_batch_size=8)
+    async with embeddings(scorer) as emb:
+        await emb.embed(["warm up"])  # the embedding size is known from the first batch
+        out = await emb.embed(["ok one", "bad one", "ok two"])
+        stats = emb.statistics()
+    assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+    assert stats.invalid == 1

@@ -1,0 +1,88 @@
+"""Helpers of the reliability suite: run the `mils` CLI, inspect a run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from adapters.local_stack import TritonServer
+
+SECRET = "sk-reliability-never-log-this-42"
+# Small per-step work; keep and requested small so 100+ samples run in seconds.
+SMALL_LOOP = ("--keep", "6", "--requested", "5", "--max-tokens", "200")
+
+
+def endpoint_args(generator_url: str, triton: TritonServer, *, text_model: str = "toyclip_text",
+                  image_model: str = "toyclip_image") -> list[str]:
+    return ["--generator-url", generator_url, "--generator-model", "load-llm",
+            "--scorer-url", triton.grpc_url, "--text-model", text_model,
+            "--image-model", image_model]
+
+
+def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    return dict(os.environ) | {"OPENAI_API_KEY": SECRET} | dict(extra or {})
+
+
+def mils(args: Sequence[str], cwd: Path, *, timeout: float = 300,
+         extra_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd,
+                          env=env(extra_env), capture_output=True, text=True, timeout=timeout,
+                          errors="backslashreplace")
+
+
+def spawn(args: Sequence[str], cwd: Path, log_name: str = "spawned.log") -> subprocess.Popen[bytes]:
+    with (cwd / log_name).open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env(),
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def query(run: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(run / "run.db")
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def step_rows(run: Path) -> list[tuple[str, int]]:
+    if not (run / "run.db").exists():
+        return []
+    try:
+        return [(sid, step) for sid, step in
+                query(run, "SELECT sample_id, step FROM steps ORDER BY sample_id, step")]
+    except sqlite3.OperationalError:  # created, tables not yet there
+        return []
+
+
+def results(run: Path) -> dict[str, dict[str, Any]]:
+    lines = (run / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    return {row["sample_id"]: row for row in map(json.loads, lines)}
+
+
+def log_events(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in
+            (run / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def assert_complete(run: Path, sample_ids: Sequence[str], steps: int) -> None:
+    """Every sample done with exactly steps 1..steps, each once; results.jsonl agrees."""
+    rows = step_rows(run)
+    assert len(rows) == len(set(rows)), "a step was committed twice"
+    per_sample = Counter(sid for sid, _ in rows)
+    expected = {sid: steps for sid in sample_ids}
+    assert dict(per_sample) == expected, {
+        sid: per_sample.get(sid) for sid in sample_ids if per_sample.get(sid) != steps}
+    assert rows == sorted((sid, s) for sid in sample_ids for s in range(1, steps + 1))
+    assert query(run, "PRAGMA integrity_check") == [("ok",)]
+    res = results(run)
+    assert set(res) == set(sample_ids)
+    for sid, row in res.items():
+        assert row["status"] == "done" and row["steps"] == steps, row
+        assert [t["step"] for t in row["trajectory"]] == list(range(1, steps + 1))
