@@ -229,7 +229,7 @@ def _concurrency(args: argparse.Namespace, saved: dict[str, Any]) -> Concurrency
     for name in ("samples_in_flight", "generator_in_flight", "score_batch", "score_wait_ms"):
         if (value := getattr(args, name)) is not None:
             values[name] = None if value == "auto" else value
-    return from_dict(ConcurrencyConfig, values)  # type: ignore[no-any-return]
+    return from_dict(ConcurrencyConfig, values)
 
 
 # -- running -----------------------------------------------------------------------
@@ -336,7 +336,7 @@ def _new_run(args: argparse.Namespace, loop: LoopConfig, pool_file: Path | None)
     if not paths:
         raise ConfigError("no inputs; pass image files, directories or glob patterns")
     run_dir = args.out or Path("runs") / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = {
+    config: dict[str, Any] = {
         "task": task.name,
         "loop": asdict(loop),
         "concurrency": asdict(_concurrency(args, {})),
@@ -525,8 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         matched, rest = group.split(MilsError)
         if matched is None or rest is not None:
             raise
-        for exc in _leaves(matched):
-            print(f"mils: error: {exc}", file=sys.stderr)
+        for error in _leaves(matched):
+            print(f"mils: error: {error}", file=sys.stderr)
         return EXIT_CONFIG
 
 

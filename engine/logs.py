@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,12 +22,17 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _SECRET_FIELD = re.compile(r"(api[_-]?key|authorization|token|secret|password)", re.IGNORECASE)
 
 
-def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: mask the value of every secret-looking field."""
     for key in event:
         if _SECRET_FIELD.search(key):
             event[key] = "***"
     return event
+
+
+def _to_sink(_: Any, __: str, event: MutableMapping[str, Any]) -> tuple[Any, ...]:
+    """Last processor: hand the whole event to `_Sink.msg` as one argument."""
+    return ((event,), {})
 
 
 class _Sink:
@@ -63,7 +69,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,
-            lambda _, __, event: ((event,), {}),
+            _to_sink,
         ],
         logger_factory=lambda *_: sink,
         cache_logger_on_first_use=False,
