@@ -1,0 +1,408 @@
+"""A load-model OpenAI-compatible LLM server: real HTTP, synthetic latency.
+
+It models an LLM server with continuous batching (vLLM, TGI): `capacity` requests decode at
+once, each in its own slot; a request holds a slot for
+
+    prefill_ms / 1000 + completion_tokens / decode_tokens_per_s
+
+seconds, and requests beyond `capacity` queue (FIFO) for a free slot. So throughput rises
+with concurrency up to `capacity`, after which only latency grows. The slot time is slept,
+not computed: on a 2-core machine the client and the servers share the CPU, and the model
+must not steal it.
+
+The reply is a numbered list of candidate lines, deterministic given (seed, the prompt, how
+many earlier requests had the same prompt, the line index), drawn from caption word lists:
+most lines vary one of the best candidates the prompt shows (a few words swapped, as an LLM
+optimiser would), the rest are fresh, so texts are varied and mostly unique. The
+number of lines is the N of "Write N new ..." in the prompt (else the last "N" before
+"new"/"captions", else `--default-lines`); `completion_tokens` is 1.3 x the reply's words.
+
+Endpoints:
+    GET  /v1/models             the one served model
+    POST /v1/chat/completions   non-streaming chat completion with `usage`
+    GET  /stats                 requests, busy_slot_seconds, capacity, peak_concurrency, ...
+
+Run it:  python -m benchmarks.llm_server --port 8000 --capacity 32 --prefill-ms 40 \
+             --decode-tokens-per-s 2000 --seed 0
+or start it from Python with `LoadLLMServer(...)` (a managed subprocess on a free port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from adapters.local_stack import HOST, _ManagedServer, free_port
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_DECODE_TOKENS_PER_S",
+    "DEFAULT_LINES",
+    "DEFAULT_PREFILL_MS",
+    "LLMCostModel",
+    "LLMStats",
+    "LoadLLMServer",
+    "candidate_lines",
+    "lines_requested",
+    "make_app",
+    "shown_texts",
+]
+
+DEFAULT_CAPACITY = 32
+DEFAULT_PREFILL_MS = 40.0
+DEFAULT_DECODE_TOKENS_PER_S = 2000.0
+DEFAULT_LINES = 50
+DEFAULT_MODEL = "load-llm"
+TOKENS_PER_WORD = 1.3
+MAX_LINES = 500
+
+_WRITE_N = re.compile(r"\bwrite\s+(\d{1,4})\b", re.IGNORECASE)
+_SHOWN = re.compile(r"^\s*[-+]?\d*\.\d+:\s*(.+)$", re.MULTILINE)
+_VARIED_FROM = 10
+"""Lines are varied from the best this many shown candidates."""
+_VARY_SHARE = 0.7
+"""Share of lines that vary a shown candidate (the rest are fresh)."""
+_N_NEW = re.compile(r"\b(\d{1,4})\s+(?:new|more|captions|candidates|prompts)\b", re.IGNORECASE)
+
+
+def _words(text: str, sep: str | None = None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(sep))
+
+
+# Caption vocabulary: a line is "<det> <adj> <subject> <action> <place>, <detail>".
+_ADJ = _words(
+    "red blue green yellow orange purple black white grey brown golden silver pink "
+    "small large tiny huge old young bright dark shiny wet dusty fluffy striped "
+    "spotted wooden metal glass stone quiet busy lonely happy sleepy curious"
+)
+_SUBJECT = _words(
+    "cat dog horse bird child woman man bicycle car bus train boat kite clock "
+    "tree flower house bridge tower lighthouse mountain river lake beach street "
+    "market kitchen table chair book lamp cup plate pizza cake apple banana "
+    "guitar piano astronaut rocket robot coffee camera motorcycle umbrella"
+)
+_ACTION = _words(
+    "sitting standing running jumping resting sleeping waiting floating flying "
+    "leaning parked lying walking glowing reflecting hanging growing spinning"
+)
+_PLACE = _words(
+    "on a wooden table|in a sunny park|near the sea|under a cloudy sky|in a busy city "
+    "street|beside a quiet lake|on a snowy hill|in a dim room|at the train station|on "
+    "a sandy beach|in a green field|inside a small cafe|against a brick wall|on a "
+    "rooftop at dusk|in the desert|by an open window",
+    "|",
+)
+_DETAIL = _words(
+    "soft morning light|harsh shadows|shallow depth of field|wide angle view|seen "
+    "from above|close up|in black and white|warm colours|cool tones|high contrast|"
+    "blurred background|long exposure|film grain|golden hour|overcast light|studio "
+    "lighting|vivid colours|muted pastel colours",
+    "|",
+)
+_SWAPS = _ADJ + _SUBJECT + _ACTION
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LLMCostModel:
+    """How long a request holds a slot, and how many slots there are."""
+
+    capacity: int = DEFAULT_CAPACITY
+    """Requests decoding at once (continuous-batching slots); more wait in a FIFO queue."""
+    prefill_ms: float = DEFAULT_PREFILL_MS
+    """Fixed time per request before its first token."""
+    decode_tokens_per_s: float = DEFAULT_DECODE_TOKENS_PER_S
+    """Decode rate of one slot."""
+    seed: int = 0
+    """Seeds the candidate lines."""
+    default_lines: int = DEFAULT_LINES
+    """Lines in a reply when the prompt asks for no number."""
+    model: str = DEFAULT_MODEL
+    """Name reported on /v1/models."""
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1 or self.prefill_ms < 0 or self.decode_tokens_per_s <= 0:
+            raise ValueError(
+                f"need capacity >= 1, prefill_ms >= 0, decode_tokens_per_s > 0; got {self}"
+            )
+
+    def slot_seconds(self, completion_tokens: int) -> float:
+        """Time one request holds its slot."""
+        return self.prefill_ms / 1000.0 + completion_tokens / self.decode_tokens_per_s
+
+
+@dataclass(slots=True)
+class LLMStats:
+    """The server's own accounting (what /stats returns)."""
+
+    capacity: int
+    started_at: float = field(default_factory=time.time)
+    requests: int = 0
+    busy_slot_seconds: float = 0.0
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    peak_concurrency: int = 0
+    peak_queued: int = 0
+
+
+def lines_requested(prompt: str, default: int = DEFAULT_LINES) -> int:
+    """How many candidates the prompt asks for: "Write N ...", else "N new ...", else default."""
+    found = _WRITE_N.findall(prompt) or _N_NEW.findall(prompt)
+    n = int(found[-1]) if found else default
+    return max(1, min(n, MAX_LINES))
+
+
+def shown_texts(prompt: str) -> list[str]:
+    """The candidates a MILS prompt shows ("0.412: text" lines), in prompt order."""
+    return [m.group(1).strip() for m in _SHOWN.finditer(prompt)]
+
+
+def candidate_lines(prompt: str, n: int, seed: int, occurrence: int = 0) -> list[str]:
+    """`n` caption lines, each a deterministic function of (seed, prompt, occurrence, index).
+
+    Like an LLM optimiser, most lines vary one of the best candidates the prompt shows (the
+    last ones: MILS lists them worst first) by swapping a few words, so scores can improve
+    from step to step; the rest are fresh. `occurrence` counts earlier requests with the
+    same prompt: a sampling LLM does not repeat itself word for word.
+    """
+    key = f"{seed}\0{occurrence}\0{prompt}".encode()
+    digest = hashlib.blake2b(key, digest_size=8).hexdigest()
+    best = shown_texts(prompt)[-_VARIED_FROM:]
+    return [_line(random.Random(f"{digest}:{i}"), best) for i in range(n)]
+
+
+def _line(rng: random.Random, best: Sequence[str] = ()) -> str:
+    if best and rng.random() < _VARY_SHARE:
+        return _vary(rng, rng.choice(best))
+    return _fresh(rng)
+
+
+def _vary(rng: random.Random, text: str) -> str:
+    words = text.split()
+    for _ in range(rng.randint(1, 3)):
+        words[rng.randrange(len(words))] = rng.choice(_SWAPS)
+    return " ".join(words)
+
+
+def _fresh(rng: random.Random) -> str:
+    det = rng.choice(("a", "the", "two", "an old photo of a", "a close view of a"))
+    adjectives = " ".join(rng.sample(_ADJ, rng.randint(1, 3)))
+    return (
+        f"{det} {adjectives} {rng.choice(_SUBJECT)} {rng.choice(_ACTION)} "
+        f"{rng.choice(_PLACE)}, {rng.choice(_DETAIL)}"
+    )
+
+
+def _tokens(text: str) -> int:
+    return max(1, round(len(text.split()) * TOKENS_PER_WORD))
+
+
+class _Slots:
+    """`capacity` slots with FIFO waiting, and the accounting of their use."""
+
+    def __init__(self, model: LLMCostModel) -> None:
+        self.model = model
+        self.stats = LLMStats(capacity=model.capacity)
+        self._free = asyncio.Semaphore(model.capacity)
+
+    async def hold(self, seconds: float) -> None:
+        """Wait for a free slot, then hold it for `seconds`."""
+        stats = self.stats
+        stats.queued += 1
+        stats.peak_queued = max(stats.peak_queued, stats.queued)
+        try:
+            await self._free.acquire()
+        finally:
+            stats.queued -= 1
+        stats.in_flight += 1
+        stats.peak_concurrency = max(stats.peak_concurrency, stats.in_flight)
+        started = time.monotonic()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            # Count what was held, also for a request cancelled by a client disconnect.
+            stats.busy_slot_seconds += time.monotonic() - started
+            stats.in_flight -= 1
+            self._free.release()
+
+
+def _completion(
+    model: LLMCostModel, body: dict[str, Any], seen: dict[bytes, int]
+) -> tuple[dict[str, Any], int]:
+    """The reply JSON for one chat request, and its completion tokens."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": {"message": "messages must be a non-empty list"}}),
+            content_type="application/json",
+        )
+    prompt = "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+    user = next(
+        (str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), prompt
+    )
+    key = hashlib.blake2b(prompt.encode(), digest_size=16).digest()
+    occurrence = seen[key] = seen.get(key, -1) + 1
+    n = lines_requested(user, model.default_lines)
+    lines = candidate_lines(prompt, n, model.seed, occurrence)
+    max_tokens = int(body.get("max_tokens") or 1 << 30)
+    reply, used, finish = [], 0, "stop"
+    for i, line in enumerate(lines, start=1):
+        text = f"{i}. {line}"
+        if used + _tokens(text) > max_tokens:
+            finish = "length"
+            break
+        reply.append(text)
+        used += _tokens(text)
+    prompt_tokens = _tokens(prompt)
+    completion = {
+        "id": f"chatcmpl-{hashlib.blake2b(prompt.encode(), digest_size=12).hexdigest()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": str(body.get("model") or model.model),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "\n".join(reply)},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": used,
+            "total_tokens": prompt_tokens + used,
+        },
+    }
+    return completion, max(used, 1)
+
+
+def make_app(model: LLMCostModel) -> web.Application:
+    """The aiohttp application serving the three endpoints."""
+    slots = _Slots(model)
+    seen: dict[bytes, int] = {}  # prompt digest -> requests with it so far
+
+    async def models(_: web.Request) -> web.Response:
+        data = [{"id": model.model, "object": "model", "created": 0, "owned_by": "mils-bench"}]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text='{"error": {"message": "body is not JSON"}}') from None
+        if body.get("stream"):
+            raise web.HTTPBadRequest(text='{"error": {"message": "streaming not supported"}}')
+        completion, tokens = _completion(model, body, seen)
+        slots.stats.requests += 1
+        slots.stats.prompt_tokens += completion["usage"]["prompt_tokens"]
+        slots.stats.completion_tokens += tokens
+        await slots.hold(model.slot_seconds(tokens))
+        return web.json_response(completion)
+
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response(asdict(slots.stats))
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/stats", stats)
+    return app
+
+
+class LoadLLMServer(_ManagedServer):
+    """`python -m benchmarks.llm_server` as a managed subprocess on a free loopback port.
+
+    Own process group, PR_SET_PDEATHSIG, health-polled start, whole-group stop: the
+    `adapters.local_stack` pattern. Use as a context manager (`with LoadLLMServer(...) as s`).
+    """
+
+    kind = "load-llm"
+
+    def __init__(
+        self, *, cost: LLMCostModel | None = None, port: int | None = None,
+        log_path: Path | None = None, startup_timeout: float = 30.0,
+    ) -> None:
+        self.cost = cost or LLMCostModel()
+        self.port = port or free_port()
+        if log_path is None:
+            log_path = Path(tempfile.gettempdir()) / f"mils-load-llm-{os.getpid()}-{self.port}.log"
+        super().__init__(log_path=log_path, startup_timeout=startup_timeout, detach=False)
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, "http://127.0.0.1:PORT/v1"."""
+        return f"http://{HOST}:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        """The server's /stats JSON."""
+        with urllib.request.urlopen(f"http://{HOST}:{self.port}/stats", timeout=10) as reply:
+            data: dict[str, Any] = json.load(reply)
+        return data
+
+    def _urls(self) -> dict[str, str]:
+        return {"base_url": self.base_url}
+
+    def _ready_url(self) -> str:
+        return f"{self.base_url}/models"
+
+    def _command(self) -> list[str]:
+        c = self.cost
+        return [
+            sys.executable, "-m", "benchmarks.llm_server", "--host", HOST,
+            "--port", str(self.port), "--capacity", str(c.capacity),
+            "--prefill-ms", str(c.prefill_ms), "--decode-tokens-per-s", str(c.decode_tokens_per_s),
+            "--seed", str(c.seed), "--default-lines", str(c.default_lines), "--model", c.model,
+        ]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        return env
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.llm_server", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default=HOST)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY)
+    p.add_argument("--prefill-ms", type=float, default=DEFAULT_PREFILL_MS)
+    p.add_argument("--decode-tokens-per-s", type=float, default=DEFAULT_DECODE_TOKENS_PER_S)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--default-lines", type=int, default=DEFAULT_LINES)
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    args = _parse_args(argv)
+    cost = LLMCostModel(
+        capacity=args.capacity, prefill_ms=args.prefill_ms,
+        decode_tokens_per_s=args.decode_tokens_per_s, seed=args.seed,
+        default_lines=args.default_lines, model=args.model,
+    )
+    # backlog: a client opening hundreds of connections at once must not see refusals.
+    web.run_app(make_app(cost), host=args.host, port=args.port, backlog=2048,
+                access_log=None, print=None, handle_signals=True)
+
+
+if __name__ == "__main__":
+    main()
