@@ -3,15 +3,16 @@
 An LLM server with continuous batching answers in about the same time up to its batch
 capacity, then queues: latency grows with every extra request while throughput stays flat.
 The adaptive limit finds that knee by itself, like TCP Vegas (and Netflix's
-concurrency-limits `VegasLimit`): from the no-load latency and the current latency it
-estimates how many requests are queued at the server,
+concurrency-limits `VegasLimit`): from the no-load latency and the latency of the last
+window of requests it estimates how many requests are queued at the server,
 
     queued = limit * (1 - rtt_noload / rtt)
 
-and raises the limit by one while fewer than `alpha` are queued, lowers it by one when more
-than `beta` are, so the server stays saturated with a short queue. Overload signals (429,
-5xx, timeouts) halve the limit at once (multiplicative decrease). Latencies are smoothed
-(EWMA) so that replies of different lengths do not read as queueing.
+and raises the limit while fewer than `alpha` are queued, lowers it when more than `beta`
+are, so the server stays saturated with a short queue. The limit changes at most once per
+window of `limit` completions (about one round trip), so each change is judged by latencies
+measured under it; it doubles per window until the first sign of queueing (slow start),
+then moves by steps. Overload signals (429, 5xx, timeouts) halve it at once.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from engine.errors import EndpointUnavailable
 
 __all__ = ["AdaptiveLimit", "EndpointLimiter", "LimiterStatistics"]
 
-DEFAULT_INITIAL_LIMIT = 4
-DEFAULT_MAX_LIMIT = 256
-_SMOOTHING = 0.1
-"""Weight of a new latency sample in the smoothed latency."""
+DEFAULT_INITIAL_LIMIT = 8
+DEFAULT_MAX_LIMIT = 512
+_MIN_WINDOW = 4
+"""Completions averaged before the limit may change, at the least."""
 
 
 @dataclass(slots=True)
@@ -41,28 +42,45 @@ class AdaptiveLimit:
     limit: float = DEFAULT_INITIAL_LIMIT
     max_limit: int = DEFAULT_MAX_LIMIT
     rtt: float | None = None
-    """Smoothed latency of recent requests (seconds)."""
+    """Mean latency of the last complete window (seconds)."""
     rtt_noload: float | None = None
-    """Lowest smoothed latency seen: the latency without queueing. Re-learnt when the
+    """Lowest window latency seen: the latency without queueing. Re-learnt when the
     limit has fallen to 1 (the server became slower for good, not busier)."""
+    slow_start: bool = True
+    _sum: float = 0.0
+    _count: int = 0
+    _saturated: bool = False
 
     def on_success(self, latency: float, in_flight: int) -> None:
-        self.rtt = (
-            latency if self.rtt is None else (1 - _SMOOTHING) * self.rtt + _SMOOTHING * latency
-        )
-        if self.rtt_noload is None or self.rtt < self.rtt_noload or self.limit <= 1:
-            self.rtt_noload = self.rtt
-        queued = self.limit * (1 - self.rtt_noload / self.rtt)
+        """Record one completion; `in_flight` counts it and its peers still running."""
+        self._sum += latency
+        self._count += 1
+        # Only a limit that was actually used says anything about raising it.
+        self._saturated |= in_flight >= self.limit - 1
+        if self._count < max(self.limit, _MIN_WINDOW):
+            return
+        self.rtt = rtt = self._sum / self._count
+        saturated = self._saturated
+        self._reset_window()
+        if self.rtt_noload is None or rtt < self.rtt_noload or self.limit <= 1:
+            self.rtt_noload = rtt
+        queued = self.limit * (1 - self.rtt_noload / rtt)
         log_limit = math.log10(max(self.limit, 10))
         alpha, beta = 3 * log_limit, 6 * log_limit
-        if queued < alpha and in_flight >= self.limit - 1:
-            # Only a limit that was actually used says anything about raising it.
-            self.limit = min(self.limit + 1, self.max_limit)
-        elif queued > beta:
-            self.limit = max(self.limit - 1, 1)
+        if queued > beta:
+            self.slow_start = False
+            self.limit = max(self.limit - max(1.0, (queued - beta) / 2), 1.0)
+        elif queued < alpha and saturated:
+            step = self.limit if self.slow_start else max(1.0, math.sqrt(self.limit) / 2)
+            self.limit = min(self.limit + step, self.max_limit)
 
     def on_overload(self) -> None:
-        self.limit = max(self.limit / 2, 1)
+        self.limit = max(self.limit / 2, 1.0)
+        self.slow_start = False
+        self._reset_window()
+
+    def _reset_window(self) -> None:
+        self._sum, self._count, self._saturated = 0.0, 0, False
 
 
 @dataclass(frozen=True, slots=True)

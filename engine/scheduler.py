@@ -109,9 +109,9 @@ class Scheduler:
         log.info("run_started", samples=len(samples), todo=len(todo), pool=len(pool))
         async with TextEmbeddings(self._scorer, self._concurrency, self._retrier) as embeddings:
             self._embeddings = embeddings  # NaN rows: texts the scorer could not embed
-            if todo:
-                await self._embed_pool(pool)
             async with asyncio.TaskGroup() as outer:
+                # Samples read and embed their targets while the pool is being embedded.
+                self._pool_task = outer.create_task(self._embed_pool(pool) if todo else _noop())
                 ticker = outer.create_task(progress.run(self._gauges))
                 try:
                     await self._run_all(todo, progress)
@@ -148,9 +148,11 @@ class Scheduler:
             )
         if not valid.all():
             log.warning("pool_texts_dropped", dropped=int((~valid).sum()), kept=int(valid.sum()))
-        self._pool_texts = [text for text, ok in zip(pool, valid, strict=True) if ok]
+        # Sorted by text, so that a stable sort by score breaks ties by text, as `rank` does.
+        order = sorted(np.flatnonzero(valid).tolist(), key=pool.__getitem__)
+        self._pool_texts = [pool[i] for i in order]
         self._pool_set = frozenset(pool)
-        self._pool_matrix = matrix[valid]
+        self._pool_matrix = matrix[order]
 
     async def _run_all(self, samples: Sequence[Sample], progress: Progress) -> None:
         window = asyncio.Semaphore(self._concurrency.samples_in_flight)
@@ -196,11 +198,10 @@ class Scheduler:
             sample.id, self._loop, higher_is_better=self._task.higher_is_better
         )
         data = await self._reader.read(sample.source)
-        target = await self._embed_target(data)
-        initial = []
-        if committed.last is None:
-            scores = self._pool_matrix @ target
-            initial = list(zip(scores.tolist(), self._pool_texts, strict=True))
+        raw_target = await self._retrier.call(self._scorer.embed_target, data)
+        await asyncio.shield(self._pool_task)
+        target = self._check_target(raw_target)
+        initial = [] if committed.last is not None else self._ranked_pool(target)
         optimizer.restore(
             committed.last,
             initial=initial,
@@ -239,8 +240,15 @@ class Scheduler:
             )
         await asyncio.to_thread(self._store.finish_sample, sample.id)
 
-    async def _embed_target(self, data: bytes) -> np.ndarray:
-        raw = await self._retrier.call(self._scorer.embed_target, data)
+    def _ranked_pool(self, target: np.ndarray) -> list[tuple[float, str]]:
+        """The initial pool scored against `target`, in `rank` order (numpy, not Python)."""
+        scores = self._pool_matrix @ target
+        key = -scores if self._task.higher_is_better else scores
+        order = np.argsort(key, kind="stable").tolist()
+        values, texts = scores.tolist(), self._pool_texts
+        return [(values[i], texts[i]) for i in order]
+
+    def _check_target(self, raw: np.ndarray) -> np.ndarray:
         target = normalise(np.asarray(raw).reshape(1, -1), endpoint=self._scorer.name)[0]
         if target.shape[0] != self._pool_matrix.shape[1]:
             # This sample fails; a real mismatch of models shows as every sample failing.
@@ -258,3 +266,7 @@ class Scheduler:
             {"role": "system", "content": self._task.system_prompt},
             {"role": "user", "content": prompt},
         ]
+
+
+async def _noop() -> None:
+    """Stands in for the pool embedding when every sample is already done."""
