@@ -70,8 +70,13 @@ class TritonScorer:
     """
 
     def __init__(
-        self, url: str, *, text_model: str = "clip_text", image_model: str = "clip_image",
-        protocol: Literal["grpc", "http"] = "grpc", timeout: float = DEFAULT_TIMEOUT,
+        self,
+        url: str,
+        *,
+        text_model: str = "clip_text",
+        image_model: str = "clip_image",
+        protocol: Literal["grpc", "http"] = "grpc",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if protocol not in ("grpc", "http"):
             raise ConfigError(f"Triton protocol must be 'grpc' or 'http', not {protocol!r}")
@@ -112,16 +117,22 @@ class TritonScorer:
             with self._errors(None):
                 live = await self._client.is_server_live(**self._timeout_kw())
             if not live:
-                raise EndpointUnavailable(f"Triton server {self.url} is not live yet",
-                                          endpoint=self.url, kind="not_live")
+                raise EndpointUnavailable(
+                    f"Triton server {self.url} is not live yet", endpoint=self.url, kind="not_live"
+                )
             self._max_batch_size = await self._inspect(self.text_model, "TEXT", "--text-model")
             await self._inspect(self.image_model, "IMAGE", "--image-model")
         except BaseException:
             await self.aclose()
             raise
-        log.info("triton_scorer_opened", url=self.url, protocol=self.protocol,
-                 text_model=self.text_model, image_model=self.image_model,
-                 max_batch_size=self._max_batch_size)
+        log.info(
+            "triton_scorer_opened",
+            url=self.url,
+            protocol=self.protocol,
+            text_model=self.text_model,
+            image_model=self.image_model,
+            max_batch_size=self._max_batch_size,
+        )
         return self
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -135,7 +146,8 @@ class TritonScorer:
             raise ConfigError(
                 f"batch size {len(texts)} exceeds max_batch_size {self._max_batch_size} of "
                 f"Triton model '{self.text_model}'; lower --score-batch or raise "
-                f"max_batch_size in triton_models/{self.text_model}/config.pbtxt")
+                f"max_batch_size in triton_models/{self.text_model}/config.pbtxt"
+            )
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         rows = np.array([[t.encode("utf-8", errors="replace")] for t in texts], dtype=np.object_)
@@ -156,8 +168,12 @@ class TritonScorer:
     async def __aenter__(self) -> Self:
         return await self.open()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.aclose()
 
     def _timeout_kw(self) -> dict[str, float]:
@@ -173,11 +189,14 @@ class TritonScorer:
         if not ready:
             raise ModelNotReady(
                 f"Triton model '{model}' is not ready on {self.url}; load it "
-                f"(tritonserver --load-model {model}) or pass {flag}", endpoint=f"{self.url}/{model}")
+                f"(tritonserver --load-model {model}) or pass {flag}",
+                endpoint=f"{self.url}/{model}",
+            )
         with self._errors(model):
             if self.protocol == "grpc":
-                config = (await self._client.get_model_config(
-                    model, as_json=True, **self._timeout_kw()))["config"]
+                config = (
+                    await self._client.get_model_config(model, as_json=True, **self._timeout_kw())
+                )["config"]
             else:
                 config = await self._client.get_model_config(model)
         return _check_config(config, model=model, input_name=input_name)
@@ -189,8 +208,11 @@ class TritonScorer:
         tensor.set_data_from_numpy(rows)
         with self._errors(model):
             result = await self._client.infer(
-                model, [tensor], outputs=[self._api.InferRequestedOutput(OUTPUT)],
-                **self._timeout_kw())
+                model,
+                [tensor],
+                outputs=[self._api.InferRequestedOutput(OUTPUT)],
+                **self._timeout_kw(),
+            )
             embeddings = result.as_numpy(OUTPUT)
         checked = _check_embeddings(embeddings, n=len(rows), endpoint=f"{self.url}/{model}")
         # Every answer of one model must live in one space: a changed dim is a broken reply.
@@ -199,7 +221,8 @@ class TritonScorer:
             raise InvalidResponse(
                 f"{self.url}/{model} returned {OUTPUT} of dim {checked.shape[1]}, but {expected} "
                 f"before; the model's output must have one fixed size",
-                endpoint=f"{self.url}/{model}")
+                endpoint=f"{self.url}/{model}",
+            )
         return checked
 
     @contextlib.contextmanager
@@ -209,7 +232,7 @@ class TritonScorer:
             yield
         except EndpointError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the one translation point of this adapter
+        except Exception as exc:
             raise _translate(exc, url=self.url, model=model) from exc
 
 
@@ -226,22 +249,29 @@ def _translate(exc: Exception, *, url: str, model: str | None) -> EndpointError:
     elif isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError on 3.11+
         return EndpointUnavailable(f"{where} timed out", endpoint=endpoint, kind="timeout")
     elif isinstance(exc, (aiohttp.ClientError, OSError)):
-        return EndpointUnavailable(f"cannot reach {where}: {exc}", endpoint=endpoint, kind="connect")
+        return EndpointUnavailable(
+            f"cannot reach {where}: {exc}", endpoint=endpoint, kind="connect"
+        )
     else:
-        return InvalidResponse(f"{where} gave an unusable answer: {type(exc).__name__}: {exc}",
-                               endpoint=endpoint)
+        return InvalidResponse(
+            f"{where} gave an unusable answer: {type(exc).__name__}: {exc}", endpoint=endpoint
+        )
     if model and any(marker in message.lower() for marker in _NOT_LOADED):
         return ModelNotReady(
             f"{where} is not loaded ({message}); load it (tritonserver --load-model {model}) "
-            f"or choose a loaded model", endpoint=endpoint)
+            f"or choose a loaded model",
+            endpoint=endpoint,
+        )
     if status in _TRANSIENT or (status.isdigit() and int(status) >= 500):
         kind = _TRANSIENT.get(status, "5xx")
         if kind == "unavailable" and "connect" in message.lower():
             kind = "connect"
-        return EndpointUnavailable(f"{where} unavailable ({status}): {message}",
-                                   endpoint=endpoint, kind=kind)
-    return InvalidResponse(f"{where} rejected the request ({status or 'client'}): {message}",
-                           endpoint=endpoint)
+        return EndpointUnavailable(
+            f"{where} unavailable ({status}): {message}", endpoint=endpoint, kind=kind
+        )
+    return InvalidResponse(
+        f"{where} rejected the request ({status or 'client'}): {message}", endpoint=endpoint
+    )
 
 
 def _check_config(config: dict[str, Any], *, model: str, input_name: str) -> int:
@@ -250,21 +280,29 @@ def _check_config(config: dict[str, Any], *, model: str, input_name: str) -> int
     inputs = {t["name"]: t for t in config.get("input", [])}
     outputs = {t["name"]: t for t in config.get("output", [])}
     if inputs.get(input_name, {}).get("data_type") != "TYPE_STRING":
-        raise ConfigError(f"Triton model '{model}' has no TYPE_STRING input '{input_name}' "
-                          f"(inputs: {sorted(inputs)}); {fix}")
+        raise ConfigError(
+            f"Triton model '{model}' has no TYPE_STRING input '{input_name}' "
+            f"(inputs: {sorted(inputs)}); {fix}"
+        )
     if outputs.get(OUTPUT, {}).get("data_type") != "TYPE_FP32":
-        raise ConfigError(f"Triton model '{model}' has no TYPE_FP32 output '{OUTPUT}' "
-                          f"(outputs: {sorted(outputs)}); {fix}")
+        raise ConfigError(
+            f"Triton model '{model}' has no TYPE_FP32 output '{OUTPUT}' "
+            f"(outputs: {sorted(outputs)}); {fix}"
+        )
     in_dims = [int(d) for d in inputs[input_name].get("dims", [])]
     out_dims = [int(d) for d in outputs[OUTPUT].get("dims", [])]
     if in_dims not in ([1], [-1]) or len(out_dims) != 1 or out_dims[0] == 0:
-        raise ConfigError(f"Triton model '{model}' has {input_name} dims {in_dims} and {OUTPUT} "
-                          f"dims {out_dims}; the scorer sends one item per row (dims [1]) and "
-                          f"takes one vector per row (dims [-1] or [dim]); {fix}")
+        raise ConfigError(
+            f"Triton model '{model}' has {input_name} dims {in_dims} and {OUTPUT} "
+            f"dims {out_dims}; the scorer sends one item per row (dims [1]) and "
+            f"takes one vector per row (dims [-1] or [dim]); {fix}"
+        )
     max_batch_size = int(config.get("max_batch_size", 0))
     if max_batch_size < 1:
-        raise ConfigError(f"Triton model '{model}' has max_batch_size {max_batch_size}; the "
-                          f"scorer sends batched [n, 1] inputs, so set max_batch_size >= 1; {fix}")
+        raise ConfigError(
+            f"Triton model '{model}' has max_batch_size {max_batch_size}; the "
+            f"scorer sends batched [n, 1] inputs, so set max_batch_size >= 1; {fix}"
+        )
     return max_batch_size
 
 
@@ -273,9 +311,12 @@ def _check_embeddings(embeddings: np.ndarray | None, *, n: int, endpoint: str) -
     if embeddings is None:
         raise InvalidResponse(f"{endpoint} returned no {OUTPUT} output", endpoint=endpoint)
     if embeddings.ndim != 2 or embeddings.shape[0] != n or embeddings.shape[1] == 0:
-        raise InvalidResponse(f"{endpoint} returned {OUTPUT} of shape {embeddings.shape}, "
-                              f"expected ({n}, dim)", endpoint=endpoint)
+        raise InvalidResponse(
+            f"{endpoint} returned {OUTPUT} of shape {embeddings.shape}, expected ({n}, dim)",
+            endpoint=endpoint,
+        )
     if not np.isfinite(embeddings).all():
-        raise InvalidResponse(f"{endpoint} returned non-finite values in {OUTPUT}",
-                              endpoint=endpoint)
+        raise InvalidResponse(
+            f"{endpoint} returned non-finite values in {OUTPUT}", endpoint=endpoint
+        )
     return embeddings.astype(np.float32, copy=False)

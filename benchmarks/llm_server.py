@@ -47,7 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.local_stack import HOST, _ManagedServer, free_port
+from adapters.local_stack import HOST, ManagedServer, free_port
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -325,7 +325,7 @@ def make_app(model: LLMCostModel) -> web.Application:
     return app
 
 
-class LoadLLMServer(_ManagedServer):
+class LoadLLMServer(ManagedServer):
     """`python -m benchmarks.llm_server` as a managed subprocess on a free loopback port.
 
     Own process group, PR_SET_PDEATHSIG, health-polled start, whole-group stop: the
@@ -335,8 +335,12 @@ class LoadLLMServer(_ManagedServer):
     kind = "load-llm"
 
     def __init__(
-        self, *, cost: LLMCostModel | None = None, port: int | None = None,
-        log_path: Path | None = None, startup_timeout: float = 30.0,
+        self,
+        *,
+        cost: LLMCostModel | None = None,
+        port: int | None = None,
+        log_path: Path | None = None,
+        startup_timeout: float = 30.0,
     ) -> None:
         self.cost = cost or LLMCostModel()
         self.port = port or free_port()
@@ -364,10 +368,25 @@ class LoadLLMServer(_ManagedServer):
     def _command(self) -> list[str]:
         c = self.cost
         return [
-            sys.executable, "-m", "benchmarks.llm_server", "--host", HOST,
-            "--port", str(self.port), "--capacity", str(c.capacity),
-            "--prefill-ms", str(c.prefill_ms), "--decode-tokens-per-s", str(c.decode_tokens_per_s),
-            "--seed", str(c.seed), "--default-lines", str(c.default_lines), "--model", c.model,
+            sys.executable,
+            "-m",
+            "benchmarks.llm_server",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--capacity",
+            str(c.capacity),
+            "--prefill-ms",
+            str(c.prefill_ms),
+            "--decode-tokens-per-s",
+            str(c.decode_tokens_per_s),
+            "--seed",
+            str(c.seed),
+            "--default-lines",
+            str(c.default_lines),
+            "--model",
+            c.model,
         ]
 
     def _env(self) -> dict[str, str]:
@@ -378,8 +397,11 @@ class LoadLLMServer(_ManagedServer):
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.llm_server", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.llm_server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", default=HOST)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY)
@@ -395,13 +417,23 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM/SIGINT."""
     args = _parse_args(argv)
     cost = LLMCostModel(
-        capacity=args.capacity, prefill_ms=args.prefill_ms,
-        decode_tokens_per_s=args.decode_tokens_per_s, seed=args.seed,
-        default_lines=args.default_lines, model=args.model,
+        capacity=args.capacity,
+        prefill_ms=args.prefill_ms,
+        decode_tokens_per_s=args.decode_tokens_per_s,
+        seed=args.seed,
+        default_lines=args.default_lines,
+        model=args.model,
     )
     # backlog: a client opening hundreds of connections at once must not see refusals.
-    web.run_app(make_app(cost), host=args.host, port=args.port, backlog=2048,
-                access_log=None, print=None, handle_signals=True)
+    web.run_app(
+        make_app(cost),
+        host=args.host,
+        port=args.port,
+        backlog=2048,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
 
 
 if __name__ == "__main__":

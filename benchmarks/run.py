@@ -96,39 +96,61 @@ class _Servers:
 
 
 def _measure(
-    runner: str, servers: _Servers, llms: Sequence[LoadLLMServer], before: Any, after: Any,
-    wall_s: float, cpu_s: float, samples: int, steps: int,
+    runner: str,
+    servers: _Servers,
+    llms: Sequence[LoadLLMServer],
+    before: Any,
+    after: Any,
+    wall_s: float,
+    cpu_s: float,
+    samples: int,
+    steps: int,
 ) -> RunMetrics:
     """Turn two server snapshots around a run into the run's metrics."""
     (llm0, sc0), (llm1, sc1) = before, after
     used = {id(s) for s in llms}
     busy = sum(
         a["busy_slot_seconds"] - b["busy_slot_seconds"]
-        for s, a, b in zip(servers.llms, llm1, llm0, strict=True) if id(s) in used
+        for s, a, b in zip(servers.llms, llm1, llm0, strict=True)
+        if id(s) in used
     )
     requests = sum(
         a["requests"] - b["requests"]
-        for s, a, b in zip(servers.llms, llm1, llm0, strict=True) if id(s) in used
+        for s, a, b in zip(servers.llms, llm1, llm0, strict=True)
+        if id(s) in used
     )
     capacity = sum(s.cost.capacity for s in llms)
     scorer = {m: sc1[m] - sc0[m] for m in (TEXT_MODEL, IMAGE_MODEL)}
     scorer_busy = max(s.busy_s for s in scorer.values())  # one instance per model
     bound = max(busy / capacity, scorer_busy)
     return RunMetrics(
-        runner=runner, samples=samples, steps=steps, wall_s=wall_s,
-        steps_per_s=steps / wall_s, generator_busy_slot_s=busy, generator_capacity=capacity,
+        runner=runner,
+        samples=samples,
+        steps=steps,
+        wall_s=wall_s,
+        steps_per_s=steps / wall_s,
+        generator_busy_slot_s=busy,
+        generator_capacity=capacity,
         generator_requests=requests,
         scorer_busy_s={m: s.busy_s for m, s in scorer.items()},
-        scorer_batches=scorer[TEXT_MODEL].executions, text_encodes=scorer[TEXT_MODEL].items,
-        unique_texts=None, lower_bound_s=bound, efficiency=bound / wall_s,
+        scorer_batches=scorer[TEXT_MODEL].executions,
+        text_encodes=scorer[TEXT_MODEL].items,
+        unique_texts=None,
+        lower_bound_s=bound,
+        efficiency=bound / wall_s,
         generator_utilisation=busy / (capacity * wall_s),
         scorer_utilisation=scorer[TEXT_MODEL].busy_s / wall_s,
-        cpu_s=cpu_s, cpu_fraction=cpu_s / wall_s,
+        cpu_s=cpu_s,
+        cpu_fraction=cpu_s / wall_s,
     )
 
 
 async def _timed(
-    runner: str, servers: _Servers, llms: Sequence[LoadLLMServer], samples: int, steps: int,
+    runner: str,
+    servers: _Servers,
+    llms: Sequence[LoadLLMServer],
+    samples: int,
+    steps: int,
     work: Callable[[], Awaitable[Any]],
 ) -> tuple[RunMetrics, Any]:
     before = await asyncio.to_thread(servers.snapshot)
@@ -140,14 +162,24 @@ async def _timed(
 
 
 def build_engine(
-    *, loop: LoopConfig, generators: Sequence[OpenAIGenerator], scorer: TritonScorer,
-    store: RunStore, targets: dict[str, bytes], concurrency: ConcurrencyConfig | None = None,
+    *,
+    loop: LoopConfig,
+    generators: Sequence[OpenAIGenerator],
+    scorer: TritonScorer,
+    store: RunStore,
+    targets: dict[str, bytes],
+    concurrency: ConcurrencyConfig | None = None,
 ) -> Scheduler:
     """The engine with its default configuration (the one place to adapt to its API)."""
     return Scheduler(
-        task=IMAGE_CAPTION, loop=loop, concurrency=concurrency or ConcurrencyConfig(),
+        task=IMAGE_CAPTION,
+        loop=loop,
+        concurrency=concurrency or ConcurrencyConfig(),
         retry=RetryConfig(),
-        generator=list(generators), scorer=scorer, reader=MemoryReader(targets), store=store,
+        generator=list(generators),
+        scorer=scorer,
+        reader=MemoryReader(targets),
+        store=store,
         show_progress=False,
     )
 
@@ -176,16 +208,22 @@ def _rss_mib() -> float:
 
 
 async def _run_engine(
-    runner: str, scenario: Scenario, servers: _Servers, llms: Sequence[LoadLLMServer],
-    generators: Sequence[OpenAIGenerator], scorer: TritonScorer, workdir: Path,
+    runner: str,
+    scenario: Scenario,
+    servers: _Servers,
+    llms: Sequence[LoadLLMServer],
+    generators: Sequence[OpenAIGenerator],
+    scorer: TritonScorer,
+    workdir: Path,
 ) -> RunMetrics:
     loop = _loop_config(scenario)
     pool = make_pool(scenario.pool)
     targets = dict(make_targets(scenario.samples))
     store = RunStore.create(workdir / runner, {"benchmark": scenario.name}, pool)
     store.add_samples([(sid, sid) for sid in targets])
-    engine = build_engine(loop=loop, generators=generators, scorer=scorer, store=store,
-                          targets=targets)
+    engine = build_engine(
+        loop=loop, generators=generators, scorer=scorer, store=store, targets=targets
+    )
     samples = [Sample(sid, sid) for sid in targets]
     rss: list[tuple[float, float]] = []
 
@@ -198,13 +236,16 @@ async def _run_engine(
                 sampler.cancel()
 
     try:
-        metrics, summary = await _timed(runner, servers, llms, len(samples),
-                                        len(samples) * loop.steps, work)
+        metrics, summary = await _timed(
+            runner, servers, llms, len(samples), len(samples) * loop.steps, work
+        )
         metrics.steps = summary.steps
         metrics.steps_per_s = summary.steps / metrics.wall_s
         metrics.unique_texts = _unique_texts(store, pool)
         metrics.extra = {
-            "done": summary.done, "failed": summary.failed, "faults": summary.faults,
+            "done": summary.done,
+            "failed": summary.failed,
+            "faults": summary.faults,
             "engine_texts_embedded": summary.texts_embedded,
             "engine_generator_requests": summary.generator_requests,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -221,7 +262,10 @@ def _thin(series: list[tuple[float, float]], points: int = 12) -> list[tuple[flo
 
 
 async def _run_baseline(
-    scenario: Scenario, servers: _Servers, generator: OpenAIGenerator, scorer: TritonScorer,
+    scenario: Scenario,
+    servers: _Servers,
+    generator: OpenAIGenerator,
+    scorer: TritonScorer,
 ) -> RunMetrics:
     count = scenario.samples if scenario.baseline_samples is None else scenario.baseline_samples
     count = min(scenario.samples, count)
@@ -230,14 +274,23 @@ async def _run_baseline(
     loop = _loop_config(scenario)
 
     async def work() -> Any:
-        return await run_baseline(task=IMAGE_CAPTION, loop=loop, generator=generator,
-                                  scorer=scorer, samples=targets, pool=pool)
+        return await run_baseline(
+            task=IMAGE_CAPTION,
+            loop=loop,
+            generator=generator,
+            scorer=scorer,
+            samples=targets,
+            pool=pool,
+        )
 
-    metrics, result = await _timed("baseline", servers, servers.llms[:1], count,
-                                   count * loop.steps, work)
-    metrics.extra = {"baseline_text_encodes_counted": result.text_encodes,
-                     "group_size": GROUP_SIZE,
-                     "subset_of_samples": count < scenario.samples}
+    metrics, result = await _timed(
+        "baseline", servers, servers.llms[:1], count, count * loop.steps, work
+    )
+    metrics.extra = {
+        "baseline_text_encodes_counted": result.text_encodes,
+        "group_size": GROUP_SIZE,
+        "subset_of_samples": count < scenario.samples,
+    }
     return metrics
 
 
@@ -249,32 +302,50 @@ async def _run_all(scenario: Scenario, servers: _Servers, workdir: Path) -> list
     async with AsyncExitStack() as stack:
         generators = [
             await stack.enter_async_context(
-                OpenAIGenerator(GeneratorSettings(base_url=s.base_url, model=s.cost.model)))
+                OpenAIGenerator(GeneratorSettings(base_url=s.base_url, model=s.cost.model))
+            )
             for s in servers.llms
         ]
         scorer = await stack.enter_async_context(
-            TritonScorer(servers.scorer.grpc_url, text_model=TEXT_MODEL, image_model=IMAGE_MODEL))
+            TritonScorer(servers.scorer.grpc_url, text_model=TEXT_MODEL, image_model=IMAGE_MODEL)
+        )
         runs = []
         if scenario.baseline_samples != 0:
             runs.append(await _run_baseline(scenario, servers, generators[0], scorer))
-        runs.append(await _run_engine("engine", scenario, servers, servers.llms[:1],
-                                      generators[:1], scorer, workdir))
+        runs.append(
+            await _run_engine(
+                "engine", scenario, servers, servers.llms[:1], generators[:1], scorer, workdir
+            )
+        )
         if len(generators) > 1:
-            runs.append(await _run_engine(f"engine-{len(generators)}-endpoints", scenario,
-                                          servers, servers.llms, generators, scorer, workdir))
+            runs.append(
+                await _run_engine(
+                    f"engine-{len(generators)}-endpoints",
+                    scenario,
+                    servers,
+                    servers.llms,
+                    generators,
+                    scorer,
+                    workdir,
+                )
+            )
         return runs
 
 
 def run_scenario(scenario: Scenario, out: Path) -> dict[str, Any]:
     """Start the servers, run everything, write `<out>/<name>.json`, return its content."""
-    with tempfile.TemporaryDirectory(prefix=f"mils-bench-{scenario.name}-") as tmp, \
-            ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"mils-bench-{scenario.name}-") as tmp,
+        ExitStack() as stack,
+    ):
         workdir = Path(tmp)
         scorer = stack.enter_context(
-            LoadScorerServer(cost=scenario.scorer, workdir=workdir / "triton"))
+            LoadScorerServer(cost=scenario.scorer, workdir=workdir / "triton")
+        )
         llms = [
-            stack.enter_context(LoadLLMServer(
-                cost=replace(scenario.llm, seed=i), log_path=workdir / f"llm{i}.log"))
+            stack.enter_context(
+                LoadLLMServer(cost=replace(scenario.llm, seed=i), log_path=workdir / f"llm{i}.log")
+            )
             for i in range(scenario.endpoints)
         ]
         runs = asyncio.run(_run_all(scenario, _Servers(llms, scorer), workdir))
@@ -290,11 +361,18 @@ def _report(scenario: Scenario, runs: list[RunMetrics]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "scenario": scenario.name,
         "what": scenario.what,
-        "workload": {"samples": scenario.samples, "steps": scenario.steps,
-                     "pool": scenario.pool, "keep": scenario.keep,
-                     "requested": scenario.requested},
-        "servers": {"llm": asdict(scenario.llm), "llm_endpoints": scenario.endpoints,
-                    "scorer": asdict(scenario.scorer)},
+        "workload": {
+            "samples": scenario.samples,
+            "steps": scenario.steps,
+            "pool": scenario.pool,
+            "keep": scenario.keep,
+            "requested": scenario.requested,
+        },
+        "servers": {
+            "llm": asdict(scenario.llm),
+            "llm_endpoints": scenario.endpoints,
+            "scorer": asdict(scenario.scorer),
+        },
         "engine_config": to_dict(ConcurrencyConfig()),
         "runs": [asdict(run) for run in runs],
     }
@@ -330,8 +408,20 @@ def _targets(scenario: Scenario, report: dict[str, Any], runs: list[RunMetrics])
     return targets
 
 
-_COLUMNS = ("scenario", "runner", "wall s", "steps/s", "gen util", "scr util", "encodes",
-            "unique", "bound s", "effic.", "cpu/wall", "speedup")
+_COLUMNS = (
+    "scenario",
+    "runner",
+    "wall s",
+    "steps/s",
+    "gen util",
+    "scr util",
+    "encodes",
+    "unique",
+    "bound s",
+    "effic.",
+    "cpu/wall",
+    "speedup",
+)
 
 
 def format_table(reports: Sequence[dict[str, Any]]) -> str:
@@ -344,30 +434,49 @@ def format_table(reports: Sequence[dict[str, Any]]) -> str:
                 ratio = f"{report['speedup']:.1f}x"
             elif run["runner"].startswith("engine-") and "endpoint_scaling" in report:
                 ratio = f"{report['endpoint_scaling']:.2f}x 1 ep"
-            rows.append((
-                report["scenario"], run["runner"], f"{run['wall_s']:.1f}",
-                f"{run['steps_per_s']:.1f}", f"{run['generator_utilisation']:.2f}",
-                f"{run['scorer_utilisation']:.2f}", str(run["text_encodes"]),
-                "" if run["unique_texts"] is None else str(run["unique_texts"]),
-                f"{run['lower_bound_s']:.1f}", f"{run['efficiency']:.2f}",
-                f"{run['cpu_fraction']:.2f}", ratio,
-            ))
+            rows.append(
+                (
+                    report["scenario"],
+                    run["runner"],
+                    f"{run['wall_s']:.1f}",
+                    f"{run['steps_per_s']:.1f}",
+                    f"{run['generator_utilisation']:.2f}",
+                    f"{run['scorer_utilisation']:.2f}",
+                    str(run["text_encodes"]),
+                    "" if run["unique_texts"] is None else str(run["unique_texts"]),
+                    f"{run['lower_bound_s']:.1f}",
+                    f"{run['efficiency']:.2f}",
+                    f"{run['cpu_fraction']:.2f}",
+                    ratio,
+                )
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
-                     for row in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     names = [s.name for s in SCENARIOS]
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="small workloads (a smoke run)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON files go")
-    p.add_argument("--scenario", action="append", choices=names,
-                   help="run only these (repeatable); default: all")
+    p.add_argument(
+        "--scenario",
+        action="append",
+        choices=names,
+        help="run only these (repeatable); default: all",
+    )
     p.add_argument("--samples", type=int, help="override every scenario's sample count")
-    p.add_argument("--full-baseline", action="store_true",
-                   help="run the baseline over all samples, not a subset of whole groups")
+    p.add_argument(
+        "--full-baseline",
+        action="store_true",
+        help="run the baseline over all samples, not a subset of whole groups",
+    )
     return p.parse_args(argv)
 
 

@@ -57,8 +57,10 @@ class ScorerStats:
 
     def __sub__(self, other: ScorerStats) -> ScorerStats:
         return ScorerStats(
-            self.executions - other.executions, self.items - other.items,
-            self.busy_s - other.busy_s, self.max_batch,
+            self.executions - other.executions,
+            self.items - other.items,
+            self.busy_s - other.busy_s,
+            self.max_batch,
         )
 
 
@@ -77,13 +79,15 @@ class LoadScorerServer:
         self.stats_dir.mkdir(parents=True, exist_ok=True)
         env = self.cost.env() | {"MILS_LOAD_STATS_DIR": str(self.stats_dir)}
         self._server = TritonServer(
-            model_repository=REPOSITORY, models=MODELS, env=env,
+            model_repository=REPOSITORY,
+            models=MODELS,
+            env=env,
             log_path=self.workdir / "triton.log",
         )
 
     @property
     def grpc_url(self) -> str:
-        """"127.0.0.1:PORT" for `TritonScorer`."""
+        """ "127.0.0.1:PORT" for `TritonScorer`."""
         return self._server.grpc_url
 
     def stats(self) -> dict[str, ScorerStats]:
@@ -93,7 +97,9 @@ class LoadScorerServer:
     def _read(self, model: str) -> ScorerStats:
         data = json.loads((self.stats_dir / f"{model}.json").read_text())
         return ScorerStats(
-            int(data["executions"]), int(data["items"]), float(data["busy_s"]),
+            int(data["executions"]),
+            int(data["items"]),
+            float(data["busy_s"]),
             int(data["max_batch"]),
         )
 
@@ -109,8 +115,10 @@ class LoadScorerServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
-
-

@@ -18,8 +18,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from adapters.local_stack import LlamaServer, TritonServer  # noqa: E402
-from tiny_clip import build_tiny_clip  # noqa: E402
+from tiny_clip import build_tiny_clip
+
+from adapters.local_stack import LlamaServer, TritonServer
 
 REPO = Path(__file__).resolve().parents[1]
 TRITON_MODELS = ("toyclip_text", "toyclip_image", "clip_text", "clip_image")
@@ -32,10 +33,13 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def triton_server(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def triton_server(
+    tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
     """Real Triton serving the toyclip pair and the clip pair (on the tiny CLIP)."""
     server = TritonServer(
-        model_repository=REPO / "triton_models", models=TRITON_MODELS,
+        model_repository=REPO / "triton_models",
+        models=TRITON_MODELS,
         log_path=tmp_path_factory.mktemp("triton") / "triton.log",
         env={"MILS_CLIP_MODEL": str(tiny_clip_dir)},
     )

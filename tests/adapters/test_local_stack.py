@@ -40,8 +40,12 @@ def test_llama_server_lists_the_smollm2_alias(llama_server: LlamaServer) -> None
 def test_detached_triton_is_stopped_from_its_saved_state(tmp_path: Path) -> None:
     """`local up/down` path: a detached server, described as JSON, is stopped by another
     handle, and its whole process group (python-backend stubs included) is gone."""
-    server = TritonServer(model_repository=REPO / "triton_models", models=["toyclip_text"],
-                          log_path=tmp_path / "triton.log", detach=True)
+    server = TritonServer(
+        model_repository=REPO / "triton_models",
+        models=["toyclip_text"],
+        log_path=tmp_path / "triton.log",
+        detach=True,
+    )
     server.start()
     try:
         info = server.info()
@@ -58,8 +62,12 @@ def test_detached_triton_is_stopped_from_its_saved_state(tmp_path: Path) -> None
 
 def test_triton_start_failure_reports_the_log_tail(tmp_path: Path) -> None:
     """A model that cannot load makes start() raise ConfigError quoting the server log."""
-    server = TritonServer(model_repository=REPO / "triton_models", models=["no_such_model"],
-                          log_path=tmp_path / "triton.log", startup_timeout=60)
+    server = TritonServer(
+        model_repository=REPO / "triton_models",
+        models=["no_such_model"],
+        log_path=tmp_path / "triton.log",
+        startup_timeout=60,
+    )
     with pytest.raises(ConfigError) as info:
         server.start()
     message = str(info.value)

@@ -48,11 +48,14 @@ async def test_grpc_and_http_return_the_same_embeddings(triton_server: TritonSer
     """Both protocols reach the same model and decode the same numbers."""
     async with scorer(triton_server, "grpc") as g, scorer(triton_server, "http") as h:
         np.testing.assert_array_equal(await g.embed_texts(["red"]), await h.embed_texts(["red"]))
-        np.testing.assert_array_equal(await g.embed_target(png((0, 0, 0))),
-                                      await h.embed_target(png((0, 0, 0))))
+        np.testing.assert_array_equal(
+            await g.embed_target(png((0, 0, 0))), await h.embed_target(png((0, 0, 0)))
+        )
 
 
-async def test_dark_image_scores_higher_with_a_caption_naming_it(triton_server: TritonServer) -> None:
+async def test_dark_image_scores_higher_with_a_caption_naming_it(
+    triton_server: TritonServer,
+) -> None:
     """The toy encoder means something: a black picture prefers "black/dark" to "yellow"."""
     async with scorer(triton_server) as s:
         image = await s.embed_target(png((8, 8, 12)))
@@ -67,15 +70,19 @@ async def test_corrupt_image_fails_alone(triton_server: TritonServer, protocol: 
     """Corrupt bytes give InvalidResponse naming the problem; a concurrent good image succeeds."""
     async with scorer(triton_server, protocol) as s:
         bad, good = await asyncio.gather(
-            s.embed_target(b"definitely not an image"), s.embed_target(png((250, 220, 20))),
-            return_exceptions=True)
+            s.embed_target(b"definitely not an image"),
+            s.embed_target(png((250, 220, 20))),
+            return_exceptions=True,
+        )
     assert isinstance(bad, InvalidResponse)
     assert "cannot decode IMAGE" in str(bad) and "toyclip_image" in bad.endpoint
     assert isinstance(good, np.ndarray) and good.shape == (256,)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_model_not_loaded_is_model_not_ready(triton_server: TritonServer, protocol: str) -> None:
+async def test_model_not_loaded_is_model_not_ready(
+    triton_server: TritonServer, protocol: str
+) -> None:
     """Opening with a model the server did not load says which model and how to fix it."""
     with pytest.raises(ModelNotReady) as info:
         await scorer(triton_server, protocol, text_model="no_such_model").open()

@@ -82,9 +82,9 @@ async def _burst(llm: LoadLLMServer, n: int) -> dict:
     async with OpenAIGenerator(GeneratorSettings(base_url=llm.base_url, model="m")) as gen:
         await asyncio.gather(*(gen.complete(_messages(5, f"a cat {i}")) for i in range(n)))
     after = llm.stats()
-    return {k: after[k] - before[k] for k in ("requests", "busy_slot_seconds",
-                                              "completion_tokens")} | {
-        "peak_concurrency": after["peak_concurrency"], "peak_queued": after["peak_queued"]}
+    return {
+        k: after[k] - before[k] for k in ("requests", "busy_slot_seconds", "completion_tokens")
+    } | {"peak_concurrency": after["peak_concurrency"], "peak_queued": after["peak_queued"]}
 
 
 async def test_busy_slot_seconds_follow_the_cost_model_and_concurrency_caps_at_capacity(
@@ -117,8 +117,16 @@ def test_tiny_scenario_writes_a_complete_report(tmp_path: Path) -> None:
     assert written == json.loads(json.dumps(report))
     assert [run["runner"] for run in report["runs"]] == ["baseline", "engine"]
     for run in report["runs"]:
-        for key in ("wall_s", "steps_per_s", "generator_utilisation", "scorer_utilisation",
-                    "text_encodes", "lower_bound_s", "efficiency", "cpu_fraction"):
+        for key in (
+            "wall_s",
+            "steps_per_s",
+            "generator_utilisation",
+            "scorer_utilisation",
+            "text_encodes",
+            "lower_bound_s",
+            "efficiency",
+            "cpu_fraction",
+        ):
             assert run[key] >= 0, key
         assert run["steps"] == 8 * scenario.steps
     engine = report["runs"][1]

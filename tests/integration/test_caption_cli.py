@@ -29,22 +29,43 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def endpoint_args(llama: LlamaServer, triton: TritonServer) -> list[str]:
-    return ["--generator-url", llama.base_url, "--generator-model", "smollm2",
-            "--scorer-url", triton.grpc_url,
-            "--text-model", "toyclip_text", "--image-model", "toyclip_image"]
+    return [
+        "--generator-url",
+        llama.base_url,
+        "--generator-model",
+        "smollm2",
+        "--scorer-url",
+        triton.grpc_url,
+        "--text-model",
+        "toyclip_text",
+        "--image-model",
+        "toyclip_image",
+    ]
 
 
 def mils(args: Sequence[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"OPENAI_API_KEY": SECRET}
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
 
 
 def spawn(args: Sequence[str], cwd: Path) -> subprocess.Popen[bytes]:
     env = os.environ | {"OPENAI_API_KEY": SECRET}
     with (cwd / "spawned.log").open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def step_rows(run: Path) -> list[tuple[str, int]]:
@@ -65,9 +86,20 @@ def test_caption_two_images_three_steps(
 ) -> None:
     """Two images, three steps: captions printed, store and results.jsonl complete."""
     run = tmp_path / "run"
-    proc = mils(["caption", *map(str, images[:2]), "--steps", "3", *SMALL_LOOP,
-                 "--out", str(run), "--no-progress",
-                 *endpoint_args(llama_server, triton_server)], cwd=tmp_path)
+    proc = mils(
+        [
+            "caption",
+            *map(str, images[:2]),
+            "--steps",
+            "3",
+            *SMALL_LOOP,
+            "--out",
+            str(run),
+            "--no-progress",
+            *endpoint_args(llama_server, triton_server),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     printed = [line.split("\t") for line in proc.stdout.splitlines()]
     assert [p[0] for p in printed] == ["astronaut", "chelsea"]
@@ -93,9 +125,19 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(
 ) -> None:
     """A SIGKILLed run resumes from its last committed steps to exactly `steps` per sample."""
     run = tmp_path / "run"
-    args = ["caption", *map(str, images[:3]), "--steps", "4", *SMALL_LOOP, "--out", str(run),
-            "--no-progress", "--generator-in-flight", "1",
-            *endpoint_args(llama_server, triton_server)]
+    args = [
+        "caption",
+        *map(str, images[:3]),
+        "--steps",
+        "4",
+        *SMALL_LOOP,
+        "--out",
+        str(run),
+        "--no-progress",
+        "--generator-in-flight",
+        "1",
+        *endpoint_args(llama_server, triton_server),
+    ]
     proc = spawn(args, tmp_path)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -125,9 +167,22 @@ def test_bad_inputs_fail_alone_with_clear_reasons(
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
     missing = tmp_path / "missing.jpg"
     run = tmp_path / "run"
-    proc = mils(["caption", str(images[0]), str(corrupt), str(missing), "--steps", "1",
-                 *SMALL_LOOP, "--out", str(run), "--no-progress",
-                 *endpoint_args(llama_server, triton_server)], cwd=tmp_path)
+    proc = mils(
+        [
+            "caption",
+            str(images[0]),
+            str(corrupt),
+            str(missing),
+            "--steps",
+            "1",
+            *SMALL_LOOP,
+            "--out",
+            str(run),
+            "--no-progress",
+            *endpoint_args(llama_server, triton_server),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr
     res = results(run)
     assert res["astronaut"]["status"] == "done"
@@ -144,10 +199,26 @@ def test_unreachable_generator_fails_samples_naming_the_url(
     """With nothing listening, every sample fails after the retries with the URL named."""
     url = f"http://127.0.0.1:{free_port()}/v1"
     run = tmp_path / "run"
-    proc = mils(["caption", str(images[0]), "--out", str(run), "--no-progress",
-                 "--generator-url", url, "--scorer-url", triton_server.grpc_url,
-                 "--text-model", "toyclip_text", "--image-model", "toyclip_image",
-                 "--retries", "2"], cwd=tmp_path)
+    proc = mils(
+        [
+            "caption",
+            str(images[0]),
+            "--out",
+            str(run),
+            "--no-progress",
+            "--generator-url",
+            url,
+            "--scorer-url",
+            triton_server.grpc_url,
+            "--text-model",
+            "toyclip_text",
+            "--image-model",
+            "toyclip_image",
+            "--retries",
+            "2",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     error = results(run)["astronaut"]["error"]
     assert url in error and "after 2 attempts" in error
@@ -157,9 +228,24 @@ def test_model_not_loaded_is_a_clear_start_error(
     images: list[Path], llama_server: LlamaServer, triton_server: TritonServer, tmp_path: Path
 ) -> None:
     """A scorer model the server has not loaded stops the run at start, naming the model."""
-    proc = mils(["caption", str(images[0]), "--out", str(tmp_path / "run"), "--no-progress",
-                 "--generator-url", llama_server.base_url, "--scorer-url", triton_server.grpc_url,
-                 "--text-model", "no_such_model", "--image-model", "toyclip_image"], cwd=tmp_path)
+    proc = mils(
+        [
+            "caption",
+            str(images[0]),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--generator-url",
+            llama_server.base_url,
+            "--scorer-url",
+            triton_server.grpc_url,
+            "--text-model",
+            "no_such_model",
+            "--image-model",
+            "toyclip_image",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "no_such_model" in proc.stderr and "not ready" in proc.stderr
 

@@ -35,8 +35,11 @@ def model_repository(dest: Path) -> Path:
 def rel_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """Triton serving toyclip and the misbehaving test models (not the session server)."""
     root = tmp_path_factory.mktemp("rel_triton")
-    server = TritonServer(model_repository=model_repository(root / "models"), models=MODELS,
-                          log_path=root / "triton.log")
+    server = TritonServer(
+        model_repository=model_repository(root / "models"),
+        models=MODELS,
+        log_path=root / "triton.log",
+    )
     with server:
         yield server
 

@@ -40,12 +40,27 @@ import httpx
 __all__ = ["FAULT_KINDS", "FaultProxy", "spread"]
 
 FAULT_KINDS = (
-    "429", "500", "502", "503", "stall", "reset", "truncated", "non_json", "empty_choices",
-    "no_candidates", "echo_prompt",
+    "429",
+    "500",
+    "502",
+    "503",
+    "stall",
+    "reset",
+    "truncated",
+    "non_json",
+    "empty_choices",
+    "no_candidates",
+    "echo_prompt",
 )
 HOST = "127.0.0.1"
-_REASONS = {200: "OK", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 404: "Not Found"}
+_REASONS = {
+    200: "OK",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    404: "Not Found",
+}
 _WORDS = ("red", "blue", "green", "bright", "dark", "yellow", "white", "textured", "smooth")
 
 
@@ -68,9 +83,15 @@ class FaultProxy:
     """
 
     def __init__(
-        self, upstream: str | None = None, *, rates: Mapping[str, float] | None = None,
-        seed: int = 0, stall_s: float = 5.0, retry_after_s: float = 1.0,
-        latency_s: float = 0.0, reply: Callable[[str, int], str] | None = None,
+        self,
+        upstream: str | None = None,
+        *,
+        rates: Mapping[str, float] | None = None,
+        seed: int = 0,
+        stall_s: float = 5.0,
+        retry_after_s: float = 1.0,
+        latency_s: float = 0.0,
+        reply: Callable[[str, int], str] | None = None,
     ) -> None:
         self.rates = dict(rates or {})
         unknown = set(self.rates) - set(FAULT_KINDS)
@@ -103,15 +124,20 @@ class FaultProxy:
 
     def __enter__(self) -> Self:
         ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True,
-                                        name="fault-proxy")
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready,), daemon=True, name="fault-proxy"
+        )
         self._thread.start()
         if not ready.wait(10) or not self.port:
             raise RuntimeError("fault proxy did not start")
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
@@ -136,8 +162,7 @@ class FaultProxy:
 
     # -- HTTP ---------------------------------------------------------------------
 
-    async def _connection(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 request = await _read_request(reader)
@@ -153,8 +178,14 @@ class FaultProxy:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                      writer: asyncio.StreamWriter) -> bool:
+    async def _handle(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
         """Answer one request; False when the connection must close."""
         if not (method == "POST" and path.endswith("/chat/completions")):
             status, payload = await self._forward(method, path, headers, body)
@@ -180,8 +211,9 @@ class FaultProxy:
             await _respond(writer, 200, page, content_type="text/html")
             return True
         status, payload = await self._forward(method, path, headers, body)
-        if status == 200 and (fault in ("empty_choices", "no_candidates", "echo_prompt")
-                              or self._reply is not None):
+        if status == 200 and (
+            fault in ("empty_choices", "no_candidates", "echo_prompt") or self._reply is not None
+        ):
             payload = self._rewrite(payload, body, fault)
         if fault == "truncated":
             await _respond(writer, status, payload, cut=len(payload) // 2)
@@ -219,8 +251,9 @@ class FaultProxy:
             data["choices"][0]["message"]["content"] = self._reply(prompt, self.chat_requests)
         return json.dumps(data).encode()
 
-    async def _forward(self, method: str, path: str, headers: dict[str, str],
-                       body: bytes) -> tuple[int, bytes]:
+    async def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
         if self.upstream is None:
             return _synthetic(path, body, self.chat_requests)
         root = self.upstream.removesuffix("/v1")
@@ -247,12 +280,21 @@ async def _read_request(
     return method, path, headers, body
 
 
-async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes,
-                   extra: Mapping[str, str] | None = None, *,
-                   content_type: str = "application/json", cut: int | None = None) -> None:
-    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-            f"Content-Type: {content_type}", f"Content-Length: {len(body)}",
-            *(f"{k}: {v}" for k, v in (extra or {}).items())]
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: bytes,
+    extra: Mapping[str, str] | None = None,
+    *,
+    content_type: str = "application/json",
+    cut: int | None = None,
+) -> None:
+    head = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in (extra or {}).items()),
+    ]
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body[:cut])
     await writer.drain()
 
@@ -268,13 +310,23 @@ def _synthetic(path: str, body: bytes, n: int) -> tuple[int, bytes]:
         return 200, json.dumps({"object": "list", "data": [{"id": "synthetic"}]}).encode()
     if not path.endswith("/chat/completions"):
         return 404, b'{"error": {"message": "not found"}}'
-    lines = [f"{i}. a {_WORDS[(n + i) % len(_WORDS)]} {_WORDS[(n * 7 + i) % len(_WORDS)]} "
-             f"scene variant {n}-{i}" for i in range(1, 6)]
+    lines = [
+        f"{i}. a {_WORDS[(n + i) % len(_WORDS)]} {_WORDS[(n * 7 + i) % len(_WORDS)]} "
+        f"scene variant {n}-{i}"
+        for i in range(1, 6)
+    ]
     reply = {
-        "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": "synthetic",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "\n".join(lines)}}],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "\n".join(lines)},
+            }
+        ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
     return 200, json.dumps(reply).encode()

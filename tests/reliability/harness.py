@@ -19,28 +19,58 @@ SECRET = "sk-reliability-never-log-this-42"
 SMALL_LOOP = ("--keep", "6", "--requested", "5", "--max-tokens", "200")
 
 
-def endpoint_args(generator_url: str, triton: TritonServer, *, text_model: str = "toyclip_text",
-                  image_model: str = "toyclip_image") -> list[str]:
-    return ["--generator-url", generator_url, "--generator-model", "load-llm",
-            "--scorer-url", triton.grpc_url, "--text-model", text_model,
-            "--image-model", image_model]
+def endpoint_args(
+    generator_url: str,
+    triton: TritonServer,
+    *,
+    text_model: str = "toyclip_text",
+    image_model: str = "toyclip_image",
+) -> list[str]:
+    return [
+        "--generator-url",
+        generator_url,
+        "--generator-model",
+        "load-llm",
+        "--scorer-url",
+        triton.grpc_url,
+        "--text-model",
+        text_model,
+        "--image-model",
+        image_model,
+    ]
 
 
 def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return dict(os.environ) | {"OPENAI_API_KEY": SECRET} | dict(extra or {})
 
 
-def mils(args: Sequence[str], cwd: Path, *, timeout: float = 300,
-         extra_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd,
-                          env=env(extra_env), capture_output=True, text=True, timeout=timeout,
-                          errors="backslashreplace")
+def mils(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    timeout: float = 300,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=cwd,
+        env=env(extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        errors="backslashreplace",
+    )
 
 
 def spawn(args: Sequence[str], cwd: Path, log_name: str = "spawned.log") -> subprocess.Popen[bytes]:
     with (cwd / log_name).open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env(),
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", *args],
+            cwd=cwd,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def query(run: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -55,8 +85,12 @@ def step_rows(run: Path) -> list[tuple[str, int]]:
     if not (run / "run.db").exists():
         return []
     try:
-        return [(sid, step) for sid, step in
-                query(run, "SELECT sample_id, step FROM steps ORDER BY sample_id, step")]
+        return [
+            (sid, step)
+            for sid, step in query(
+                run, "SELECT sample_id, step FROM steps ORDER BY sample_id, step"
+            )
+        ]
     except sqlite3.OperationalError:  # created, tables not yet there
         return []
 
@@ -67,8 +101,11 @@ def results(run: Path) -> dict[str, dict[str, Any]]:
 
 
 def log_events(run: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in
-            (run / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
 
 
 def assert_complete(run: Path, sample_ids: Sequence[str], steps: int) -> None:
@@ -78,11 +115,12 @@ def assert_complete(run: Path, sample_ids: Sequence[str], steps: int) -> None:
     per_sample = Counter(sid for sid, _ in rows)
     expected = {sid: steps for sid in sample_ids}
     assert dict(per_sample) == expected, {
-        sid: per_sample.get(sid) for sid in sample_ids if per_sample.get(sid) != steps}
+        sid: per_sample.get(sid) for sid in sample_ids if per_sample.get(sid) != steps
+    }
     assert rows == sorted((sid, s) for sid in sample_ids for s in range(1, steps + 1))
     assert query(run, "PRAGMA integrity_check") == [("ok",)]
     res = results(run)
     assert set(res) == set(sample_ids)
-    for sid, row in res.items():
+    for _sid, row in res.items():
         assert row["status"] == "done" and row["steps"] == steps, row
         assert [t["step"] for t in row["trajectory"]] == list(range(1, steps + 1))

@@ -32,8 +32,12 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def bomb_png() -> bytes:
     """A 100 kB-or-less PNG claiming 30000 x 30000 pixels (a decompression bomb header)."""
     header = struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 4000)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 4000))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def tree(root: Path, skip: Path) -> set[str]:
@@ -72,14 +76,37 @@ def test_many_bad_files_fail_alone_and_the_good_ones_finish(
     raw_name = os.fsencode(d) + b"/caf\xe9-\xff.png"  # not UTF-8
     with open(raw_name, "wb") as f:
         f.write(good_bytes)
-    failing = [*(d / n for n in bad), d / "huge.png", d / "pipe.png", d / "dangling.png",
-               d / "missing.jpg"]
-    inputs = [str(d / "good.png"), str(d / "good.png"), f"{d}/./good.png",
-              *map(str, failing), *map(str, odd), os.fsdecode(raw_name)]
+    failing = [
+        *(d / n for n in bad),
+        d / "huge.png",
+        d / "pipe.png",
+        d / "dangling.png",
+        d / "missing.jpg",
+    ]
+    inputs = [
+        str(d / "good.png"),
+        str(d / "good.png"),
+        f"{d}/./good.png",
+        *map(str, failing),
+        *map(str, odd),
+        os.fsdecode(raw_name),
+    ]
     run = tmp_path / "run"
     before = tree(tmp_path, run)
-    proc = mils(["caption", *inputs, "--steps", "2", *SMALL_LOOP, "--out", str(run),
-                 "--no-progress", *endpoint_args(load_llm.base_url, rel_triton)], cwd=tmp_path)
+    proc = mils(
+        [
+            "caption",
+            *inputs,
+            "--steps",
+            "2",
+            *SMALL_LOOP,
+            "--out",
+            str(run),
+            "--no-progress",
+            *endpoint_args(load_llm.base_url, rel_triton),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     res = results(run)
@@ -96,12 +123,19 @@ def test_many_bad_files_fail_alone_and_the_good_ones_finish(
     assert len(done) == 1 + len(odd) + 1, res
     assert tree(tmp_path, run) == before, "something was written outside the run directory"
     reasons = {Path(s).name: by_source[s]["error"] for s in map(str, failing)}
-    for name, words in {"corrupt.png": "cannot decode", "truncated.png": "cannot decode",
-                        "empty.png": "0 bytes", "notes.png": "accepted format",
-                        "bomb.png": "cannot decode", "drawing.svg": "accepted format",
-                        "picture.ppm": "accepted format", "huge.png": "limit",
-                        "pipe.png": "not a regular file", "dangling.png": "does not exist",
-                        "missing.jpg": "does not exist"}.items():
+    for name, words in {
+        "corrupt.png": "cannot decode",
+        "truncated.png": "cannot decode",
+        "empty.png": "0 bytes",
+        "notes.png": "accepted format",
+        "bomb.png": "cannot decode",
+        "drawing.svg": "accepted format",
+        "picture.ppm": "accepted format",
+        "huge.png": "limit",
+        "pipe.png": "not a regular file",
+        "dangling.png": "does not exist",
+        "missing.jpg": "does not exist",
+    }.items():
         assert words in reasons[name], (name, reasons[name])
 
 
@@ -139,11 +173,21 @@ def test_invalid_configuration_is_refused_before_anything_runs(
     image = tmp_path / "x.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n")
     inputs = [str(empty_dir)] if not args else [str(image)]
-    args = [str(tmp_path / a) if a in ("EMPTY", "DUPES", "MISSING", "LATIN1") else a
-            for a in args]
+    args = [str(tmp_path / a) if a in ("EMPTY", "DUPES", "MISSING", "LATIN1") else a for a in args]
     run = tmp_path / "run"
-    code = main(["caption", *inputs, "--out", str(run), "--generator-url",
-                 "http://127.0.0.1:9/v1", "--scorer-url", "127.0.0.1:9", *args])
+    code = main(
+        [
+            "caption",
+            *inputs,
+            "--out",
+            str(run),
+            "--generator-url",
+            "http://127.0.0.1:9/v1",
+            "--scorer-url",
+            "127.0.0.1:9",
+            *args,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
     assert not run.exists()
@@ -164,20 +208,33 @@ def test_no_inputs_at_all_is_a_usage_error(tmp_path: Path) -> None:
     ],
 )
 def test_unusable_triton_model_is_a_clear_start_error(
-    many_images: list[Path], load_llm: LoadLLMServer, rel_triton: TritonServer, tmp_path: Path,
-    text_model: str, message: str,
+    many_images: list[Path],
+    load_llm: LoadLLMServer,
+    rel_triton: TritonServer,
+    tmp_path: Path,
+    text_model: str,
+    message: str,
 ) -> None:
     """A missing model, or one with the wrong tensor names or dims, stops the run at start
     (exit 2) naming the model and the fix; resume with the right model then completes."""
     run = tmp_path / "run"
     base = ["--steps", "1", *SMALL_LOOP, "--no-progress"]
-    proc = mils(["caption", str(many_images[0]), "--out", str(run), *base,
-                 *endpoint_args(load_llm.base_url, rel_triton, text_model=text_model)],
-                cwd=tmp_path)
+    proc = mils(
+        [
+            "caption",
+            str(many_images[0]),
+            "--out",
+            str(run),
+            *base,
+            *endpoint_args(load_llm.base_url, rel_triton, text_model=text_model),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    fixed = mils(["resume", str(run), "--text-model", "toyclip_text", "--no-progress"],
-                 cwd=tmp_path)
+    fixed = mils(
+        ["resume", str(run), "--text-model", "toyclip_text", "--no-progress"], cwd=tmp_path
+    )
     assert fixed.returncode == 0, fixed.stderr[-2000:]
 
 
@@ -186,9 +243,26 @@ def test_unreachable_scorer_is_a_clear_start_error(
 ) -> None:
     """Nothing listening on the scorer port: exit 2 after the retries, naming the address."""
     url = f"127.0.0.1:{free_port()}"
-    proc = mils(["caption", str(many_images[0]), "--out", str(tmp_path / "run"), "--retries", "2",
-                 "--no-progress", "--generator-url", load_llm.base_url, "--scorer-url", url,
-                 "--text-model", "toyclip_text", "--image-model", "toyclip_image"], cwd=tmp_path)
+    proc = mils(
+        [
+            "caption",
+            str(many_images[0]),
+            "--out",
+            str(tmp_path / "run"),
+            "--retries",
+            "2",
+            "--no-progress",
+            "--generator-url",
+            load_llm.base_url,
+            "--scorer-url",
+            url,
+            "--text-model",
+            "toyclip_text",
+            "--image-model",
+            "toyclip_image",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and url in proc.stderr and "2 attempts" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -200,9 +274,20 @@ def test_llm_returning_the_prompt_back_records_empty_steps(
     own example lines are dropped): every step is recorded, the run completes."""
     run = tmp_path / "run"
     with FaultProxy(load_llm.base_url, rates={"echo_prompt": 1.0}) as proxy:
-        proc = mils(["caption", *map(str, many_images[:3]), "--steps", "3", *SMALL_LOOP,
-                     "--out", str(run), "--no-progress",
-                     *endpoint_args(proxy.base_url, rel_triton)], cwd=tmp_path)
+        proc = mils(
+            [
+                "caption",
+                *map(str, many_images[:3]),
+                "--steps",
+                "3",
+                *SMALL_LOOP,
+                "--out",
+                str(run),
+                "--no-progress",
+                *endpoint_args(proxy.base_url, rel_triton),
+            ],
+            cwd=tmp_path,
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert query(run, "SELECT COUNT(*) FROM steps") == [(9,)]
     assert query(run, "SELECT COUNT(*) FROM candidates") == [(0,)]

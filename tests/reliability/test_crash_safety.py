@@ -28,10 +28,22 @@ def slow_llm(load_llm: LoadLLMServer) -> Iterator[FaultProxy]:
         yield proxy
 
 
-def caption_args(images: list[Path], run: Path, url: str, triton: TritonServer,
-                 steps: int) -> list[str]:
-    return ["caption", *map(str, images), "--steps", str(steps), *SMALL_LOOP, "--out", str(run),
-            "--no-progress", "--generator-in-flight", "4", *endpoint_args(url, triton)]
+def caption_args(
+    images: list[Path], run: Path, url: str, triton: TritonServer, steps: int
+) -> list[str]:
+    return [
+        "caption",
+        *map(str, images),
+        "--steps",
+        str(steps),
+        *SMALL_LOOP,
+        "--out",
+        str(run),
+        "--no-progress",
+        "--generator-in-flight",
+        "4",
+        *endpoint_args(url, triton),
+    ]
 
 
 def has_samples(run: Path) -> bool:
@@ -93,13 +105,18 @@ def test_twenty_sigkills_at_random_moments_then_resume(
     final = mils(["resume", str(run), "--no-progress"], cwd=tmp_path)
     assert final.returncode == 0, final.stderr[-2000:]
     assert_complete(run, [p.stem for p in images], steps)
-    print(f"\n{kills} SIGKILLs ({mid_run} mid-run) in {launches} launches; {len(seen)} of "
-          f"{len(images) * steps} steps committed before the last resume")
+    print(
+        f"\n{kills} SIGKILLs ({mid_run} mid-run) in {launches} launches; {len(seen)} of "
+        f"{len(images) * steps} steps committed before the last resume"
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_stops_cleanly_and_says_how_to_resume(
-    many_images: list[Path], slow_llm: FaultProxy, rel_triton: TritonServer, tmp_path: Path,
+    many_images: list[Path],
+    slow_llm: FaultProxy,
+    rel_triton: TritonServer,
+    tmp_path: Path,
     sig: signal.Signals,
 ) -> None:
     """Ctrl-C and SIGTERM exit 130 naming `mils resume`; the store is intact; resume completes."""
@@ -125,12 +142,15 @@ def test_second_engine_on_a_live_run_is_refused(
     first = spawn(caption_args(images, run, slow_llm.base_url, rel_triton, 4), tmp_path)
     try:
         wait_for_steps(run, 1, first)
-        for command in (["resume", str(run)],
-                        caption_args(images, run, slow_llm.base_url, rel_triton, 4)):
+        for command in (
+            ["resume", str(run)],
+            caption_args(images, run, slow_llm.base_url, rel_triton, 4),
+        ):
             second = mils(command, cwd=tmp_path)
             assert second.returncode == 2
-            assert str(run) in second.stderr and ("in use" in second.stderr
-                                                  or "already holds a run" in second.stderr)
+            assert str(run) in second.stderr and (
+                "in use" in second.stderr or "already holds a run" in second.stderr
+            )
             assert "Traceback" not in second.stderr
         assert first.poll() is None, "the refused engine disturbed the running one"
     finally:

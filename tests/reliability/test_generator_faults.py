@@ -16,9 +16,17 @@ from benchmarks.llm_server import LoadLLMServer
 pytestmark = pytest.mark.integration
 
 # What the engine calls each injected fault (EndpointUnavailable.kind).
-ENGINE_KIND = {"429": "429", "500": "5xx", "502": "5xx", "503": "5xx", "stall": "timeout",
-               "reset": "reset", "truncated": "protocol", "non_json": "non_json",
-               "empty_choices": "empty_choices"}
+ENGINE_KIND = {
+    "429": "429",
+    "500": "5xx",
+    "502": "5xx",
+    "503": "5xx",
+    "stall": "timeout",
+    "reset": "reset",
+    "truncated": "protocol",
+    "non_json": "non_json",
+    "empty_choices": "empty_choices",
+}
 RETRIES = 8
 STEPS = 3
 
@@ -30,15 +38,37 @@ def test_120_samples_with_15_percent_faults_all_complete(
     steps, and the summary and log.jsonl count each retried fault by kind, within the bound."""
     run = tmp_path / "run"
     pool = tmp_path / "pool.txt"
-    pool.write_text("".join(f"a {c} photo of something {i}\n" for i, c in
-                            enumerate(["red", "blue", "green", "dark", "bright", "white"] * 3)))
-    with FaultProxy(load_llm.base_url, rates=spread(0.15, FAULT_KINDS), seed=7, stall_s=3.0,
-                    retry_after_s=0.5) as proxy:
-        proc = mils(["caption", *map(str, many_images), "--steps", str(STEPS), *SMALL_LOOP,
-                     "--init-pool", str(pool), "--out", str(run), "--no-progress",
-                     "--retries", str(RETRIES), "--generator-timeout", "1",
-                     "--generator-in-flight", "16",
-                     *endpoint_args(proxy.base_url, rel_triton)], cwd=tmp_path)
+    pool.write_text(
+        "".join(
+            f"a {c} photo of something {i}\n"
+            for i, c in enumerate(["red", "blue", "green", "dark", "bright", "white"] * 3)
+        )
+    )
+    with FaultProxy(
+        load_llm.base_url, rates=spread(0.15, FAULT_KINDS), seed=7, stall_s=3.0, retry_after_s=0.5
+    ) as proxy:
+        proc = mils(
+            [
+                "caption",
+                *map(str, many_images),
+                "--steps",
+                str(STEPS),
+                *SMALL_LOOP,
+                "--init-pool",
+                str(pool),
+                "--out",
+                str(run),
+                "--no-progress",
+                "--retries",
+                str(RETRIES),
+                "--generator-timeout",
+                "1",
+                "--generator-in-flight",
+                "16",
+                *endpoint_args(proxy.base_url, rel_triton),
+            ],
+            cwd=tmp_path,
+        )
         injected = Counter(proxy.statistics()["injected"])
         requests = proxy.statistics()["chat_requests"]
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -52,7 +82,7 @@ def test_120_samples_with_15_percent_faults_all_complete(
             expected[ENGINE_KIND[kind]] += n
     summary = re.search(r"endpoint faults (\{.*\})", proc.stderr)
     assert summary, proc.stderr[-2000:]
-    assert eval(summary.group(1)) == dict(expected)  # noqa: S307 - our own dict repr
+    assert eval(summary.group(1)) == dict(expected)
     retries = [e for e in log_events(run) if e["event"] == "endpoint_retry"]
     assert Counter(e["fault"] for e in retries) == expected
     assert max(e["attempt"] for e in retries) < RETRIES

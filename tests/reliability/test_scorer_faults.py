@@ -24,15 +24,33 @@ def test_triton_killed_and_restarted_mid_run_loses_nothing(
     """Triton SIGKILLed mid-run and restarted on the same ports: retries of UNAVAILABLE carry
     the run through (or `mils resume` finishes what exhausted them); nothing is lost."""
     repo = model_repository(tmp_path / "models")
-    first = TritonServer(model_repository=repo, models=("toyclip_text", "toyclip_image"),
-                         log_path=tmp_path / "triton.log").start()
+    first = TritonServer(
+        model_repository=repo,
+        models=("toyclip_text", "toyclip_image"),
+        log_path=tmp_path / "triton.log",
+    ).start()
     ports = {"grpc_port": first.grpc_port, "http_port": first.http_port}
     images, steps, run = many_images[:30], 4, tmp_path / "run"
     second = None
     with FaultProxy(load_llm.base_url, latency_s=0.15) as slow:
-        proc = spawn(["caption", *map(str, images), "--steps", str(steps), *SMALL_LOOP,
-                      "--out", str(run), "--no-progress", "--generator-in-flight", "4",
-                      "--retries", "8", *endpoint_args(slow.base_url, first)], tmp_path)
+        proc = spawn(
+            [
+                "caption",
+                *map(str, images),
+                "--steps",
+                str(steps),
+                *SMALL_LOOP,
+                "--out",
+                str(run),
+                "--no-progress",
+                "--generator-in-flight",
+                "4",
+                "--retries",
+                "8",
+                *endpoint_args(slow.base_url, first),
+            ],
+            tmp_path,
+        )
         try:
             deadline = time.monotonic() + 60
             while len(step_rows(run)) < 10 and time.monotonic() < deadline:
@@ -40,8 +58,12 @@ def test_triton_killed_and_restarted_mid_run_loses_nothing(
             first.stop(timeout=0)  # SIGKILL the whole server group
             killed_at = len(step_rows(run))
             time.sleep(1.0)
-            second = TritonServer(model_repository=repo, models=("toyclip_text", "toyclip_image"),
-                                  log_path=tmp_path / "triton2.log", **ports).start()
+            second = TritonServer(
+                model_repository=repo,
+                models=("toyclip_text", "toyclip_image"),
+                log_path=tmp_path / "triton2.log",
+                **ports,
+            ).start()
             code = proc.wait(timeout=180)
         finally:
             if proc.poll() is None:
@@ -55,8 +77,10 @@ def test_triton_killed_and_restarted_mid_run_loses_nothing(
         finally:
             second.stop()
     log = (tmp_path / "spawned.log").read_text()
-    print(f"\nTriton killed after {killed_at} steps; first exit {code}; "
-          f"retries logged: {log.count('endpoint_retry')}")
+    print(
+        f"\nTriton killed after {killed_at} steps; first exit {code}; "
+        f"retries logged: {log.count('endpoint_retry')}"
+    )
 
 
 def test_scorer_errors_wrong_shapes_and_nan_texts_fail_only_their_samples(
@@ -75,24 +99,27 @@ def test_scorer_errors_wrong_shapes_and_nan_texts_fail_only_their_samples(
     run, steps = tmp_path / "run", 3
     images = many_images[:16]
     with FaultProxy(load_llm.base_url, reply=reply) as proxy:
-        proc = mils(["caption", *map(str, images), "--steps", str(steps), *SMALL_LOOP,
-                     "--out", str(run), "--no-progress", "--score-batch", "1",
-                     *endpoint_args(proxy.base_url, rel_triton, text_model="bad_text")],
-                    cwd=tmp_path)
-    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    res = results(run)
-    failed = {sid: row["error"] for sid, row in res.items() if row["status"] == "failed"}
-    for sid, error in failed.items():
-        assert "bad_text" in error and any(
-            words in error for words in ("non-finite", "shape", "dim", "rejected")), error
-    assert not failed
+        proc = mils(
+            [
+                "caption",
+                *map(str, images),
+                "--steps",
+                str(steps),
+                *SMALL_LOOP,
+                "--out",
+                str(run),
+                "--no-progress",
+                "--score-batch",
+                "1",
+                *endpoint_args(proxy.base_url, rel_triton, text_model="bad_text"),
+            ],
+            cwd=tmp_path,
+        )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "texts unscorable" in proc.stderr
-    for sid, row in res.items():
-        if sid not in failed:
-            assert row["status"] == "done" and row["steps"] == steps
-            assert not any(m in t["best_text"] for t in row["trajectory"] for m in MARKERS)
-    print(f"\n{len(failed)} of {len(images)} samples failed on bad texts: "
-          f"{sorted({e.split(': ')[-1][:60] for e in failed.values()})}")
+    for row in results(run).values():
+        assert row["status"] == "done" and row["steps"] == steps
+        assert not any(m in t["best_text"] for t in row["trajectory"] for m in MARKERS)
 
 
 def test_bad_target_embeddings_fail_their_own_sample_only(
@@ -107,10 +134,25 @@ def test_bad_target_embeddings_fail_their_own_sample_only(
         path.write_bytes(good[0].read_bytes() + marker.encode())  # trailing bytes: still a PNG
         marked[path.stem] = path
     run = tmp_path / "run"
-    proc = mils(["caption", *map(str, good), *map(str, marked.values()), "--steps", "2",
-                 *SMALL_LOOP, "--out", str(run), "--no-progress", "--samples-in-flight", "1",
-                 *endpoint_args(load_llm.base_url, rel_triton, text_model="bad_text",
-                                image_model="bad_image")], cwd=tmp_path)
+    proc = mils(
+        [
+            "caption",
+            *map(str, good),
+            *map(str, marked.values()),
+            "--steps",
+            "2",
+            *SMALL_LOOP,
+            "--out",
+            str(run),
+            "--no-progress",
+            "--samples-in-flight",
+            "1",
+            *endpoint_args(
+                load_llm.base_url, rel_triton, text_model="bad_text", image_model="bad_image"
+            ),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     res = results(run)
     assert all(res[p.stem]["status"] == "done" and res[p.stem]["steps"] == 2 for p in good)

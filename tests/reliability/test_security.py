@@ -13,8 +13,10 @@ from benchmarks.llm_server import LoadLLMServer
 
 pytestmark = pytest.mark.integration
 
-HOSTILE = ("1. ../../etc/passwd\n2. $(touch PWNED_SUBST)\n3. `touch PWNED_TICK`\n"
-           "4. ; rm -rf ~ && echo gone\n5. /tmp/../{root}/PWNED_PATH\n")
+HOSTILE = (
+    "1. ../../etc/passwd\n2. $(touch PWNED_SUBST)\n3. `touch PWNED_TICK`\n"
+    "4. ; rm -rf ~ && echo gone\n5. /tmp/../{root}/PWNED_PATH\n"
+)
 
 
 def assert_secret_absent(run: Path, *texts: str) -> None:
@@ -27,7 +29,10 @@ def assert_secret_absent(run: Path, *texts: str) -> None:
 
 @pytest.mark.parametrize("source", ["env", "file"])
 def test_api_key_reaches_the_server_but_no_file_or_output(
-    many_images: list[Path], load_llm: LoadLLMServer, rel_triton: TritonServer, tmp_path: Path,
+    many_images: list[Path],
+    load_llm: LoadLLMServer,
+    rel_triton: TritonServer,
+    tmp_path: Path,
     source: str,
 ) -> None:
     """The API key, from the environment or --generator-api-key-file, is sent to the endpoint
@@ -41,9 +46,24 @@ def test_api_key_reaches_the_server_but_no_file_or_output(
         extra = ["--generator-api-key-file", str(key_file)]
         env = {"OPENAI_API_KEY": ""}
     with FaultProxy(load_llm.base_url, rates={"500": 0.3}, retry_after_s=0.1, seed=3) as proxy:
-        proc = mils(["caption", *map(str, many_images[:2]), "--steps", "2", *SMALL_LOOP,
-                     "--out", str(run), "--no-progress", "--log-level", "debug", *extra,
-                     *endpoint_args(proxy.base_url, rel_triton)], cwd=tmp_path, extra_env=env)
+        proc = mils(
+            [
+                "caption",
+                *map(str, many_images[:2]),
+                "--steps",
+                "2",
+                *SMALL_LOOP,
+                "--out",
+                str(run),
+                "--no-progress",
+                "--log-level",
+                "debug",
+                *extra,
+                *endpoint_args(proxy.base_url, rel_triton),
+            ],
+            cwd=tmp_path,
+            extra_env=env,
+        )
         seen = proxy.authorizations
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert seen == {f"Bearer {SECRET}"}
@@ -59,9 +79,20 @@ def test_hostile_llm_reply_is_stored_as_plain_text(
     work.mkdir()
     reply = HOSTILE.format(root=tmp_path.name)
     with FaultProxy(load_llm.base_url, reply=lambda prompt, n: reply) as proxy:
-        proc = mils(["caption", str(many_images[0]), "--steps", "2", *SMALL_LOOP,
-                     "--out", str(run), "--no-progress",
-                     *endpoint_args(proxy.base_url, rel_triton)], cwd=work)
+        proc = mils(
+            [
+                "caption",
+                str(many_images[0]),
+                "--steps",
+                "2",
+                *SMALL_LOOP,
+                "--out",
+                str(run),
+                "--no-progress",
+                *endpoint_args(proxy.base_url, rel_triton),
+            ],
+            cwd=work,
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     texts = {row[0] for row in query(run, "SELECT text FROM candidates")}
     assert {"../../etc/passwd", "$(touch PWNED_SUBST)", "; rm -rf ~ && echo gone"} <= texts

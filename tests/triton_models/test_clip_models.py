@@ -7,17 +7,18 @@ import io
 
 import numpy as np
 from PIL import Image
+from tiny_clip import TINY_PROJECTION_DIM
 
 from adapters.local_stack import TritonServer
 from adapters.triton_scorer import TritonScorer
 from engine.errors import InvalidResponse
-from tiny_clip import TINY_PROJECTION_DIM
 
 
 def clip_scorer(server: TritonServer, protocol: str = "grpc") -> TritonScorer:
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    return TritonScorer(url, text_model="clip_text", image_model="clip_image",
-                        protocol=protocol, timeout=60)  # type: ignore[arg-type]
+    return TritonScorer(
+        url, text_model="clip_text", image_model="clip_image", protocol=protocol, timeout=60
+    )  # type: ignore[arg-type]
 
 
 def jpeg(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
@@ -57,9 +58,17 @@ async def test_corrupt_image_fails_only_its_own_request(triton_server: TritonSer
     good = jpeg((64, 64), (10, 200, 10))
     async with clip_scorer(triton_server) as s:
         results = await asyncio.gather(
-            s.embed_target(good), s.embed_target(good[: len(good) // 3]), s.embed_target(good),
-            s.embed_target(b"\x00" * 10), return_exceptions=True)
+            s.embed_target(good),
+            s.embed_target(good[: len(good) // 3]),
+            s.embed_target(good),
+            s.embed_target(b"\x00" * 10),
+            return_exceptions=True,
+        )
     assert [type(r).__name__ for r in results] == [
-        "ndarray", "InvalidResponse", "ndarray", "InvalidResponse"]
+        "ndarray",
+        "InvalidResponse",
+        "ndarray",
+        "InvalidResponse",
+    ]
     assert isinstance(results[1], InvalidResponse) and "clip_image" in str(results[1])
     assert "cannot decode IMAGE" in str(results[3])

@@ -1,7 +1,7 @@
 """Load-model encoder for the Triton python backend: synthetic latency, deterministic output.
 
-One file serves both `load_text` (input TEXT) and `load_image` (input IMAGE); the two copies
-are identical. An execute() call over a dynamic batch of n items takes `a + b * n`
+One file serves both `load_text` (input TEXT) and `load_image` (input IMAGE), whose
+model.py links here. An execute() call over a dynamic batch of n items takes `a + b * n`
 milliseconds: the embedding is computed (cheap), then the rest of the time is slept, so the
 model's cost is the stated one and not the CPU this machine happens to have. With one
 instance, the model runs one batch at a time.

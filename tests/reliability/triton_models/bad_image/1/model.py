@@ -33,7 +33,7 @@ class TritonPythonModel:
                 rows = np.stack([embed(bytes(item)) for item in items.reshape(-1)])
                 out = pb_utils.Tensor("EMBEDDING", rows)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-            except Exception as exc:  # noqa: BLE001 - isolate this request's failure
+            except Exception as exc:
                 error = pb_utils.TritonError(f"bad_image: {exc}", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses

@@ -45,7 +45,7 @@ class TritonPythonModel:
                 texts = [bytes(item).decode("utf-8") for item in items.reshape(-1)]
                 out = pb_utils.Tensor("EMBEDDING", embed_request(texts))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-            except Exception as exc:  # noqa: BLE001 - isolate this request's failure
+            except Exception as exc:
                 error = pb_utils.TritonError(f"bad_text: {exc}", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
