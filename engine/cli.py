@@ -304,10 +304,12 @@ def _report(summary: RunSummary, store: RunStore) -> int:
                 print(f"{row['sample_id']}\t{row['best_score']:.4f}\t{row['best_text']}")
     rate = summary.steps / summary.wall_s if summary.wall_s else 0.0
     notes = [
-        f"{summary.replies_without_candidates} replies without candidates"
+        _count(summary.replies_without_candidates, "reply", "replies") + " without candidates"
         if summary.replies_without_candidates
         else "",
-        f"{summary.texts_unscorable} texts unscorable" if summary.texts_unscorable else "",
+        _count(summary.texts_unscorable, "text", "texts") + " unscorable"
+        if summary.texts_unscorable
+        else "",
         f"endpoint faults {summary.faults}" if summary.faults else "",
     ]
     print(
@@ -319,6 +321,10 @@ def _report(summary: RunSummary, store: RunStore) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED_SAMPLES if summary.failed else 0
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _open_logging(run_dir: Path, args: argparse.Namespace) -> None:
@@ -494,6 +500,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 LOCAL_IMAGE_MODEL,
                 "--max-tokens",
                 str(DEMO_MAX_TOKENS),
+                "--log-level",
+                "error",  # a tiny model's odd replies are in log.jsonl, not on screen
                 "--generator-in-flight",
                 "1",
                 "--out",

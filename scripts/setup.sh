@@ -15,8 +15,9 @@ fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "setup: Python 3.11+ is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
-"${PIP[@]}" --quiet --upgrade pip
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off)
+echo "setup: installing into $VENV (the first run builds llama-cpp-python: about 5 minutes)" >&2
+"${PIP[@]}" --upgrade pip
 
 # llama-cpp-python ships no Linux wheel: build a portable CPU binary (about 5 min, once;
 # pip caches the wheel).
@@ -30,3 +31,4 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=
 
 rm -f "$VENV"/.mils-setup-*
 touch "$STAMP"
+echo "setup: done" >&2
