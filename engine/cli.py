@@ -25,6 +25,14 @@ from typing import Any, TypeVar
 
 import structlog
 
+from engine._local import (
+    LOCAL_IMAGE_MODEL,
+    LOCAL_TEXT_MODEL,
+    MODEL_REPOSITORY,
+    STATE_DIR,
+    cmd_local,
+    local_urls,
+)
 from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, from_dict
 from engine.errors import ConfigError, MilsError
 from engine.logs import configure_logging
@@ -38,9 +46,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-STATE_DIR = Path(".mils")
-MODEL_REPOSITORY = Path(__file__).resolve().parents[1] / "triton_models"
-LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL = "toyclip_text", "toyclip_image"
 DEMO_LOOP = LoopConfig(steps=3, keep=12, requested=8)
 DEMO_MAX_TOKENS = 400
 EXIT_FAILED_SAMPLES, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
@@ -72,14 +77,12 @@ def _endpoint_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     )
     g.add_argument(
         "--generator-api-key-env",
-        "--api-key-env",
         dest="api_key_env",
         default=dflt("OPENAI_API_KEY"),
         help="environment variable holding the API key (default OPENAI_API_KEY)",
     )
     g.add_argument(
         "--generator-api-key-file",
-        "--api-key-file",
         dest="api_key_file",
         help="file holding the API key (used when the variable is unset)",
     )
@@ -165,20 +168,6 @@ def _parser() -> argparse.ArgumentParser:
 # -- configuration -----------------------------------------------------------------
 
 
-def _local_urls() -> dict[str, str]:
-    from adapters.local_stack import load_state
-
-    servers = load_state(STATE_DIR / "local.json")
-    if not all(name in servers and servers[name].is_running() for name in ("llama", "triton")):
-        return {}
-    return {
-        "generator_url": servers["llama"].urls["base_url"],
-        "generator_model": "smollm2",
-        "scorer_url": servers["triton"].urls["grpc"],
-        "scorer_http_url": servers["triton"].urls["http"],
-    }
-
-
 def _endpoints(args: argparse.Namespace, saved: dict[str, Any] | None = None) -> dict[str, Any]:
     """Generator and scorer settings: flags, else the saved run, else the local stack."""
     saved = saved or {}
@@ -206,7 +195,7 @@ def _endpoints(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
         if (value := getattr(args, key)) is not None:
             sc[key] = value
     if "base_urls" not in gen or "url" not in sc:
-        local = _local_urls()
+        local = local_urls()
         if not local:
             raise ConfigError(
                 "no endpoints: pass --generator-url and --scorer-url, or start the offline "
@@ -430,42 +419,6 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _cmd_local(args: argparse.Namespace) -> int:
-    from adapters.local_stack import LlamaServer, TritonServer, load_state, save_state
-
-    state_file = STATE_DIR / "local.json"
-    servers = load_state(state_file)
-    if args.action == "status":
-        for name, info in servers.items():
-            alive = "running" if info.is_running() else "stopped"
-            print(f"{name}\t{alive}\tpid {info.pid}\t{info.urls}\tlog {info.log_path}")
-        return 0 if servers else 1
-    if args.action == "down":
-        for info in servers.values():
-            info.stop()
-        state_file.unlink(missing_ok=True)
-        print("local stack stopped")
-        return 0
-    if servers and all(info.is_running() for info in servers.values()):
-        print("local stack already running; `mils local status` shows it")
-        return 0
-    configure_logging(console_level="info")
-    logs = STATE_DIR / "logs"
-    triton = TritonServer(
-        model_repository=MODEL_REPOSITORY,
-        log_path=logs / "triton.log",
-        models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL),
-        detach=True,
-    ).start()
-    llama = LlamaServer(log_path=logs / "llama.log", detach=True).start()
-    save_state(state_file, {"triton": triton.info(), "llama": llama.info()})
-    print(
-        f"generator {llama.base_url} (smollm2); scorer {triton.grpc_url} (gRPC), "
-        f"{triton.http_url} (HTTP); stop with `mils local down`"
-    )
-    return 0
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from adapters.local_stack import LlamaServer, TritonServer
     from adapters.media import bundled_samples
@@ -514,7 +467,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "caption": _cmd_caption,
     "resume": _cmd_resume,
-    "local": _cmd_local,
+    "local": cmd_local,
     "demo": _cmd_demo,
 }
 

@@ -255,3 +255,34 @@ def test_no_endpoints_and_no_local_stack_says_what_to_do(tmp_path: Path) -> None
     proc = mils(["caption", "x.png", "--out", str(tmp_path / "run")], cwd=tmp_path)
     assert proc.returncode == 2
     assert "mils local up" in proc.stderr
+
+
+def test_local_stack_up_caption_down(images: list[Path], tmp_path: Path) -> None:
+    """`mils local up` starts both servers, `mils caption` finds them with no endpoint
+    flags, `mils local down` stops them (status then reports nothing)."""
+    up = mils(["local", "up"], cwd=tmp_path)
+    try:
+        assert up.returncode == 0, up.stderr
+        status = mils(["local", "status"], cwd=tmp_path)
+        assert status.returncode == 0 and status.stdout.count("running") == 2
+        run = tmp_path / "run"
+        proc = mils(
+            [
+                "caption",
+                str(images[2]),
+                "--steps",
+                "1",
+                *SMALL_LOOP,
+                "--out",
+                str(run),
+                "--no-progress",
+            ],
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert results(run)["coffee"]["status"] == "done"
+    finally:
+        down = mils(["local", "down"], cwd=tmp_path)
+    assert down.returncode == 0
+    assert mils(["local", "status"], cwd=tmp_path).returncode == 1
+    assert not (tmp_path / ".mils" / "local.json").exists()

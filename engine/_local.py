@@ -1,0 +1,77 @@
+"""`mils local up | down | status`: the offline local stack, kept running between commands.
+
+The servers run detached in their own process groups; their pids and URLs live in
+`./.mils/local.json`, from which `mils caption` takes its default endpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.logs import configure_logging
+
+__all__ = [
+    "LOCAL_IMAGE_MODEL",
+    "LOCAL_TEXT_MODEL",
+    "MODEL_REPOSITORY",
+    "STATE_DIR",
+    "cmd_local",
+    "local_urls",
+]
+
+STATE_DIR = Path(".mils")
+MODEL_REPOSITORY = Path(__file__).resolve().parents[1] / "triton_models"
+LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL = "toyclip_text", "toyclip_image"
+
+
+def local_urls() -> dict[str, str]:
+    """Endpoints of the running local stack, or {} when it is not (fully) running."""
+    from adapters.local_stack import load_state
+
+    servers = load_state(STATE_DIR / "local.json")
+    if not all(name in servers and servers[name].is_running() for name in ("llama", "triton")):
+        return {}
+    return {
+        "generator_url": servers["llama"].urls["base_url"],
+        "generator_model": "smollm2",
+        "scorer_url": servers["triton"].urls["grpc"],
+        "scorer_http_url": servers["triton"].urls["http"],
+    }
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    """Start, stop or describe the local stack."""
+    from adapters.local_stack import LlamaServer, TritonServer, load_state, save_state
+
+    state_file = STATE_DIR / "local.json"
+    servers = load_state(state_file)
+    if args.action == "status":
+        for name, info in servers.items():
+            alive = "running" if info.is_running() else "stopped"
+            print(f"{name}\t{alive}\tpid {info.pid}\t{info.urls}\tlog {info.log_path}")
+        return 0 if servers else 1
+    if args.action == "down":
+        for info in servers.values():
+            info.stop()
+        state_file.unlink(missing_ok=True)
+        print("local stack stopped")
+        return 0
+    if servers and all(info.is_running() for info in servers.values()):
+        print("local stack already running; `mils local status` shows it")
+        return 0
+    configure_logging(console_level="info")
+    logs = STATE_DIR / "logs"
+    triton = TritonServer(
+        model_repository=MODEL_REPOSITORY,
+        log_path=logs / "triton.log",
+        models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL),
+        detach=True,
+    ).start()
+    llama = LlamaServer(log_path=logs / "llama.log", detach=True).start()
+    save_state(state_file, {"triton": triton.info(), "llama": llama.info()})
+    print(
+        f"generator {llama.base_url} (smollm2); scorer {triton.grpc_url} (gRPC), "
+        f"{triton.http_url} (HTTP); stop with `mils local down`"
+    )
+    return 0
