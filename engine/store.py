@@ -186,10 +186,10 @@ class RunStore:
     # -- reading ------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
-        return dict(json.loads((self.run_dir / "config.json").read_text()))
+        return dict(json.loads((self.run_dir / "config.json").read_text(encoding="utf-8")))
 
     def pool(self) -> list[str]:
-        return (self.run_dir / "pool.txt").read_text().splitlines()
+        return (self.run_dir / "pool.txt").read_text(encoding="utf-8").splitlines()
 
     def samples(self) -> list[SampleRow]:
         with self._lock:
