@@ -43,6 +43,7 @@ class _Sink:
         self._console = console
         self._console_level = console_level
         self._render = structlog.dev.ConsoleRenderer(colors=console.isatty())
+        self._clear = "\r\033[K" if console.isatty() else ""
 
     def msg(self, event: dict[str, Any]) -> None:
         if self._file is not None:
@@ -50,7 +51,8 @@ class _Sink:
             self._file.flush()
         if _LEVELS.get(event.get("level", "info"), 20) >= self._console_level:
             shown = {k: v for k, v in event.items() if k != "timestamp"}
-            self._console.write(self._render(None, "", shown) + "\n")
+            # On a terminal, first clear the progress line the event would run into.
+            self._console.write(self._clear + self._render(None, "", shown) + "\n")
             self._console.flush()
 
     debug = info = warning = warn = error = critical = exception = msg

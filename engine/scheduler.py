@@ -215,7 +215,7 @@ class Scheduler:
             reply = await self._retrier.call(self._router.complete, self._messages(plan.shown))
             parsed = [t for t in parse_candidates(reply) if t not in self._template_lines]
             if not parsed:
-                log.warning("no_candidates_parsed", step=plan.step, reply_head=reply[:200])
+                log.info("no_candidates_parsed", step=plan.step, reply_head=reply[:200])
             fresh = optimizer.accept(plan, parsed)
             self._empty_replies += not fresh
             new: list[tuple[str, float]] = []

@@ -19,9 +19,7 @@ Below are captions for one image, each with a similarity score against the image
 
 Write {requested} new captions for the same image that would score higher than all of \
 the above. Combine and vary what the best ones say; keep each caption to one sentence.
-Reply with a numbered list only, like:
-1. caption
-2. caption
+Reply with a numbered list only (1., 2., 3., ...), one new caption per line.
 """
 
 TASK = Task(
