@@ -29,7 +29,7 @@ from engine.errors import EndpointUnavailable
 
 __all__ = ["AdaptiveLimit", "EndpointLimiter", "LimiterStatistics"]
 
-DEFAULT_INITIAL_LIMIT = 8
+DEFAULT_INITIAL_LIMIT = 16
 DEFAULT_MAX_LIMIT = 512
 _MIN_WINDOW = 4
 """Completions averaged before the limit may change, at the least."""
