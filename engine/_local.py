@@ -52,6 +52,11 @@ def cmd_local(args: argparse.Namespace) -> int:
             print(f"{name}\t{alive}\tpid {info.pid}\t{info.urls}\tlog {info.log_path}")
         return 0 if servers else 1
     if args.action == "down":
+        if not servers:
+            print(
+                f"no local stack recorded in {state_file} (run from the folder of `mils local up`)"
+            )
+            return 0
         for info in servers.values():
             info.stop()
         state_file.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local_stack import LlamaServer, TritonServer, free_port
+from adapters.local_stack import LlamaServer, TritonServer, free_port, load_state
 from adapters.media import bundled_samples
 
 pytestmark = pytest.mark.integration
@@ -261,8 +261,10 @@ def test_local_stack_up_caption_down(images: list[Path], tmp_path: Path) -> None
     """`mils local up` starts both servers, `mils caption` finds them with no endpoint
     flags, `mils local down` stops them (status then reports nothing)."""
     up = mils(["local", "up"], cwd=tmp_path)
+    servers = load_state(tmp_path / ".mils" / "local.json")
     try:
         assert up.returncode == 0, up.stderr
+        assert sorted(servers) == ["llama", "triton"]
         status = mils(["local", "status"], cwd=tmp_path)
         assert status.returncode == 0 and status.stdout.count("running") == 2
         run = tmp_path / "run"
@@ -286,3 +288,4 @@ def test_local_stack_up_caption_down(images: list[Path], tmp_path: Path) -> None
     assert down.returncode == 0
     assert mils(["local", "status"], cwd=tmp_path).returncode == 1
     assert not (tmp_path / ".mils" / "local.json").exists()
+    assert not any(info.is_running() for info in servers.values())
