@@ -119,6 +119,7 @@ class ManagedServer:
         self.startup_timeout = startup_timeout
         self.detach = detach
         self._proc: subprocess.Popen[bytes] | None = None
+        self._started_with: list[str] = []
 
     def _command(self) -> list[str]:
         raise NotImplementedError
@@ -141,7 +142,7 @@ class ManagedServer:
         """
         if self._proc is not None:
             return self
-        command = self._command()
+        command = self._started_with = self._command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info(
             "local_server_starting", kind=self.kind, command=command, log_path=str(self.log_path)
@@ -184,7 +185,7 @@ class ManagedServer:
     def _failure(self, what: str) -> str:
         tail = _log_tail(self.log_path)
         return (
-            f"{self.kind} server {what} (command: {' '.join(self._command())}); "
+            f"{self.kind} server {what} (command: {' '.join(self._started_with)}); "
             f"full log: {self.log_path}; last lines:\n{tail}"
         )
 

@@ -177,10 +177,22 @@ class OpenAIGenerator:
         ConfigError: at construction, when the settings or the API key file are unusable.
     """
 
-    __slots__ = ("_client", "_redact", "_settings")
+    __slots__ = ("_client", "_fixed_body", "_options", "_redact", "_settings")
 
     def __init__(self, settings: GeneratorSettings) -> None:
         self._settings = settings
+        # What every request carries, built once; `extra_body` may override any key.
+        self._fixed_body: dict[str, Any] = {
+            "model": settings.model,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            # Not max_completion_tokens: llama.cpp and older vLLM only know max_tokens.
+            "max_tokens": settings.max_tokens,
+            **(settings.extra_body or {}),
+        }
+        self._options: Any = (  # openai RequestOptions
+            {"headers": dict(settings.extra_headers)} if settings.extra_headers else {}
+        )
         key = settings.resolve_api_key()
         # Only the key itself is remembered (inside a closure) so errors can be scrubbed.
         self._redact = _redactor(key)
@@ -208,11 +220,6 @@ class OpenAIGenerator:
         """URL and model of the endpoint, for limits, logs and error messages."""
         return self._settings.endpoint
 
-    @property
-    def settings(self) -> GeneratorSettings:
-        """The settings this generator was built from."""
-        return self._settings
-
     async def complete(self, messages: Sequence[ChatMessage]) -> str:
         """Return the text of one chat completion for `messages`.
 
@@ -223,15 +230,8 @@ class OpenAIGenerator:
             ConfigError: the endpoint rejected the key (401/403) or the URL/model (404).
         """
         s = self._settings
-        body = {
-            "model": s.model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            # Not max_completion_tokens: llama.cpp and older vLLM only know max_tokens.
-            "max_tokens": s.max_tokens,
-            **(s.extra_body or {}),
-        }
+        messages_out = [{"role": m["role"], "content": m["content"]} for m in messages]
+        body = {**self._fixed_body, "messages": messages_out}
         with _map_openai_exceptions(s, self._redact):
             # The client's generic POST: the same transport, auth, timeouts and error types
             # as `chat.completions.create`, without its per-request schema transform and
@@ -240,7 +240,7 @@ class OpenAIGenerator:
                 "/chat/completions",
                 body=body,
                 cast_to=object,
-                options={"headers": dict(s.extra_headers)} if s.extra_headers else {},
+                options=self._options,
             )
         return _reply_text(completion, s.endpoint)
 
@@ -332,7 +332,7 @@ def _map_openai_exceptions(settings: GeneratorSettings, redact: _Redact) -> Iter
             kind="non_json",
         ) from exc
     except (openai.OpenAIError, TypeError, KeyError) as exc:
-        # APIResponseValidationError, or the body failed to decode as JSON (ValueError).
+        # APIResponseValidationError and the like: the reply cannot be used.
         log.debug("generator_bad_reply", endpoint=endpoint, error=type(exc).__name__)
         raise InvalidResponse(
             redact(f"generator {endpoint} sent an unusable reply: {type(exc).__name__}: {exc}"),

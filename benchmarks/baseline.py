@@ -8,7 +8,7 @@ What it keeps of the published implementation (and what makes it slow):
 - each step re-embeds the previous top `keep` together with the new candidates.
 
 It uses the same adapters (any `Generator`, any `Scorer`) and the engine's pure pieces
-(`SampleOptimizer`, `render_prompt`, `parse_candidates`), so the only differences from the
+(`SampleOptimizer`, `build_messages`, `parse_candidates`), so the only differences from the
 engine are the schedule and the caching. It counts every text it sends to the scorer.
 """
 
@@ -23,8 +23,8 @@ import numpy as np
 
 from engine.config import LoopConfig
 from engine.optimizer import SampleOptimizer, StepPlan
-from engine.prompt import parse_candidates, render_prompt
-from engine.protocols import ChatMessage, Generator, Scorer, TaskSpec
+from engine.prompt import build_messages, parse_candidates
+from engine.protocols import Generator, Scorer, TaskSpec
 from engine.scoring import normalise
 
 __all__ = ["GROUP_SIZE", "BaselineResult", "run_baseline"]
@@ -87,13 +87,10 @@ class _Baseline:
         return optimizer, vector
 
     async def generate(self, plan: StepPlan) -> str:
-        prompt = render_prompt(self.task.prompt_template, plan.shown, self.loop.requested)
-        messages: list[ChatMessage] = [
-            {"role": "system", "content": self.task.system_prompt},
-            {"role": "user", "content": prompt},
-        ]
         self.count.requests += 1
-        return await self.generator.complete(messages)
+        return await self.generator.complete(
+            build_messages(self.task, plan.shown, self.loop.requested)
+        )
 
     async def score_step(
         self, optimizer: SampleOptimizer, vector: np.ndarray, plan: StepPlan, reply: str

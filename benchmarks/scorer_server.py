@@ -11,8 +11,6 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from adapters.local_stack import TritonServer
 
@@ -64,7 +62,7 @@ class ScorerStats:
         )
 
 
-class LoadScorerServer:
+class LoadScorerServer(TritonServer):
     """A real Triton server with the two load models; a context manager.
 
     Args:
@@ -77,18 +75,12 @@ class LoadScorerServer:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mils-load-triton-"))
         self.stats_dir = self.workdir / "stats"
         self.stats_dir.mkdir(parents=True, exist_ok=True)
-        env = self.cost.env() | {"MILS_LOAD_STATS_DIR": str(self.stats_dir)}
-        self._server = TritonServer(
+        super().__init__(
             model_repository=REPOSITORY,
             models=MODELS,
-            env=env,
+            env=self.cost.env() | {"MILS_LOAD_STATS_DIR": str(self.stats_dir)},
             log_path=self.workdir / "triton.log",
         )
-
-    @property
-    def grpc_url(self) -> str:
-        """ "127.0.0.1:PORT" for `TritonScorer`."""
-        return self._server.grpc_url
 
     def stats(self) -> dict[str, ScorerStats]:
         """model name -> its accounting so far."""
@@ -102,23 +94,3 @@ class LoadScorerServer:
             float(data["busy_s"]),
             int(data["max_batch"]),
         )
-
-    def start(self) -> Self:
-        """Start Triton and wait until both models are ready."""
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop Triton (whole process group)."""
-        self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

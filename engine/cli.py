@@ -392,15 +392,7 @@ def _generator_settings(saved: dict[str, Any]) -> list[Any]:
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
-    loop = LoopConfig(
-        steps=args.steps,
-        keep=args.keep,
-        requested=args.requested,
-        exploration=args.exploration,
-        patience=args.patience,
-        top_k=args.top_k,
-        seed=args.seed,
-    )
+    loop = from_dict(LoopConfig, vars(args))  # the loop flags are named after its fields
     return _new_run(args, loop, args.init_pool)
 
 

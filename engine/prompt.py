@@ -16,7 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["MAX_CANDIDATE_CHARS", "parse_candidates", "render_candidates", "render_prompt"]
+from engine.protocols import ChatMessage, TaskSpec
+
+__all__ = [
+    "MAX_CANDIDATE_CHARS",
+    "build_messages",
+    "parse_candidates",
+    "render_candidates",
+    "render_prompt",
+]
 
 MAX_CANDIDATE_CHARS = 400
 """Longer lines are not candidates (a runaway paragraph, not a caption)."""
@@ -53,6 +61,16 @@ def render_prompt(template: str, shown: Sequence[tuple[float, str]], requested: 
 def _text_of(match: re.Match[str]) -> str:
     groups = match.groupdict()
     return groups.get("text") or groups.get("scored") or ""
+
+
+def build_messages(
+    task: TaskSpec, shown: Sequence[tuple[float, str]], requested: int
+) -> list[ChatMessage]:
+    """The chat messages of one step: the task's system prompt and its filled template."""
+    return [
+        {"role": "system", "content": task.system_prompt},
+        {"role": "user", "content": render_prompt(task.prompt_template, shown, requested)},
+    ]
 
 
 def _clean(text: str) -> str:

@@ -25,8 +25,8 @@ from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
 from engine.errors import ConfigError, InvalidResponse, MilsError, StoreError
 from engine.optimizer import SampleOptimizer
 from engine.progress import Progress
-from engine.prompt import parse_candidates, render_prompt
-from engine.protocols import ChatMessage, Generator, MediaReader, Scorer, TaskSpec
+from engine.prompt import build_messages, parse_candidates
+from engine.protocols import Generator, MediaReader, Scorer, TaskSpec
 from engine.retry import Retrier
 from engine.router import GeneratorRouter
 from engine.scoring import TextEmbeddings, normalise
@@ -98,8 +98,6 @@ class Scheduler:
         )
         self._failures: list[tuple[str, str]] = []
         self._candidates_scored = self._empty_replies = 0
-        # The template's own example lines ("1. caption") echoed back are not candidates.
-        self._template_lines = frozenset(parse_candidates(task.prompt_template))
 
     async def run(self, samples: Sequence[Sample], pool: Sequence[str]) -> RunSummary:
         """Run every sample not yet done; return what happened."""
@@ -212,8 +210,11 @@ class Scheduler:
         while not optimizer.done:
             plan = optimizer.plan_step()
             # One attempt per try; a retry may land on another endpoint.
-            reply = await self._retrier.call(self._router.complete, self._messages(plan.shown))
-            parsed = [t for t in parse_candidates(reply) if t not in self._template_lines]
+            reply = await self._retrier.call(
+                self._router.complete,
+                build_messages(self._task, plan.shown, self._loop.requested),
+            )
+            parsed = parse_candidates(reply)
             if not parsed:
                 log.info("no_candidates_parsed", step=plan.step, reply_head=reply[:200])
             fresh = optimizer.accept(plan, parsed)
@@ -259,13 +260,6 @@ class Scheduler:
                 endpoint=self._scorer.name,
             )
         return target
-
-    def _messages(self, shown: Sequence[tuple[float, str]]) -> list[ChatMessage]:
-        prompt = render_prompt(self._task.prompt_template, shown, self._loop.requested)
-        return [
-            {"role": "system", "content": self._task.system_prompt},
-            {"role": "user", "content": prompt},
-        ]
 
 
 async def _noop() -> None:

@@ -38,16 +38,13 @@ def normalise(vectors: np.ndarray, *, endpoint: str) -> np.ndarray:
         InvalidResponse: the scorer returned NaN/inf or an all-zero embedding.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
-    if not np.all(np.isfinite(vectors)):
-        raise InvalidResponse(
-            f"scorer {endpoint} returned non-finite embeddings", endpoint=endpoint
+    rows = _normalise_rows(vectors)
+    if np.isnan(rows).any():
+        what = (
+            "non-finite embeddings" if not np.isfinite(vectors).all() else "an all-zero embedding"
         )
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    if np.any(norms == 0):
-        raise InvalidResponse(
-            f"scorer {endpoint} returned an all-zero embedding", endpoint=endpoint
-        )
-    return vectors / norms
+        raise InvalidResponse(f"scorer {endpoint} returned {what}", endpoint=endpoint)
+    return rows
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,9 @@ class Task:
     system_prompt: str
     """The generator's system message."""
     prompt_template: str
-    """User message; `{candidates}` gets the scored lines, `{requested}` the count wanted."""
+    """User message; `{candidates}` gets the scored lines, `{requested}` the count wanted.
+    Describe the reply format in words: numbered example lines would be parsed as
+    candidates whenever a model echoes the prompt."""
     pool_file: Path
     """Default initial pool, one text per line."""
     higher_is_better: bool = True

@@ -283,14 +283,13 @@ async def test_garbage_bodies_are_retryable_faults(
 
 
 async def test_slow_reply_times_out(fake_server: FakeServer, secret_env: str) -> None:
-    """A reply slower than the read timeout is EndpointUnavailable(kind="timeout"), quickly."""
+    """A reply slower than the read timeout is EndpointUnavailable(kind="timeout"), after one
+    request: the SDK does not retry on its own."""
     settings = GeneratorSettings(
         base_url=fake_server.base_url, model="slow", read_timeout=0.3, api_key_env=secret_env
     )
-    started = time.monotonic()
     err = await failure(settings)
     assert isinstance(err, EndpointUnavailable) and err.kind == "timeout"
-    assert time.monotonic() - started < 3, "the SDK must not retry on its own"
     assert len(fake_server.requests) == 1
 
 

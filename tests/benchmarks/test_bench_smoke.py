@@ -21,12 +21,12 @@ from benchmarks.llm_server import (
 )
 from benchmarks.run import run_scenario
 from benchmarks.scenarios import SCENARIOS, quick
-from engine.prompt import parse_candidates, render_prompt
+from engine.prompt import build_messages, parse_candidates
 from engine.protocols import ChatMessage
 from tasks import IMAGE_CAPTION
 
 CAPACITY = 4
-COST = LLMCostModel(capacity=CAPACITY, prefill_ms=50, decode_tokens_per_s=50_000, seed=7)
+COST = LLMCostModel(capacity=CAPACITY, prefill_ms=300, decode_tokens_per_s=50_000, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,7 @@ def llm() -> Iterator[LoadLLMServer]:
 
 
 def _messages(requested: int, best: str = "a red cat") -> list[ChatMessage]:
-    prompt = render_prompt(IMAGE_CAPTION.prompt_template, [(0.31, best)], requested)
-    return [
-        {"role": "system", "content": IMAGE_CAPTION.system_prompt},
-        {"role": "user", "content": prompt},
-    ]
+    return build_messages(IMAGE_CAPTION, [(0.31, best)], requested)
 
 
 def test_lines_requested_reads_the_number_the_prompt_asks_for() -> None:
@@ -128,6 +124,8 @@ def test_tiny_scenario_writes_a_complete_report(tmp_path: Path) -> None:
             "cpu_fraction",
         ):
             assert run[key] >= 0, key
+        assert run["wall_s"] > 0 and 0 < run["lower_bound_s"] <= run["wall_s"]
+        assert 0 < run["efficiency"] <= 1
         assert run["steps"] == 8 * scenario.steps
     engine = report["runs"][1]
     assert engine["text_encodes"] == engine["unique_texts"]

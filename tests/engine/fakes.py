@@ -24,14 +24,13 @@ class FakeScorer:
 
     name = "fake/text"
 
-    def __init__(self, max_batch_size: int = 8, delay_s: float = 0.0) -> None:
+    def __init__(self, max_batch_size: int = 8) -> None:
         self.max_batch_size = max_batch_size
         self.batches: list[list[str]] = []
-        self.delay_s = delay_s
         self.fail_next = 0
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        await asyncio.sleep(self.delay_s)
+        await asyncio.sleep(0)
         if self.fail_next:
             self.fail_next -= 1
             raise EndpointUnavailable("scorer down", endpoint=self.name, kind="unavailable")

@@ -54,17 +54,31 @@ async def test_slow_endpoint_gets_less() -> None:
     assert fast.calls > 2 * slow.calls
 
 
-async def test_failing_endpoint_is_cooled_down_then_probed() -> None:
+class Clock:
+    """Stands in for `time` in engine.router: the test moves it, nothing sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_failing_endpoint_is_cooled_down_then_probed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """After 3 straight failures an endpoint gets nothing until its cool-down ends."""
+    clock = Clock()
+    monkeypatch.setattr("engine.router.time", clock)
     bad, good = Endpoint("bad", failing=True), Endpoint("good")
-    router = GeneratorRouter([bad, good], limit=1, cooldown_s=0.2)
+    router = GeneratorRouter([bad, good], limit=1, cooldown_s=5)
     while bad.calls < 3:
         await _attempt(router)
     calls = bad.calls
     for _ in range(10):
         assert await router.complete(MESSAGES) == "good"
     assert bad.calls == calls
-    await asyncio.sleep(0.25)
+    clock.now += 5.1
     bad.failing = False
     replies = {await router.complete(MESSAGES) for _ in range(4)}
     assert replies == {"good", "bad"}

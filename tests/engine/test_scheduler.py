@@ -121,7 +121,7 @@ async def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> 
             return await super().complete(messages)
 
     task = asyncio.ensure_future(scheduler(store, Slow(), steps=6, in_flight=2).run(samples, POOL))
-    while sum(row.steps_done for row in store.samples()) < 5:
+    while not task.done() and sum(row.steps_done for row in store.samples()) < 5:
         await asyncio.sleep(0.005)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -153,9 +153,9 @@ async def test_unscorable_texts_are_dropped_alone(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_echoed_template_example_is_not_a_candidate(tmp_path: Path) -> None:
-    """An LLM that parrots the prompt yields no candidate: shown lines and the template's
-    example lines are all dropped."""
+async def test_echoed_prompt_yields_no_candidate(tmp_path: Path) -> None:
+    """An LLM that parrots the prompt yields no candidate: every scored line it repeats was
+    shown, and the template describes the list format in words, not numbered examples."""
     samples = [Sample("s", "img")]
     store = open_store(tmp_path / "run", samples)
     gen = FakeGenerator()

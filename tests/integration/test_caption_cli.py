@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from cli_harness import SECRET, mils, results, spawn, step_rows
+from cli_harness import endpoint_args as cli_endpoint_args
 
 from adapters.local_stack import LlamaServer, TritonServer, free_port, load_state
 from adapters.media import bundled_samples
 
 pytestmark = pytest.mark.integration
 
-SECRET = "sk-test-never-log-this-0123456789"
 SMALL_LOOP = ["--keep", "8", "--requested", "5", "--max-tokens", "160"]
 
 
@@ -29,56 +25,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def endpoint_args(llama: LlamaServer, triton: TritonServer) -> list[str]:
-    return [
-        "--generator-url",
-        llama.base_url,
-        "--generator-model",
-        "smollm2",
-        "--scorer-url",
-        triton.grpc_url,
-        "--text-model",
-        "toyclip_text",
-        "--image-model",
-        "toyclip_image",
-    ]
-
-
-def mils(args: Sequence[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"OPENAI_API_KEY": SECRET}
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kw,
-    )
-
-
-def spawn(args: Sequence[str], cwd: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {"OPENAI_API_KEY": SECRET}
-    with (cwd / "spawned.log").open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", *args],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def step_rows(run: Path) -> list[tuple[str, int]]:
-    db = sqlite3.connect(run / "run.db")
-    try:
-        return db.execute("SELECT sample_id, step FROM steps ORDER BY sample_id, step").fetchall()
-    finally:
-        db.close()
-
-
-def results(run: Path) -> dict[str, dict]:
-    lines = (run / "results.jsonl").read_text().splitlines()
-    return {row["sample_id"]: row for row in map(json.loads, lines)}
+    return cli_endpoint_args(llama.base_url, triton, generator_model="smollm2")
 
 
 def test_caption_two_images_three_steps(

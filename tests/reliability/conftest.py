@@ -7,28 +7,14 @@ fault proxy (`fault_proxy.py`) sits between the CLI and the LLM upstream.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_harness import MODELS, model_repository
 
 from adapters.local_stack import TritonServer
 from benchmarks.llm_server import LLMCostModel, LoadLLMServer
-
-REPO = Path(__file__).resolve().parents[2]
-TEST_MODELS = Path(__file__).resolve().parent / "triton_models"
-MODELS = ("toyclip_text", "toyclip_image", "bad_text", "bad_image", "wrong_names", "wrong_dims")
-
-
-def model_repository(dest: Path) -> Path:
-    """A repository holding the toyclip pair and the test-only models (copied, small)."""
-    for name in MODELS:
-        src = REPO / "triton_models" / name
-        if not src.is_dir():
-            src = TEST_MODELS / name
-        shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,7 @@ engine's own fault counts with the truth. Kinds:
     no_candidates  200 with a reply holding no list at all (prose)
     echo_prompt    200 whose reply is the user prompt sent back
 
-With `upstream=None` the proxy answers itself with fast, numbered synthetic replies (a
-stand-in upstream). It runs its own event loop in a daemon thread, so synchronous tests that
+It runs its own event loop in a daemon thread, so synchronous tests that
 drive the `mils` CLI as a subprocess can use it as a context manager.
 """
 
@@ -29,7 +28,6 @@ import random
 import socket
 import struct
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -61,10 +59,9 @@ _REASONS = {
     503: "Service Unavailable",
     404: "Not Found",
 }
-_WORDS = ("red", "blue", "green", "bright", "dark", "yellow", "white", "textured", "smooth")
 
 
-def spread(total: float, kinds: tuple[str, ...] = FAULT_KINDS[:-1]) -> dict[str, float]:
+def spread(total: float, kinds: tuple[str, ...]) -> dict[str, float]:
     """Rates that share a total fault rate `total` equally among `kinds`."""
     return {kind: total / len(kinds) for kind in kinds}
 
@@ -73,7 +70,7 @@ class FaultProxy:
     """Reverse proxy injecting faults at seeded rates; `base_url` is what clients use.
 
     Args:
-        upstream: base URL of the real server ("http://127.0.0.1:P/v1"); None: synthesise.
+        upstream: base URL of the real server ("http://127.0.0.1:P/v1").
         rates: fault kind -> probability per chat request (sum at most 1).
         seed: seeds the draws, so a run of requests meets the same faults.
         stall_s: how long a stalled request hangs before the proxy drops it.
@@ -84,7 +81,7 @@ class FaultProxy:
 
     def __init__(
         self,
-        upstream: str | None = None,
+        upstream: str,
         *,
         rates: Mapping[str, float] | None = None,
         seed: int = 0,
@@ -97,7 +94,7 @@ class FaultProxy:
         unknown = set(self.rates) - set(FAULT_KINDS)
         if unknown or sum(self.rates.values()) > 1.0:
             raise ValueError(f"bad fault rates {self.rates} (unknown kinds: {unknown})")
-        self.upstream = upstream.rstrip("/") if upstream else None
+        self.upstream = upstream.rstrip("/")
         self.stall_s, self.retry_after_s, self.latency_s = stall_s, retry_after_s, latency_s
         self._reply = reply
         self._rng = random.Random(seed)
@@ -254,8 +251,6 @@ class FaultProxy:
     async def _forward(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes]:
-        if self.upstream is None:
-            return _synthetic(path, body, self.chat_requests)
         root = self.upstream.removesuffix("/v1")
         keep = {k: v for k, v in headers.items() if k in ("authorization", "content-type")}
         response = await self._client.request(method, root + path, headers=keep, content=body)
@@ -302,31 +297,3 @@ async def _respond(
 def _user_prompt(request: bytes) -> str:
     messages = json.loads(request).get("messages", [])
     return next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-
-
-def _synthetic(path: str, body: bytes, n: int) -> tuple[int, bytes]:
-    """The built-in upstream: numbered, unique, scorer-relevant captions, instantly."""
-    if path.endswith("/models"):
-        return 200, json.dumps({"object": "list", "data": [{"id": "synthetic"}]}).encode()
-    if not path.endswith("/chat/completions"):
-        return 404, b'{"error": {"message": "not found"}}'
-    lines = [
-        f"{i}. a {_WORDS[(n + i) % len(_WORDS)]} {_WORDS[(n * 7 + i) % len(_WORDS)]} "
-        f"scene variant {n}-{i}"
-        for i in range(1, 6)
-    ]
-    reply = {
-        "id": f"chatcmpl-{n}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": "synthetic",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": "\n".join(lines)},
-            }
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-    return 200, json.dumps(reply).encode()

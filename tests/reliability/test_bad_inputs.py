@@ -13,8 +13,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from cli_harness import SMALL_LOOP, endpoint_args, mils, query, results
 from fault_proxy import FaultProxy
-from harness import SMALL_LOOP, endpoint_args, mils, query, results
 
 from adapters.local_stack import TritonServer, free_port
 from benchmarks.llm_server import LoadLLMServer

@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_harness import SMALL_LOOP, assert_complete, endpoint_args, log_events, mils, query
 from fault_proxy import FAULT_KINDS, FaultProxy, spread
-from harness import SMALL_LOOP, assert_complete, endpoint_args, log_events, mils, query
 
 from adapters.local_stack import TritonServer
 from benchmarks.llm_server import LoadLLMServer
@@ -45,7 +45,7 @@ def test_120_samples_with_15_percent_faults_all_complete(
         )
     )
     with FaultProxy(
-        load_llm.base_url, rates=spread(0.15, FAULT_KINDS), seed=7, stall_s=3.0, retry_after_s=0.5
+        load_llm.base_url, rates=spread(0.15, FAULT_KINDS), seed=7, stall_s=8.0, retry_after_s=0.5
     ) as proxy:
         proc = mils(
             [
@@ -62,7 +62,7 @@ def test_120_samples_with_15_percent_faults_all_complete(
                 "--retries",
                 str(RETRIES),
                 "--generator-timeout",
-                "1",
+                "4",  # a stall (8 s) always times out; a loaded normal reply never does
                 "--generator-in-flight",
                 "16",
                 *endpoint_args(proxy.base_url, rel_triton),

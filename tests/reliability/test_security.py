@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_harness import SECRET, SMALL_LOOP, endpoint_args, mils, query
 from fault_proxy import FaultProxy
-from harness import SECRET, SMALL_LOOP, endpoint_args, mils, query
 
 from adapters.local_stack import TritonServer
 from benchmarks.llm_server import LoadLLMServer

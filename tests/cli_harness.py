@@ -1,9 +1,10 @@
-"""Helpers of the reliability suite: run the `mils` CLI, inspect a run directory."""
+"""Helpers of the CLI tests: run the `mils` CLI, inspect a run directory."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,21 @@ from typing import Any
 
 from adapters.local_stack import TritonServer
 
+REPO = Path(__file__).resolve().parents[1]
+TEST_MODELS = Path(__file__).resolve().parent / "reliability" / "triton_models"
+MODELS = ("toyclip_text", "toyclip_image", "bad_text", "bad_image", "wrong_names", "wrong_dims")
+
+
+def model_repository(dest: Path) -> Path:
+    """A repository holding the toyclip pair and the test-only models (copied, small)."""
+    for name in MODELS:
+        src = REPO / "triton_models" / name
+        if not src.is_dir():
+            src = TEST_MODELS / name
+        shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 SECRET = "sk-reliability-never-log-this-42"
 # Small per-step work; keep and requested small so 100+ samples run in seconds.
 SMALL_LOOP = ("--keep", "6", "--requested", "5", "--max-tokens", "200")
@@ -23,6 +39,7 @@ def endpoint_args(
     generator_url: str,
     triton: TritonServer,
     *,
+    generator_model: str = "load-llm",
     text_model: str = "toyclip_text",
     image_model: str = "toyclip_image",
 ) -> list[str]:
@@ -30,7 +47,7 @@ def endpoint_args(
         "--generator-url",
         generator_url,
         "--generator-model",
-        "load-llm",
+        generator_model,
         "--scorer-url",
         triton.grpc_url,
         "--text-model",
@@ -62,8 +79,8 @@ def mils(
     )
 
 
-def spawn(args: Sequence[str], cwd: Path, log_name: str = "spawned.log") -> subprocess.Popen[bytes]:
-    with (cwd / log_name).open("ab") as out:
+def spawn(args: Sequence[str], cwd: Path) -> subprocess.Popen[bytes]:
+    with (cwd / "spawned.log").open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "engine.cli", *args],
             cwd=cwd,
