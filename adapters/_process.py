@@ -27,9 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import structlog
-
-from engine.errors import ConfigError
+from mils.engine.errors import ConfigError
+from mils.engine.logs import get_logger
 
 __all__ = [
     "HOST",
@@ -40,7 +39,7 @@ __all__ = [
     "save_state",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT = 120.0  # seconds; Triton with torch models takes ~10-20 s on 2 cores

@@ -24,9 +24,7 @@ import sysconfig
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import structlog
-
-from adapters._process import (
+from mils.adapters._process import (
     DEFAULT_STARTUP_TIMEOUT,
     HOST,
     ManagedServer,
@@ -35,7 +33,8 @@ from adapters._process import (
     load_state,
     save_state,
 )
-from engine.errors import ConfigError
+from mils.engine.errors import ConfigError
+from mils.engine.logs import get_logger
 
 __all__ = [
     "HOST",
@@ -49,7 +48,7 @@ __all__ = [
     "save_state",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_TRITON_MODELS = ("toyclip_text", "toyclip_image")
 

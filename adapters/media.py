@@ -15,13 +15,14 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.errors import ConfigError, InputError
+from mils.engine.errors import ConfigError, InputError
 
 __all__ = [
     "ACCEPTED_FORMATS",
     "DEFAULT_MAX_IMAGE_BYTES",
     "IMAGE_EXTENSIONS",
     "ImageReader",
+    "TextReader",
     "bundled_samples",
     "expand_inputs",
     "image_format",
@@ -147,6 +148,17 @@ def _read_checked(path: Path, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise _TooLarge(len(data))
     return data
+
+
+class TextReader:
+    """A text input (a prompt to improve): the source is the text itself."""
+
+    __slots__ = ()
+
+    async def read(self, source: str) -> bytes:
+        if not source.strip():
+            raise InputError("a text input is empty; give the text itself", source=source)
+        return source.encode("utf-8", errors="surrogateescape")
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:

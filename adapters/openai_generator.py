@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import structlog
 
-from engine.errors import ConfigError, EndpointUnavailable, InvalidResponse
-from engine.protocols import ChatMessage
+from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse
+from mils.engine.logs import get_logger
+from mils.engine.protocols import ChatMessage
 
 __all__ = [
     "DEFAULT_API_KEY_ENV",
@@ -57,7 +57,7 @@ __all__ = [
     "parse_retry_after",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # The MILS paper's sampling defaults.
 DEFAULT_TEMPERATURE = 0.5
@@ -107,10 +107,10 @@ class GeneratorSettings:
         if url.scheme not in ("http", "https") or not url.netloc:
             raise ConfigError(
                 f"generator base_url {self.base_url!r} is not an http(s) URL; "
-                "pass e.g. --generator-url http://127.0.0.1:8000/v1"
+                "pass e.g. `base_url` http://127.0.0.1:8000/v1"
             )
         if not self.model.strip():
-            raise ConfigError("generator model is empty; pass --generator-model NAME")
+            raise ConfigError("generator model is empty; pass `model` NAME")
         _check_range("temperature", self.temperature, 0.0, 2.0, low_open=False)
         _check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
         if self.max_tokens < 1:
@@ -208,7 +208,7 @@ class OpenAIGenerator:
             raise ConfigError(
                 self._redact(
                     f"cannot create a client for generator {settings.endpoint}: {exc}; "
-                    "check --generator-url"
+                    "check `base_url`"
                 )
             ) from None
 
@@ -369,12 +369,12 @@ def _status_error(
     if status in (401, 403):
         return ConfigError(
             f"generator {endpoint} rejected the API key (HTTP {status}): {said}; set "
-            f"${settings.api_key_env} (or --generator-api-key-file) to a valid key"
+            f"${settings.api_key_env} (or `api_key_file`) to a valid key"
         )
     if status == 404:
         return ConfigError(
-            f"generator {endpoint} answered HTTP 404: {said}; check --generator-url "
-            "(it usually ends in /v1) and that --generator-model names a served model"
+            f"generator {endpoint} answered HTTP 404: {said}; check `base_url` "
+            "(it usually ends in /v1) and that `model` names a served model"
         )
     return InvalidResponse(
         f"generator {endpoint} refused the request (HTTP {status}): {said}",

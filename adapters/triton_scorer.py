@@ -1,7 +1,8 @@
 """A `Scorer` over Triton Inference Server (tritonclient gRPC or HTTP, asyncio).
 
 The Triton models (see `triton_models/`) take raw inputs — UTF-8 text as `TEXT`, encoded
-image bytes as `IMAGE`, both TYPE_STRING with dims [1] — and return float32 `EMBEDDING`s;
+media bytes as `IMAGE` (or the target model's input name), all TYPE_STRING with dims [1] —
+and return float32 `EMBEDDING`s;
 all tokenisation and decoding happens server-side, so this process stays free of torch.
 Every tritonclient / grpc / aiohttp exception is translated in `_errors`, the one place
 where foreign exceptions become `engine.errors` types. Nothing is retried here: the engine
@@ -12,28 +13,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import Any, Literal, Self
 
 import aiohttp
 import grpc
 import numpy as np
-import structlog
 import tritonclient.grpc.aio as grpcclient
 import tritonclient.http.aio as httpclient
 from tritonclient.utils import InferenceServerException
 
-from engine.errors import (
+from mils.engine.errors import (
     ConfigError,
     EndpointError,
     EndpointUnavailable,
     InvalidResponse,
     ModelNotReady,
 )
+from mils.engine.logs import get_logger
 
-__all__ = ["DEFAULT_TIMEOUT", "TritonScorer"]
+__all__ = ["DEFAULT_TIMEOUT", "ScorerSettings", "TritonScorer"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_TIMEOUT = 30.0  # seconds per request, end to end
 OUTPUT = "EMBEDDING"
@@ -49,6 +51,31 @@ _TRANSIENT = {
 _NOT_LOADED = ("unknown model", "is not found", "not ready", "is not loaded")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScorerSettings:
+    """Where the encoder pair of a run lives: what `TritonScorer` is built from (and saved)."""
+
+    url: str
+    """"host:port" of the Triton server's gRPC (or HTTP) endpoint."""
+    text_model: str = "clip_text"
+    target_model: str = "clip_image"
+    target_input: str = "IMAGE"
+    """The target model's TYPE_STRING input ("IMAGE"; "VIDEO", "AUDIO" for other media)."""
+    protocol: Literal["grpc", "http"] = "grpc"
+    timeout: float = DEFAULT_TIMEOUT
+    """Seconds allowed per request."""
+
+    def build(self) -> TritonScorer:
+        return TritonScorer(
+            self.url,
+            text_model=self.text_model,
+            target_model=self.target_model,
+            target_input=self.target_input,
+            protocol=self.protocol,
+            timeout=self.timeout,
+        )
+
+
 class TritonScorer:
     """Embed texts and targets with a text/target model pair on one Triton server.
 
@@ -59,14 +86,15 @@ class TritonScorer:
     Args:
         url: "host:port" of the server's gRPC (or HTTP) endpoint; a scheme is stripped.
         text_model: the Triton model embedding `TEXT`.
-        image_model: the Triton model embedding a raw target as `IMAGE`.
+        target_model: the Triton model embedding a raw target (image bytes, ...).
+        target_input: the name of that model's TYPE_STRING input.
         protocol: "grpc" (default) or "http".
         timeout: seconds allowed per request.
 
     Raises (from open):
         EndpointUnavailable: the server cannot be reached.
         ModelNotReady: a model is not loaded.
-        ConfigError: a model's config lacks the TEXT/IMAGE input or EMBEDDING output.
+        ConfigError: a model's config lacks the TEXT/target input or EMBEDDING output.
     """
 
     def __init__(
@@ -74,7 +102,8 @@ class TritonScorer:
         url: str,
         *,
         text_model: str = "clip_text",
-        image_model: str = "clip_image",
+        target_model: str = "clip_image",
+        target_input: str = "IMAGE",
         protocol: Literal["grpc", "http"] = "grpc",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
@@ -84,7 +113,8 @@ class TritonScorer:
             raise ConfigError(f"Triton timeout must be positive, not {timeout}")
         self.url = url.split("://", 1)[-1].rstrip("/")  # tritonclient rejects schemes
         self.text_model = text_model
-        self.image_model = image_model
+        self.target_model = target_model
+        self.target_input = target_input
         self.protocol = protocol
         self.timeout = timeout
         self._client: Any = None
@@ -119,8 +149,8 @@ class TritonScorer:
                 raise EndpointUnavailable(
                     f"Triton server {self.url} is not live yet", endpoint=self.url, kind="not_live"
                 )
-            self._max_batch_size = await self._inspect(self.text_model, "TEXT", "--text-model")
-            await self._inspect(self.image_model, "IMAGE", "--image-model")
+            self._max_batch_size = await self._inspect(self.text_model, "TEXT", "text_model")
+            await self._inspect(self.target_model, self.target_input, "target_model")
         except BaseException:
             await self.aclose()
             raise
@@ -129,7 +159,7 @@ class TritonScorer:
             url=self.url,
             protocol=self.protocol,
             text_model=self.text_model,
-            image_model=self.image_model,
+            target_model=self.target_model,
             max_batch_size=self._max_batch_size,
         )
         return self
@@ -144,7 +174,7 @@ class TritonScorer:
         if len(texts) > self._max_batch_size:
             raise ConfigError(
                 f"batch size {len(texts)} exceeds max_batch_size {self._max_batch_size} of "
-                f"Triton model '{self.text_model}'; lower --score-batch or raise "
+                f"Triton model '{self.text_model}'; lower `score_batch` or raise "
                 f"max_batch_size in triton_models/{self.text_model}/config.pbtxt"
             )
         if not texts:
@@ -155,7 +185,7 @@ class TritonScorer:
     async def embed_target(self, data: bytes) -> np.ndarray:
         """Return the float32 embedding of one raw target (encoded image bytes), shape (dim,)."""
         rows = np.array([[bytes(data)]], dtype=np.object_)
-        return (await self._infer(self.image_model, "IMAGE", rows))[0]
+        return (await self._infer(self.target_model, self.target_input, rows))[0]
 
     async def aclose(self) -> None:
         """Close the connection; safe to call twice."""
@@ -179,7 +209,7 @@ class TritonScorer:
         # gRPC takes a deadline per call; the HTTP client has one session-wide timeout.
         return {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
 
-    async def _inspect(self, model: str, input_name: str, flag: str) -> int:
+    async def _inspect(self, model: str, input_name: str, parameter: str) -> int:
         """Check `model` is ready and shaped as we expect; return its max_batch_size."""
         if self._client is None:
             raise ConfigError("TritonScorer is closed; use `async with` or await open()")
@@ -188,7 +218,7 @@ class TritonScorer:
         if not ready:
             raise ModelNotReady(
                 f"Triton model '{model}' is not ready on {self.url}; load it "
-                f"(tritonserver --load-model {model}) or pass {flag}",
+                f"(tritonserver --load-model {model}) or choose another `{parameter}`",
                 endpoint=f"{self.url}/{model}",
             )
         with self._errors(model):

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config import LoopConfig
-from engine.optimizer import SampleOptimizer, StepPlan
-from engine.prompt import build_messages, parse_candidates
-from engine.protocols import Generator, Scorer, TaskSpec
-from engine.scoring import normalise
+from mils.engine.config import LoopConfig
+from mils.engine.optimizer import SampleOptimizer, StepPlan
+from mils.engine.prompt import build_messages, parse_candidates
+from mils.engine.protocols import Generator, Scorer, TaskSpec
+from mils.engine.scoring import normalise
 
 __all__ = ["GROUP_SIZE", "BaselineResult", "run_baseline"]
 
@@ -80,9 +80,7 @@ class _Baseline:
         self.count.targets += 1
         vector = normalise(np.asarray(raw).reshape(1, -1), endpoint="baseline")[0]
         scores = await self.embed_texts(pool) @ vector
-        optimizer = SampleOptimizer(
-            sample_id, self.loop, higher_is_better=self.task.higher_is_better
-        )
+        optimizer = SampleOptimizer(sample_id, self.loop, higher_is_better=True)
         optimizer.start(list(zip(scores.tolist(), pool, strict=True)), frozenset(pool))
         return optimizer, vector
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.local_stack import HOST, ManagedServer, free_port
+from mils.adapters.local_stack import HOST, ManagedServer, free_port
 
 __all__ = [
     "DEFAULT_CAPACITY",

@@ -34,8 +34,6 @@ from typing import Any
 
 import structlog
 
-from adapters.openai_generator import GeneratorSettings, OpenAIGenerator
-from adapters.triton_scorer import TritonScorer
 from benchmarks.baseline import GROUP_SIZE, run_baseline
 from benchmarks.llm_server import LoadLLMServer
 from benchmarks.scenarios import (
@@ -47,10 +45,14 @@ from benchmarks.scenarios import (
     quick,
 )
 from benchmarks.scorer_server import IMAGE_MODEL, TEXT_MODEL, LoadScorerServer, ScorerStats
-from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, to_dict
-from engine.scheduler import RunSummary, Sample, Scheduler
-from engine.store import RunStore
-from tasks import IMAGE_CAPTION
+from mils.adapters.openai_generator import GeneratorSettings, OpenAIGenerator
+from mils.adapters.triton_scorer import TritonScorer
+from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, to_dict
+from mils.engine.objectives import EmbeddingObjective
+from mils.engine.retry import Retrier
+from mils.engine.scheduler import RunSummary, Sample, Scheduler
+from mils.engine.store import RunStore
+from mils.tasks import IMAGE_CAPTION
 
 __all__ = ["RunMetrics", "main", "run_scenario"]
 
@@ -171,16 +173,19 @@ def build_engine(
     concurrency: ConcurrencyConfig | None = None,
 ) -> Scheduler:
     """The engine with its default configuration (the one place to adapt to its API)."""
+    concurrency = concurrency or ConcurrencyConfig()
+    retrier = Retrier(RetryConfig())
     return Scheduler(
         task=IMAGE_CAPTION,
         loop=loop,
-        concurrency=concurrency or ConcurrencyConfig(),
-        retry=RetryConfig(),
+        concurrency=concurrency,
+        retrier=retrier,
         generator=list(generators),
-        scorer=scorer,
-        reader=MemoryReader(targets),
+        objective=EmbeddingObjective(
+            scorer, target="image", concurrency=concurrency, retrier=retrier
+        ),
+        readers={"image": MemoryReader(targets)},
         store=store,
-        show_progress=False,
     )
 
 
@@ -220,11 +225,11 @@ async def _run_engine(
     pool = make_pool(scenario.pool)
     targets = dict(make_targets(scenario.samples))
     store = RunStore.create(workdir / runner, {"benchmark": scenario.name}, pool)
-    store.add_samples([(sid, sid) for sid in targets])
+    store.add_samples([(sid, {"image": sid}) for sid in targets])
     engine = build_engine(
         loop=loop, generators=generators, scorer=scorer, store=store, targets=targets
     )
-    samples = [Sample(sid, sid) for sid in targets]
+    samples = [Sample(sid, {"image": sid}) for sid in targets]
     rss: list[tuple[float, float]] = []
 
     async def work() -> RunSummary:
@@ -246,7 +251,7 @@ async def _run_engine(
             "done": summary.done,
             "failed": summary.failed,
             "faults": summary.faults,
-            "engine_texts_embedded": summary.texts_embedded,
+            "engine_texts_evaluated": summary.texts_evaluated,
             "engine_generator_requests": summary.generator_requests,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_mib_during_run": _thin(rss),
@@ -307,7 +312,7 @@ async def _run_all(scenario: Scenario, servers: _Servers, workdir: Path) -> list
             for s in servers.llms
         ]
         scorer = await stack.enter_async_context(
-            TritonScorer(servers.scorer.grpc_url, text_model=TEXT_MODEL, image_model=IMAGE_MODEL)
+            TritonScorer(servers.scorer.grpc_url, text_model=TEXT_MODEL, target_model=IMAGE_MODEL)
         )
         runs = []
         if scenario.baseline_samples != 0:

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.local_stack import TritonServer
+from mils.adapters.local_stack import TritonServer
 
 __all__ = ["MODELS", "REPOSITORY", "LoadScorerServer", "ScorerCostModel", "ScorerStats"]
 

@@ -1,13 +1,14 @@
-"""The MILS engine: the loop, its async orchestration, the run store and the CLI.
+"""The MILS engine: the loop, its async orchestration and the run store.
 
-The engine knows the roles it talks to (`engine.protocols`) and its own errors
-(`engine.errors`); the real backends live in `adapters/`, the tasks in `tasks/`.
+The engine knows the roles it talks to (`mils.engine.protocols`), how candidates get their
+values (`mils.engine.objectives`) and its own errors (`mils.engine.errors`); it imports
+neither the adapters nor the tasks. `mils` wires them together.
 """
 
 from __future__ import annotations
 
-from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
-from engine.errors import (
+from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
+from mils.engine.errors import (
     ConfigError,
     EndpointError,
     EndpointUnavailable,
@@ -19,39 +20,83 @@ from engine.errors import (
     RunLocked,
     StoreError,
 )
-from engine.optimizer import SampleOptimizer, StepPlan, StepRecord, rank
-from engine.prompt import parse_candidates, render_prompt
-from engine.protocols import ChatMessage, Generator, MediaReader, Scorer, TaskSpec
-from engine.scheduler import RunSummary, Sample, Scheduler
-from engine.store import RunStore
+from mils.engine.logs import configure_logging, get_logger
+from mils.engine.objectives import (
+    Artefact,
+    EmbeddingObjective,
+    Evaluation,
+    Objective,
+    ObjectiveStatistics,
+    RenderThenScore,
+    WeightedSum,
+)
+from mils.engine.optimizer import SampleOptimizer, StepPlan, StepRecord, rank
+from mils.engine.prompt import parse_candidates, parse_reply, render_prompt
+from mils.engine.protocols import (
+    ChatMessage,
+    Generator,
+    MediaReader,
+    MediaScorer,
+    Renderer,
+    Scorer,
+    TaskSpec,
+)
+from mils.engine.retry import Retrier
+from mils.engine.scheduler import (
+    Event,
+    RunStatistics,
+    RunSummary,
+    Sample,
+    SampleFinished,
+    Scheduler,
+    StepCommitted,
+)
+from mils.engine.store import RunStore
 
 __all__ = [
+    "Artefact",
     "ChatMessage",
     "ConcurrencyConfig",
     "ConfigError",
+    "EmbeddingObjective",
     "EndpointError",
     "EndpointUnavailable",
+    "Evaluation",
+    "Event",
     "Generator",
     "InputError",
     "InvalidResponse",
     "LoopConfig",
     "MediaReader",
+    "MediaScorer",
     "MilsError",
     "ModelNotReady",
+    "Objective",
+    "ObjectiveStatistics",
+    "RenderThenScore",
+    "Renderer",
+    "Retrier",
     "RetriesExhausted",
     "RetryConfig",
     "RunLocked",
+    "RunStatistics",
     "RunStore",
     "RunSummary",
     "Sample",
+    "SampleFinished",
     "SampleOptimizer",
     "Scheduler",
     "Scorer",
+    "StepCommitted",
     "StepPlan",
     "StepRecord",
     "StoreError",
     "TaskSpec",
+    "WeightedSum",
+    "configure_logging",
+    "get_logger",
     "parse_candidates",
+    "parse_reply",
     "rank",
     "render_prompt",
 ]

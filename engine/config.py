@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ConfigError
+from mils.engine.errors import ConfigError
 
 __all__ = [
     "DEFAULT_KEEP",
@@ -61,15 +61,15 @@ class LoopConfig:
     """Seeds exploration; a sample's draws depend only on (seed, sample id, step)."""
 
     def __post_init__(self) -> None:
-        _require(self.steps >= 1, f"steps must be >= 1, got {self.steps}; pass --steps 1 or more")
-        _require(self.keep >= 1, f"keep must be >= 1, got {self.keep}; pass --keep 1 or more")
+        _require(self.steps >= 1, f"steps must be >= 1, got {self.steps}; pass `steps` 1 or more")
+        _require(self.keep >= 1, f"keep must be >= 1, got {self.keep}; pass `keep` 1 or more")
         _require(
             self.requested >= 1,
-            f"requested must be >= 1, got {self.requested}; pass --requested 1 or more",
+            f"requested must be >= 1, got {self.requested}; pass `requested` 1 or more",
         )
         _require(
             0.0 <= self.exploration <= 1.0,
-            f"exploration must be within [0, 1], got {self.exploration}; pass --exploration 0.1",
+            f"exploration must be within [0, 1], got {self.exploration}; pass `exploration` 0.1",
         )
         _require(
             self.patience is None or self.patience >= 1,
@@ -101,10 +101,9 @@ class ConcurrencyConfig:
     def __post_init__(self) -> None:
         for name in ("samples_in_flight", "generator_in_flight", "score_batch", "score_in_flight"):
             value = getattr(self, name)
-            flag = "--" + name.replace("_", "-")
             _require(
                 (value is None and name == "generator_in_flight") or value >= 1,
-                f"{name} must be >= 1, got {value}; pass {flag} 1 or more",
+                f"{name} must be >= 1, got {value}; pass `{name}` 1 or more",
             )
         _require(
             self.generator_cooldown_s >= 0,

@@ -80,7 +80,7 @@ class RetriesExhausted(EndpointError):
     def __init__(self, last: EndpointUnavailable, *, attempts: int) -> None:
         super().__init__(
             f"{last} (gave up after {attempts} attempts; check that the endpoint "
-            f"{last.endpoint} is up and reachable, or raise --retries)",
+            f"{last.endpoint} is up and reachable, or raise `retries`)",
             endpoint=last.endpoint,
         )
         self.last = last

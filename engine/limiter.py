@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from engine.errors import EndpointUnavailable
+from mils.engine.errors import EndpointUnavailable
 
 __all__ = ["AdaptiveLimit", "EndpointLimiter", "LimiterStatistics"]
 

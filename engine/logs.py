@@ -1,13 +1,18 @@
-"""Logging set-up: structlog to JSON lines in the run directory and readable console lines.
+"""Logging: the library's loggers, and the CLI's set-up (JSON lines file + console lines).
 
-Called once by the CLI (the only global configuration in the engine). A redaction processor
-masks values of fields that look like secrets, so an API key cannot reach a log even by
-accident.
+Library code logs through `get_logger(name)`: structlog events that follow the program's
+structlog configuration once there is one (the `mils` CLI makes one with
+`configure_logging`, the only global configuration here). Until then they go to the
+standard library's `logging` under the module's name, so a program that embeds the engine
+and configured nothing sees warnings on stderr (logging's last resort) and nothing on
+stdout. A redaction processor masks values of fields that look like secrets, so an API key
+cannot reach a log even by accident.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from collections.abc import MutableMapping
@@ -16,7 +21,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "redact"]
+__all__ = ["configure_logging", "get_logger", "redact"]
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _SECRET_FIELD = re.compile(r"(api[_-]?key|authorization|token|secret|password)", re.IGNORECASE)
@@ -28,6 +33,35 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
         if _SECRET_FIELD.search(key):
             event[key] = "***"
     return event
+
+
+class _LibraryLogger:
+    """A structlog logger for library code: the program's structlog set-up, else `logging`."""
+
+    __slots__ = ("_name", "_stdlib")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._stdlib = structlog.wrap_logger(
+            logging.getLogger(name),
+            processors=[
+                structlog.stdlib.filter_by_level,
+                structlog.contextvars.merge_contextvars,
+                redact,
+                structlog.processors.KeyValueRenderer(key_order=["event"]),
+            ],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+
+    def __getattr__(self, method: str) -> Any:
+        if structlog.is_configured():
+            return getattr(structlog.get_logger(self._name), method)
+        return getattr(self._stdlib, method)
+
+
+def get_logger(name: str) -> Any:
+    """The logger of a library module (see the module docstring)."""
+    return _LibraryLogger(name)
 
 
 def _to_sink(_: Any, __: str, event: MutableMapping[str, Any]) -> tuple[Any, ...]:

@@ -19,7 +19,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from engine.config import LoopConfig
+from mils.engine.config import LoopConfig
 
 __all__ = ["SampleOptimizer", "Scored", "StepPlan", "StepRecord", "rank"]
 

@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from engine.protocols import ChatMessage, TaskSpec
+from mils.engine.protocols import ChatMessage, TaskSpec
 
 __all__ = [
     "MAX_CANDIDATE_CHARS",
+    "ParsedReply",
     "build_messages",
     "parse_candidates",
+    "parse_reply",
     "render_candidates",
     "render_prompt",
 ]
 
 MAX_CANDIDATE_CHARS = 400
-"""Longer lines are not candidates (a runaway paragraph, not a caption)."""
+"""Default limit: longer lines are not candidates (a runaway paragraph, not a caption);
+a task sets its own (text-to-image prompts run longer)."""
 
 _CHAT_MARKUP = re.compile(r"<\|[^|>]{1,40}\|>|</?s>|\[/?INST\]")
 _ROLE_LINE = re.compile(r"^\s*(assistant|user|system)\s*:?\s*$", re.IGNORECASE)
@@ -47,15 +51,22 @@ _EMPHASIS = re.compile(r"(\*\*|__|`)")
 _QUOTES = "\"'“”‘’`"
 
 
-def render_candidates(shown: Iterable[tuple[float, str]]) -> str:
-    """One `score: text` line per candidate, lowest score first."""
-    ordered = sorted(shown, key=lambda pair: pair[0])
+def render_candidates(shown: Iterable[tuple[float, str]], *, higher_is_better: bool = True) -> str:
+    """One `score: text` line per candidate, worst first (by the objective's direction)."""
+    ordered = sorted(shown, key=lambda pair: pair[0], reverse=not higher_is_better)
     return "\n".join(f"{score:.3f}: {text}" for score, text in ordered)
 
 
-def render_prompt(template: str, shown: Sequence[tuple[float, str]], requested: int) -> str:
+def render_prompt(
+    template: str,
+    shown: Sequence[tuple[float, str]],
+    requested: int,
+    *,
+    higher_is_better: bool = True,
+) -> str:
     """Fill a task's template; it may use `{candidates}` and `{requested}`."""
-    return template.format(candidates=render_candidates(shown), requested=requested)
+    candidates = render_candidates(shown, higher_is_better=higher_is_better)
+    return template.format(candidates=candidates, requested=requested)
 
 
 def _text_of(match: re.Match[str]) -> str:
@@ -64,12 +75,19 @@ def _text_of(match: re.Match[str]) -> str:
 
 
 def build_messages(
-    task: TaskSpec, shown: Sequence[tuple[float, str]], requested: int
+    task: TaskSpec,
+    shown: Sequence[tuple[float, str]],
+    requested: int,
+    *,
+    higher_is_better: bool = True,
 ) -> list[ChatMessage]:
     """The chat messages of one step: the task's system prompt and its filled template."""
+    prompt = render_prompt(
+        task.prompt_template, shown, requested, higher_is_better=higher_is_better
+    )
     return [
         {"role": "system", "content": task.system_prompt},
-        {"role": "user", "content": render_prompt(task.prompt_template, shown, requested)},
+        {"role": "user", "content": prompt},
     ]
 
 
@@ -81,11 +99,25 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse_candidates(reply: str) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class ParsedReply:
+    candidates: list[str]
+    """Candidate texts in reply order, duplicates kept."""
+    too_long: int
+    """List lines dropped for being longer than the limit."""
+
+
+def parse_candidates(reply: str, *, max_chars: int = MAX_CANDIDATE_CHARS) -> list[str]:
+    """Extract candidate texts from a generator reply (see `parse_reply`)."""
+    return parse_reply(reply, max_chars=max_chars).candidates
+
+
+def parse_reply(reply: str, *, max_chars: int = MAX_CANDIDATE_CHARS) -> ParsedReply:
     """Extract candidate texts from a generator reply, in order, duplicates kept.
 
-    Returns an empty list when the reply holds no numbered or bulleted line; the caller
-    decides what that means (the loop records a step with no new candidates).
+    Holds no candidate when the reply has no numbered or bulleted line; the caller decides
+    what that means (the loop records a step with no new candidates). Lines longer than
+    `max_chars` are not candidates; they are counted.
     """
     lines = [
         item
@@ -98,6 +130,7 @@ def parse_candidates(reply: str) -> list[str]:
         if found:
             break
     else:
-        return []
-    cleaned = (_clean(text) for text in found)
-    return [text for text in cleaned if 1 < len(text) <= MAX_CANDIDATE_CHARS]
+        return ParsedReply([], 0)
+    cleaned = [text for text in map(_clean, found) if len(text) > 1]
+    kept = [text for text in cleaned if len(text) <= max_chars]
+    return ParsedReply(kept, len(cleaned) - len(kept))

@@ -1,17 +1,31 @@
 """The roles the engine talks to, as Protocols; `adapters/` implements them.
 
-The engine knows only these shapes and the exceptions in `engine.errors`; it never
+The engine knows only these shapes and the exceptions in `mils.engine.errors`; it never
 imports a vendor SDK. Every adapter is an async context manager owning its connections.
+
+    Generator     proposes candidate texts (one chat completion per call)
+    Scorer        embeds texts and targets into one space (the embedding objective)
+    Renderer      turns a candidate text into media (the render-then-score objective)
+    MediaScorer   scores rendered media against a sample's inputs, as named terms
+    MediaReader   reads one named input of a sample into bytes
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, TypedDict
 
 import numpy as np
 
-__all__ = ["ChatMessage", "Generator", "MediaReader", "Scorer", "TaskSpec"]
+__all__ = [
+    "ChatMessage",
+    "Generator",
+    "MediaReader",
+    "MediaScorer",
+    "Renderer",
+    "Scorer",
+    "TaskSpec",
+]
 
 
 class ChatMessage(TypedDict):
@@ -42,7 +56,7 @@ class Generator(Protocol):
 
 
 class Scorer(Protocol):
-    """Embeds texts and targets into one space; the engine scores by cosine.
+    """Embeds texts and targets into one space; the embedding objective scores by cosine.
 
     Embeddings need not be normalised: the engine L2-normalises them.
     """
@@ -68,8 +82,42 @@ class Scorer(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Renderer(Protocol):
+    """Turns a candidate text into media: a text-to-image model, an image editor, ..."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def suffix(self) -> str:
+        """File suffix of what `render` returns (".png"), for the run's artefacts."""
+        ...
+
+    async def render(self, text: str, inputs: Mapping[str, bytes]) -> bytes:
+        """Render `text`, given the sample's inputs (an image to edit, ...).
+
+        Raises:
+            EndpointUnavailable: transient; retried.
+            InvalidResponse: this text cannot be rendered; it is dropped alone.
+        """
+        ...
+
+
+class MediaScorer(Protocol):
+    """Scores rendered media against the sample's inputs as named terms."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def score(
+        self, media: bytes, text: str, inputs: Mapping[str, bytes]
+    ) -> Mapping[str, float]:
+        """Named terms ({"style": 0.8, "content": 0.1}); the objective combines them."""
+        ...
+
+
 class MediaReader(Protocol):
-    """Reads a sample's source into the raw bytes the scorer takes."""
+    """Reads one input of a sample into the raw bytes the objective takes."""
 
     async def read(self, source: str) -> bytes:
         """Raises InputError naming the source when it is unusable."""
@@ -77,7 +125,7 @@ class MediaReader(Protocol):
 
 
 class TaskSpec(Protocol):
-    """What the loop needs from a task (see `tasks.base.Task`)."""
+    """What the loop needs from a task to talk to the generator (see `mils.tasks.Task`)."""
 
     @property
     def name(self) -> str: ...
@@ -91,4 +139,6 @@ class TaskSpec(Protocol):
         ...
 
     @property
-    def higher_is_better(self) -> bool: ...
+    def max_candidate_chars(self) -> int:
+        """Longer reply lines are not candidates (counted, logged, dropped)."""
+        ...

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-import structlog
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -22,12 +21,13 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from engine.config import RetryConfig
-from engine.errors import EndpointUnavailable, RetriesExhausted
+from mils.engine.config import RetryConfig
+from mils.engine.errors import EndpointUnavailable, RetriesExhausted
+from mils.engine.logs import get_logger
 
 __all__ = ["Retrier", "RetryStatistics"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")

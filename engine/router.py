@@ -16,16 +16,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import structlog
-
-from engine.config import DEFAULT_COOLDOWN_S
-from engine.errors import EndpointUnavailable
-from engine.limiter import EndpointLimiter, LimiterStatistics
-from engine.protocols import ChatMessage, Generator
+from mils.engine.config import DEFAULT_COOLDOWN_S
+from mils.engine.errors import EndpointUnavailable
+from mils.engine.limiter import EndpointLimiter, LimiterStatistics
+from mils.engine.logs import get_logger
+from mils.engine.protocols import ChatMessage, Generator
 
 __all__ = ["GeneratorRouter"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_FAILURES_TO_COOL = 3
 MAX_COOLDOWN_S = 120.0

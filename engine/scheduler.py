@@ -3,44 +3,108 @@
 Each sample is a task in a `TaskGroup`; a window of `samples_in_flight` bounds how many run
 at once, so memory follows the window and not the dataset. While one sample waits on the
 generator, others score: generation and scoring overlap across samples. Generator calls go
-through a per-endpoint limiter, text embeddings through the shared batcher and cache, and
-every endpoint call through the one retry loop. Each finished step is committed to the store
-before the sample plans its next one.
+through a per-endpoint limiter, values through the run's `Objective`, and every endpoint call
+through the one retry loop. Each finished step is committed to the store before the sample
+plans its next one.
 
 A sample fails alone: input errors, exhausted retries and unusable replies are recorded as
-its reason and the run goes on. Configuration and store errors stop the run.
+its reason and the run goes on. Configuration and store errors stop the run. One sample can
+be cancelled (`cancel_sample`); its committed steps stay and a resume continues it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-import numpy as np
 import structlog
 
-from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
-from engine.errors import ConfigError, InvalidResponse, MilsError, StoreError
-from engine.optimizer import SampleOptimizer
-from engine.progress import Progress
-from engine.prompt import build_messages, parse_candidates
-from engine.protocols import Generator, MediaReader, Scorer, TaskSpec
-from engine.retry import Retrier
-from engine.router import GeneratorRouter
-from engine.scoring import TextEmbeddings, normalise
-from engine.store import DONE, RunStore
+from mils.engine.config import ConcurrencyConfig, LoopConfig
+from mils.engine.errors import ConfigError, InputError, MilsError, StoreError
+from mils.engine.logs import get_logger
+from mils.engine.objectives import Evaluation, Objective
+from mils.engine.optimizer import SampleOptimizer
+from mils.engine.prompt import build_messages, parse_reply
+from mils.engine.protocols import Generator, MediaReader, TaskSpec
+from mils.engine.retry import Retrier
+from mils.engine.router import GeneratorRouter
+from mils.engine.store import CANCELLED, DONE, FAILED, RunStore
 
-__all__ = ["RunSummary", "Sample", "Scheduler"]
+__all__ = [
+    "Event",
+    "RunStatistics",
+    "RunSummary",
+    "Sample",
+    "SampleFinished",
+    "Scheduler",
+    "StepCommitted",
+]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
+    """One target of the loop: its id and its named inputs (input name -> source)."""
+
     id: str
-    source: str
+    inputs: Mapping[str, str]
+
+    @property
+    def source(self) -> str:
+        """The inputs as one line, for messages: the source itself when there is one."""
+        if len(self.inputs) == 1:
+            return next(iter(self.inputs.values()))
+        return ", ".join(f"{name}={source}" for name, source in self.inputs.items())
+
+
+@dataclass(frozen=True, slots=True)
+class StepCommitted:
+    """Progress event: a sample committed a step."""
+
+    sample_id: str
+    step: int
+    best_text: str
+    best_score: float
+    new_candidates: int
+
+
+@dataclass(frozen=True, slots=True)
+class SampleFinished:
+    """Progress event: a sample ended (status "done", "failed" or "cancelled")."""
+
+    sample_id: str
+    status: str
+    error: str | None = None
+
+
+Event = StepCommitted | SampleFinished
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatistics:
+    """A snapshot of a run in progress, for a caller's own display."""
+
+    total: int
+    """Samples this run works on (already finished ones not counted)."""
+    done: int
+    failed: int
+    cancelled: int
+    steps: int
+    elapsed_s: float
+    generator_in_flight: int
+    generator_limit: int
+    generator_waiting: int
+    score_in_flight: int
+    score_queued: int
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +119,51 @@ class RunSummary:
     steps: int
     wall_s: float
     candidates_scored: int
-    texts_embedded: int
+    texts_evaluated: int
+    """Texts sent to the scorer: each unique text once per run with the embedding objective."""
     generator_requests: int
     replies_without_candidates: int
     """Generator replies that held no new candidate (unparseable, or only texts already
     shown or scored); the step still counts."""
+    candidates_too_long: int
+    """Reply lines longer than the task's `max_candidate_chars`: not candidates."""
     texts_unscorable: int
-    """Texts the scorer could not embed (NaN, wrong shape, rejected): dropped alone."""
+    """Texts the scorer could not score (NaN, wrong shape, rejected): dropped alone."""
     faults: dict[str, int]
+    cancelled: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Counts:
+    """What one `run` call has done so far (a fresh one per run)."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    steps: int = 0
+    candidates_scored: int = 0
+    empty_replies: int = 0
+    too_long: int = 0
+    started: float = field(default_factory=time.monotonic)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Scheduler:
-    """Wires the pure loop to the endpoints and the store for one run."""
+    """Wires the pure loop to the endpoints, the objective and the store.
+
+    Args:
+        task: the prompt and parser limits.
+        loop: the MILS loop settings.
+        concurrency: samples in flight and generator limits.
+        retrier: the run's retry loop (shared with the objective).
+        generator: one or several generator endpoints.
+        objective: how texts get values; entered by `run`.
+        readers: one reader per input name of the task.
+        store: the run directory.
+        on_event: called (on the event loop) for every committed step and finished sample.
+    """
 
     def __init__(
         self,
@@ -75,106 +171,153 @@ class Scheduler:
         task: TaskSpec,
         loop: LoopConfig,
         concurrency: ConcurrencyConfig,
-        retry: RetryConfig,
+        retrier: Retrier,
         generator: Generator | Sequence[Generator],
-        scorer: Scorer,
-        reader: MediaReader,
+        objective: Objective,
+        readers: Mapping[str, MediaReader],
         store: RunStore,
-        show_progress: bool = True,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self._task = task
         self._loop = loop
         self._concurrency = concurrency
-        self._scorer = scorer
-        self._reader = reader
+        self._objective = objective
+        self._readers = dict(readers)
         self._store = store
-        self._show_progress = show_progress
-        self._retrier = Retrier(retry)
+        self._on_event = on_event or (lambda event: None)
+        self._retrier = retrier
         generators = [generator] if not isinstance(generator, Sequence) else list(generator)
         self._router = GeneratorRouter(
             generators,
             limit=concurrency.generator_in_flight,
             cooldown_s=concurrency.generator_cooldown_s,
         )
-        self._failures: list[tuple[str, str]] = []
-        self._candidates_scored = self._empty_replies = 0
+        self._counts = _Counts()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancel_requested: set[str] = set()
+        self._stopping = False
+        self._pool_ready: asyncio.Task[None] | None = None
 
     async def run(self, samples: Sequence[Sample], pool: Sequence[str]) -> RunSummary:
         """Run every sample not yet done; return what happened."""
         finished = {row.id for row in self._store.samples() if row.status == DONE}
         todo = [sample for sample in samples if sample.id not in finished]
-        progress = Progress(len(todo), enabled=self._show_progress)
+        self._counts = counts = _Counts(total=len(todo))
+        self._cancel_requested.clear()
+        self._stopping = False
+        faults_before = Counter(self._retrier.statistics().faults)
+        requests_before = self._generator_requests()
+        stats_before = self._objective.statistics()
         log.info("run_started", samples=len(samples), todo=len(todo), pool=len(pool))
-        async with TextEmbeddings(self._scorer, self._concurrency, self._retrier) as embeddings:
-            self._embeddings = embeddings  # NaN rows: texts the scorer could not embed
-            async with asyncio.TaskGroup() as outer:
-                # Samples read and embed their targets while the pool is being embedded.
-                self._pool_task = outer.create_task(self._embed_pool(pool) if todo else _noop())
-                ticker = outer.create_task(progress.run(self._gauges))
-                try:
-                    await self._run_all(todo, progress)
-                finally:
-                    ticker.cancel()
-            stats = embeddings.statistics()
-        snap = progress.snapshot()
+        async with self._objective, asyncio.TaskGroup() as group:
+            if todo:  # samples read and prepare their targets while the pool is scored
+                self._pool_ready = group.create_task(
+                    self._objective.set_pool(pool), name="initial-pool"
+                )
+            await self._run_all(todo)
+        stats = self._objective.statistics()
         summary = RunSummary(
             samples=len(samples),
-            done=snap.done + len(finished),
-            failed=snap.failed,
+            done=counts.done + len(finished),
+            failed=counts.failed,
             skipped=len(finished),
-            steps=snap.steps,
-            wall_s=snap.elapsed_s,
-            candidates_scored=self._candidates_scored,
-            texts_embedded=stats.texts_embedded,
-            generator_requests=sum(stat.completed for stat in self._router.statistics()),
-            replies_without_candidates=self._empty_replies,
-            texts_unscorable=stats.invalid,
-            faults=self._retrier.statistics().faults,
-            failures=list(self._failures),
+            steps=counts.steps,
+            wall_s=time.monotonic() - counts.started,
+            candidates_scored=counts.candidates_scored,
+            texts_evaluated=stats.texts_evaluated - stats_before.texts_evaluated,
+            generator_requests=self._generator_requests() - requests_before,
+            replies_without_candidates=counts.empty_replies,
+            candidates_too_long=counts.too_long,
+            texts_unscorable=stats.unscorable - stats_before.unscorable,
+            faults=dict(Counter(self._retrier.statistics().faults) - faults_before),
+            cancelled=counts.cancelled,
+            failures=list(counts.failures),
         )
         log.info("run_finished", **{k: v for k, v in asdict(summary).items() if k != "failures"})
         return summary
 
-    async def _embed_pool(self, pool: Sequence[str]) -> None:
-        """Embed the initial pool once for the whole run; unscorable texts are dropped."""
-        matrix = await self._embeddings.embed(pool)
-        valid = ~np.isnan(matrix[:, 0]) if len(pool) else np.zeros(0, dtype=bool)
-        if not valid.any():
-            raise ConfigError(
-                f"none of the {len(pool)} initial pool texts could be embedded by "
-                f"{self._scorer.name}; check the scorer model or pass another --init-pool"
-            )
-        if not valid.all():
-            log.warning("pool_texts_dropped", dropped=int((~valid).sum()), kept=int(valid.sum()))
-        # Sorted by text, so that a stable sort by score breaks ties by text, as `rank` does.
-        order = sorted(np.flatnonzero(valid).tolist(), key=pool.__getitem__)
-        self._pool_texts = [pool[i] for i in order]
-        self._pool_set = frozenset(pool)
-        self._pool_matrix = matrix[order]
+    def cancel_sample(self, sample_id: str) -> bool:
+        """Stop one sample of the running run; its committed steps are kept.
 
-    async def _run_all(self, samples: Sequence[Sample], progress: Progress) -> None:
+        Returns False when the sample is not part of the run or has already ended.
+        """
+        task = self._tasks.get(sample_id)
+        if task is not None and task.done():
+            return False
+        self._cancel_requested.add(sample_id)
+        if task is not None:
+            task.cancel()
+        return True
+
+    def cancel_all(self) -> None:
+        """Stop every sample: running ones are cancelled, waiting ones never start.
+
+        `run` then returns its summary, with these samples counted as cancelled.
+        """
+        self._stopping = True
+        for sample_id in list(self._tasks):
+            self.cancel_sample(sample_id)
+        if self._pool_ready is not None:
+            self._pool_ready.cancel()
+
+    def statistics(self) -> RunStatistics:
+        gen = self._router.statistics()
+        obj = self._objective.statistics()
+        counts = self._counts
+        return RunStatistics(
+            total=counts.total,
+            done=counts.done,
+            failed=counts.failed,
+            cancelled=counts.cancelled,
+            steps=counts.steps,
+            elapsed_s=time.monotonic() - counts.started,
+            generator_in_flight=sum(stat.in_flight for stat in gen),
+            generator_limit=sum(stat.limit for stat in gen),
+            generator_waiting=sum(stat.waiting for stat in gen),
+            score_in_flight=obj.in_flight,
+            score_queued=obj.queued,
+        )
+
+    def _generator_requests(self) -> int:
+        return sum(stat.completed for stat in self._router.statistics())
+
+    async def _run_all(self, samples: Sequence[Sample]) -> None:
         window = asyncio.Semaphore(self._concurrency.samples_in_flight)
+        self._tasks = {}
         async with asyncio.TaskGroup() as group:
             for sample in samples:
-                await window.acquire()  # backpressure: no task exists beyond the window
-                group.create_task(self._guarded(sample, window, progress), name=sample.id)
+                if not self._stopping:
+                    await window.acquire()  # backpressure: no task exists beyond the window
+                if self._stopping or sample.id in self._cancel_requested:
+                    if not self._stopping:
+                        window.release()
+                    self._ended(sample, CANCELLED)
+                    continue
+                self._tasks[sample.id] = group.create_task(
+                    self._guarded(sample, window), name=sample.id
+                )
 
-    def _gauges(self) -> dict[str, int]:
-        gen = self._router.statistics()
-        emb = self._embeddings.statistics()
-        return {
-            "gen_in_flight": sum(stat.in_flight for stat in gen),
-            "gen_limit": sum(stat.limit for stat in gen),
-            "gen_waiting": sum(stat.waiting for stat in gen),
-            "score_batches_in_flight": emb.batches_in_flight,
-            "score_queued": emb.queued,
-        }
+    def _ended(self, sample: Sample, status: str, error: str | None = None) -> None:
+        counts = self._counts
+        if status == DONE:
+            counts.done += 1
+        elif status == FAILED:
+            counts.failed += 1
+            counts.failures.append((sample.id, error or ""))
+        else:
+            counts.cancelled += 1
+        self._on_event(SampleFinished(sample.id, status, error))
 
-    async def _guarded(self, sample: Sample, window: asyncio.Semaphore, progress: Progress) -> None:
+    async def _guarded(self, sample: Sample, window: asyncio.Semaphore) -> None:
         try:
             with structlog.contextvars.bound_contextvars(sample_id=sample.id):
-                await self._run_sample(sample, progress)
-            progress.sample_finished(ok=True)
+                await self._run_sample(sample)
+            self._ended(sample, DONE)
+        except asyncio.CancelledError:
+            if sample.id not in self._cancel_requested:
+                raise  # the whole run is being cancelled
+            log.info("sample_cancelled", sample_id=sample.id)
+            self._ended(sample, CANCELLED)
         except (ConfigError, StoreError):
             raise  # the whole run cannot go on
         except Exception as exc:  # one bad sample never takes down the run
@@ -184,83 +327,78 @@ class Scheduler:
             if not isinstance(exc, MilsError):
                 log.exception("sample_crashed", sample_id=sample.id)
             log.warning("sample_failed", sample_id=sample.id, source=sample.source, error=reason)
-            self._failures.append((sample.id, reason))
             await asyncio.to_thread(self._store.finish_sample, sample.id, error=reason)
-            progress.sample_finished(ok=False)
+            self._ended(sample, FAILED, reason)
         finally:
             window.release()
 
-    async def _run_sample(self, sample: Sample, progress: Progress) -> None:
+    async def _read_inputs(self, sample: Sample) -> dict[str, bytes]:
+        missing = sorted(set(self._readers) - set(sample.inputs))
+        if missing:
+            raise InputError(
+                f"sample {sample.id!r} has no input {', '.join(map(repr, missing))}; "
+                f"this task takes {', '.join(sorted(self._readers))}",
+                source=sample.source,
+            )
+        return {name: await read.read(sample.inputs[name]) for name, read in self._readers.items()}
+
+    async def _run_sample(self, sample: Sample) -> None:
         committed = await asyncio.to_thread(self._store.progress, sample.id)
+        objective = self._objective
         optimizer = SampleOptimizer(
-            sample.id, self._loop, higher_is_better=self._task.higher_is_better
+            sample.id, self._loop, higher_is_better=objective.higher_is_better
         )
-        data = await self._reader.read(sample.source)
-        raw_target = await self._retrier.call(self._scorer.embed_target, data)
-        await asyncio.shield(self._pool_task)
-        target = self._check_target(raw_target)
-        initial = [] if committed.last is not None else self._ranked_pool(target)
+        target: Any = await objective.prepare(await self._read_inputs(sample))
+        assert self._pool_ready is not None
+        await asyncio.shield(self._pool_ready)
+        initial = [] if committed.last is not None else await objective.score_pool(target)
         optimizer.restore(
             committed.last,
             initial=initial,
-            initial_texts=self._pool_set,
+            initial_texts=objective.pool_texts,
             scored_texts=committed.scored_texts,
             best_history=committed.best_history,
         )
         while not optimizer.done:
             plan = optimizer.plan_step()
-            # One attempt per try; a retry may land on another endpoint.
-            reply = await self._retrier.call(
-                self._router.complete,
-                build_messages(self._task, plan.shown, self._loop.requested),
+            messages = build_messages(
+                self._task,
+                plan.shown,
+                self._loop.requested,
+                higher_is_better=objective.higher_is_better,
             )
-            parsed = parse_candidates(reply)
-            if not parsed:
+            # One attempt per try; a retry may land on another endpoint.
+            reply = await self._retrier.call(self._router.complete, messages)
+            parsed = parse_reply(reply, max_chars=self._task.max_candidate_chars)
+            if parsed.too_long:
+                self._counts.too_long += parsed.too_long
+                log.info("candidates_too_long", step=plan.step, dropped=parsed.too_long)
+            if not parsed.candidates:
                 log.info("no_candidates_parsed", step=plan.step, reply_head=reply[:200])
-            fresh = optimizer.accept(plan, parsed)
-            self._empty_replies += not fresh
-            new: list[tuple[str, float]] = []
-            if fresh:
-                scores = (await self._embeddings.embed(fresh)) @ target
-                pairs = zip(fresh, scores.tolist(), strict=True)
-                new = [(text, score) for text, score in pairs if math.isfinite(score)]
-                if len(new) < len(fresh):
-                    log.warning(
-                        "candidates_unscorable", step=plan.step, dropped=len(fresh) - len(new)
-                    )
-            record = optimizer.commit(plan, new)
-            await asyncio.to_thread(self._store.commit_step, sample.id, record)
-            self._candidates_scored += len(new)
-            progress.step_committed()
+            fresh = optimizer.accept(plan, parsed.candidates)
+            self._counts.empty_replies += not fresh
+            evaluations = await objective.evaluate(target, fresh)
+            new = [(text, e) for text, e in zip(fresh, evaluations, strict=True) if e]
+            if len(new) < len(fresh):
+                log.warning("candidates_unscorable", step=plan.step, dropped=len(fresh) - len(new))
+            record = optimizer.commit(plan, [(text, e.value) for text, e in new])
+            await asyncio.to_thread(self._store.commit_step, sample.id, record, _details(new))
+            self._counts.candidates_scored += len(new)
+            self._counts.steps += 1
+            best_score, best_text = record.best
+            self._on_event(StepCommitted(sample.id, record.step, best_text, best_score, len(new)))
             log.debug(
                 "step_committed",
                 step=record.step,
-                best=round(record.best[0], 4),
+                best=round(best_score, 4),
                 new=len(new),
-                parsed=len(parsed),
+                parsed=len(parsed.candidates),
             )
         await asyncio.to_thread(self._store.finish_sample, sample.id)
 
-    def _ranked_pool(self, target: np.ndarray) -> list[tuple[float, str]]:
-        """The initial pool scored against `target`, in `rank` order (numpy, not Python)."""
-        scores = self._pool_matrix @ target
-        key = -scores if self._task.higher_is_better else scores
-        order = np.argsort(key, kind="stable").tolist()
-        values, texts = scores.tolist(), self._pool_texts
-        return [(values[i], texts[i]) for i in order]
 
-    def _check_target(self, raw: np.ndarray) -> np.ndarray:
-        target = normalise(np.asarray(raw).reshape(1, -1), endpoint=self._scorer.name)[0]
-        if target.shape[0] != self._pool_matrix.shape[1]:
-            # This sample fails; a real mismatch of models shows as every sample failing.
-            raise InvalidResponse(
-                f"target embedding has dim {target.shape[0]} but text embeddings have dim "
-                f"{self._pool_matrix.shape[1]}; the text and target models on "
-                f"{self._scorer.name} must come from the same encoder pair",
-                endpoint=self._scorer.name,
-            )
-        return target
-
-
-async def _noop() -> None:
-    """Stands in for the pool embedding when every sample is already done."""
+def _details(new: Sequence[tuple[str, Evaluation]]) -> list[Evaluation] | None:
+    """The evaluations to store beside the values, or None when they hold nothing more."""
+    if all(not e.terms and e.artefact is None for _, e in new):
+        return None
+    return [e for _, e in new]

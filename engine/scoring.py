@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import numpy as np
-import structlog
 
-from engine.config import ConcurrencyConfig
-from engine.errors import InvalidResponse, MilsError
-from engine.protocols import Scorer
-from engine.retry import Retrier
+from mils.engine.config import ConcurrencyConfig
+from mils.engine.errors import InvalidResponse, MilsError
+from mils.engine.logs import get_logger
+from mils.engine.protocols import Scorer
+from mils.engine.retry import Retrier
 
 __all__ = ["EmbeddingStatistics", "TextEmbeddings", "normalise"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def normalise(vectors: np.ndarray, *, endpoint: str) -> np.ndarray:

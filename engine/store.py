@@ -2,11 +2,13 @@
 
 Layout of a run directory:
 
-    run.db          samples, steps (one row per committed step), candidates (every scored text)
+    run.db          samples, steps (one row per committed step), candidates (every scored text,
+                    with its named terms and artefact where the objective gives them)
     config.json     the run's configuration (no secrets), enough to resume it
     pool.txt        the initial pool the run started from
     log.jsonl       structured logs
     results.jsonl   one line per sample, written at the end of every run or resume
+    artefacts/      media made while scoring (rendered images), one folder per sample
     .lock           held (flock) by the engine process working on the directory
 
 Each finished step is one transaction: its step row, its candidates and the sample's
@@ -20,25 +22,37 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RunLocked, StoreError
-from engine.optimizer import StepRecord
+from mils.engine.errors import ConfigError, RunLocked, StoreError
+from mils.engine.objectives import Evaluation
+from mils.engine.optimizer import StepRecord
 
-__all__ = ["RunStore", "SampleProgress", "SampleRow"]
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "RunStore",
+    "SampleProgress",
+    "SampleRow",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     id TEXT PRIMARY KEY,
     ord INTEGER NOT NULL,
     source TEXT NOT NULL,
+    inputs TEXT,
     status TEXT NOT NULL DEFAULT 'pending',
     error TEXT,
     steps_done INTEGER NOT NULL DEFAULT 0,
@@ -63,11 +77,19 @@ CREATE TABLE IF NOT EXISTS candidates (
     pos INTEGER NOT NULL,
     text TEXT NOT NULL,
     score REAL NOT NULL,
+    terms TEXT,
+    artefact TEXT,
     PRIMARY KEY (sample_id, step, pos)
 );
 """
+# Columns added since the first release, for run directories written before them.
+_ADDED_COLUMNS = {"samples": ("inputs",), "candidates": ("terms", "artefact")}
 
 DONE, FAILED, PENDING, RUNNING = "done", "failed", "pending", "running"
+CANCELLED = "cancelled"
+"""Reported for a sample stopped by the caller; stored as it was (a resume continues it)."""
+ARTEFACTS = "artefacts"
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +99,7 @@ class SampleRow:
     status: str
     error: str | None
     steps_done: int
+    inputs: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +125,12 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
         except sqlite3.Error as exc:
             self._lock_file.close()
             raise StoreError(
                 f"cannot open the run database {run_dir / 'run.db'}: {exc}; "
-                "check the path and permissions, or start a new run with another --out"
+                "check the path and permissions, or start a new run with another `out`"
             ) from exc
 
     @classmethod
@@ -115,7 +139,7 @@ class RunStore:
         run_dir: Path,
         config: dict[str, Any],
         pool: Sequence[str],
-        samples: Sequence[tuple[str, str]] = (),
+        samples: Sequence[tuple[str, Mapping[str, str]]] = (),
     ) -> RunStore:
         """Start a new run directory; refuses one that already holds a run.
 
@@ -126,7 +150,7 @@ class RunStore:
         if _holds_samples(run_dir / "run.db"):
             raise StoreError(
                 f"{run_dir} already holds a run; continue it with `mils resume {run_dir}` "
-                "or pass another --out"
+                "or pass another `out`"
             )
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,14 +173,14 @@ class RunStore:
         if not (run_dir / "run.db").is_file() or not (run_dir / "config.json").is_file():
             raise StoreError(
                 f"{run_dir} is not a run directory (no run.db/config.json); "
-                "pass the --out directory of an earlier `mils caption`"
+                "pass the `out` directory of an earlier run"
             )
         store = cls(run_dir)
         if not store.samples():
             store.close()
             raise StoreError(
                 f"{run_dir} holds no samples: the run was stopped while it was being "
-                f"created; start it again with the same `mils caption ... --out {run_dir}`"
+                f"created; start it again with the same inputs and `out` {run_dir}"
             )
         return store
 
@@ -178,6 +202,13 @@ class RunStore:
         handle.flush()
         return handle
 
+    def _add_missing_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -194,9 +225,12 @@ class RunStore:
     def samples(self) -> list[SampleRow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, source, status, error, steps_done FROM samples ORDER BY ord"
+                "SELECT id, source, status, error, steps_done, inputs FROM samples ORDER BY ord"
             ).fetchall()
-        return [SampleRow(sid, _source_out(src), *rest) for sid, src, *rest in rows]
+        return [
+            SampleRow(sid, _source_out(src), status, error, done, _inputs_out(inputs, src))
+            for sid, src, status, error, done, inputs in rows
+        ]
 
     def progress(self, sample_id: str) -> SampleProgress:
         """The committed steps of a sample, for resuming it."""
@@ -226,18 +260,46 @@ class RunStore:
 
     # -- writing ------------------------------------------------------------------
 
-    def add_samples(self, samples: Sequence[tuple[str, str]]) -> None:
-        """Register (id, source) pairs in input order."""
+    def add_samples(self, samples: Sequence[tuple[str, Mapping[str, str]]]) -> None:
+        """Register (id, inputs) pairs in input order; inputs map input names to sources.
+
+        Raises:
+            ConfigError: an id is not a safe file name (it names the sample's artefact folder).
+        """
+        for sid, _ in samples:
+            if not _SAFE_ID.fullmatch(sid):
+                raise ConfigError(
+                    f"sample id {sid!r} is not usable; use letters, digits, '.', '_' and '-' "
+                    "only, not starting with '.'"
+                )
+        rows = [
+            (sid, i, _source_in(_display(inputs)), json.dumps(dict(inputs)))
+            for i, (sid, inputs) in enumerate(samples)
+        ]
         with self._lock, self._transaction():
             self._db.executemany(
-                "INSERT INTO samples (id, ord, source) VALUES (?, ?, ?)",
-                [(sid, i, _source_in(source)) for i, (sid, source) in enumerate(samples)],
+                "INSERT INTO samples (id, ord, source, inputs) VALUES (?, ?, ?, ?)", rows
             )
 
-    def commit_step(self, sample_id: str, record: StepRecord) -> None:
-        """Commit one finished step atomically."""
+    def commit_step(
+        self,
+        sample_id: str,
+        record: StepRecord,
+        details: Sequence[Evaluation] | None = None,
+    ) -> None:
+        """Commit one finished step atomically.
+
+        `details` holds the evaluations of `record.new` (same order) when they carry terms
+        or artefacts; artefact files are written first, so a committed row never names a
+        missing file.
+        """
         now = time.time()
         score, text = record.best
+        extra = self._write_details(sample_id, record.step, details) if details else None
+        rows = [
+            (sample_id, record.step, i, t, s, *(extra[i] if extra else (None, None)))
+            for i, (t, s) in enumerate(record.new)
+        ]
         with self._lock, self._transaction():
             self._db.execute(
                 "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -253,8 +315,9 @@ class RunStore:
                 ),
             )
             self._db.executemany(
-                "INSERT INTO candidates VALUES (?, ?, ?, ?, ?)",
-                [(sample_id, record.step, i, t, s) for i, (t, s) in enumerate(record.new)],
+                "INSERT INTO candidates (sample_id, step, pos, text, score, terms, artefact) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
             self._db.execute(
                 "UPDATE samples SET status = ?, steps_done = ?, best_text = ?, best_score = ?, "
@@ -287,19 +350,54 @@ class RunStore:
                 "check free disk space, then `mils resume` the run"
             ) from exc
 
+    def _write_details(
+        self, sample_id: str, step: int, details: Sequence[Evaluation]
+    ) -> list[tuple[str | None, str | None]]:
+        """Write the step's artefacts; return (terms JSON, artefact path) per candidate."""
+        out: list[tuple[str | None, str | None]] = []
+        folder = self.run_dir / ARTEFACTS / sample_id
+        for pos, evaluation in enumerate(details):
+            terms = json.dumps(dict(evaluation.terms)) if evaluation.terms else None
+            path = None
+            if (artefact := evaluation.artefact) is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"{step:04d}-{pos:04d}{artefact.suffix}"
+                _write_atomic(folder / name, artefact.data)
+                path = f"{ARTEFACTS}/{sample_id}/{name}"
+            out.append((terms, path))
+        return out
+
     # -- exports ------------------------------------------------------------------
+
+    def result(self, sample_id: str) -> dict[str, Any]:
+        """One sample's line of results.jsonl: status, best text, trajectory."""
+        results = self._results("WHERE id = ?", (sample_id,))
+        if not results:
+            raise StoreError(f"no sample {sample_id!r} in {self.run_dir}")
+        return results[0]
 
     def export_results(self) -> Path:
         """Write results.jsonl (atomically): one line per sample with its trajectory."""
+        path = self.run_dir / "results.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            for line in self._results("", ()):
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    def _results(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
             samples = self._db.execute(
-                "SELECT id, source, status, error, steps_done, best_text, best_score "
-                "FROM samples ORDER BY ord"
+                "SELECT id, source, inputs, status, error, steps_done, best_text, best_score "
+                f"FROM samples {where} ORDER BY ord",
+                args,
             ).fetchall()
             steps: dict[str, list[dict[str, Any]]] = {}
             for sid, step, text, score, mean, n_new in self._db.execute(
-                "SELECT sample_id, step, best_text, best_score, mean_top_k, n_new "
-                "FROM steps ORDER BY sample_id, step"
+                "SELECT sample_id, step, best_text, best_score, mean_top_k, n_new FROM steps "
+                f"WHERE sample_id IN (SELECT id FROM samples {where}) ORDER BY sample_id, step",
+                args,
             ):
                 steps.setdefault(sid, []).append(
                     {
@@ -310,23 +408,35 @@ class RunStore:
                         "new_candidates": n_new,
                     }
                 )
-        path = self.run_dir / "results.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as out:
-            for sid, source, status, error, done, text, score in samples:
-                line = {
-                    "sample_id": sid,
-                    "source": _printable(_source_out(source)),
-                    "status": status,
-                    "error": error,
-                    "steps": done,
-                    "best_text": text,
-                    "best_score": score,
-                    "trajectory": steps.get(sid, []),
-                }
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-        return path
+            best_details = {
+                sid: (terms, artefact)
+                for sid, terms, artefact in self._db.execute(
+                    "SELECT c.sample_id, c.terms, c.artefact FROM candidates c "
+                    "JOIN samples s ON s.id = c.sample_id AND s.best_text = c.text "
+                    f"WHERE (c.terms IS NOT NULL OR c.artefact IS NOT NULL) AND c.sample_id IN "
+                    f"(SELECT id FROM samples {where})",
+                    args,
+                )
+            }
+        lines = []
+        for sid, source, inputs, status, error, done, text, score in samples:
+            line = {
+                "sample_id": sid,
+                "source": _printable(_source_out(source)),
+                "inputs": {k: _printable(v) for k, v in _inputs_out(inputs, source).items()},
+                "status": status,
+                "error": error,
+                "steps": done,
+                "best_text": text,
+                "best_score": score,
+                "trajectory": steps.get(sid, []),
+            }
+            if sid in best_details:
+                terms, artefact = best_details[sid]
+                line["best_terms"] = json.loads(terms) if terms else None
+                line["best_artefact"] = artefact
+            lines.append(line)
+        return lines
 
 
 def _holds_samples(db_path: Path) -> bool:
@@ -343,10 +453,24 @@ def _holds_samples(db_path: Path) -> bool:
         return False
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
+
+
+def _display(inputs: Mapping[str, str]) -> str:
+    """The inputs as one line: the source itself when there is one (as `Sample.source`)."""
+    if len(inputs) == 1:
+        return next(iter(inputs.values()))
+    return ", ".join(f"{name}={source}" for name, source in inputs.items())
+
+
+def _inputs_out(value: str | None, source: str | bytes) -> dict[str, str]:
+    """Stored inputs; a run written before named inputs had one, its source."""
+    if value is None:
+        return {"input": _source_out(source)}
+    return dict(json.loads(value))
 
 
 def _source_in(source: str) -> str | bytes:

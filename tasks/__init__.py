@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from engine.errors import ConfigError
-from tasks.base import Task
-from tasks.image_caption import TASK as IMAGE_CAPTION
+from mils.engine.errors import ConfigError
+from mils.tasks.base import EmbeddingSpec, Input, InputKind, ObjectiveSpec, RenderSpec, Task
+from mils.tasks.image_caption import TASK as IMAGE_CAPTION
 
-__all__ = ["IMAGE_CAPTION", "TASKS", "Task", "get_task"]
+__all__ = [
+    "IMAGE_CAPTION",
+    "TASKS",
+    "EmbeddingSpec",
+    "Input",
+    "InputKind",
+    "ObjectiveSpec",
+    "RenderSpec",
+    "Task",
+    "get_task",
+]
 
 TASKS: dict[str, Task] = {task.name: task for task in (IMAGE_CAPTION,)}
 

@@ -1,15 +1,77 @@
-"""What every task declares: its prompt, its pool, its objective, its defaults."""
+"""What every task declares: its inputs, its objective, its prompt, its pool, its defaults.
+
+A task is data. `mils` (the composition root) reads it to choose readers for the inputs,
+build the objective from the adapters, and fill in the loop defaults; the engine sees only
+the prompt part (`mils.engine.protocols.TaskSpec`) and the objective it is handed.
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import LoopConfig
+from mils.engine.config import LoopConfig
+from mils.engine.errors import ConfigError
+from mils.engine.prompt import MAX_CANDIDATE_CHARS
 
-__all__ = ["DATA_DIR", "Task"]
+__all__ = [
+    "DATA_DIR",
+    "EmbeddingSpec",
+    "Input",
+    "InputKind",
+    "ObjectiveSpec",
+    "RenderSpec",
+    "Task",
+]
 
 DATA_DIR = Path(__file__).parent / "data"
+
+
+class InputKind(enum.Enum):
+    """What a sample input is; it decides the reader (and, for targets, the scorer model)."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    TEXT = "text"
+    """The source is the text itself (a prompt to improve)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Input:
+    """One named input of every sample of a task."""
+
+    name: str
+    kind: InputKind
+    help: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddingSpec:
+    """Cosine of text and target embeddings (captioning): higher is better."""
+
+    target: str
+    """The input the texts are compared with."""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderSpec:
+    """Render each text, score the media as named terms, rank by their weighted sum."""
+
+    renders: InputKind
+    """What the renderer makes from a text (an image)."""
+    weights: Mapping[str, float]
+    """Term name -> weight; the value is the sum of weight x term."""
+    higher_is_better: bool
+
+
+ObjectiveSpec = EmbeddingSpec | RenderSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,20 +80,40 @@ class Task:
 
     name: str
     """What the CLI calls it (`mils caption --task NAME`)."""
-    media: str
-    """Kind of target the scorer embeds ("image", ...)."""
+    summary: str
+    """One line for `mils tasks` and the help."""
+    inputs: tuple[Input, ...]
+    """The named inputs of each sample."""
+    objective: ObjectiveSpec
     system_prompt: str
     """The generator's system message."""
     prompt_template: str
-    """User message; `{candidates}` gets the scored lines, `{requested}` the count wanted.
-    Describe the reply format in words: numbered example lines would be parsed as
-    candidates whenever a model echoes the prompt."""
+    """User message; `{candidates}` gets the scored lines (worst first), `{requested}` the
+    count wanted. Describe the reply format in words: numbered example lines would be
+    parsed as candidates whenever a model echoes the prompt."""
     pool_file: Path
     """Default initial pool, one text per line."""
-    higher_is_better: bool = True
-    """Objective direction of the scorer's values."""
+    max_candidate_chars: int = MAX_CANDIDATE_CHARS
+    """Longer reply lines are not candidates."""
     loop: LoopConfig = field(default_factory=LoopConfig)
-    """Defaults of the loop for this task."""
+    """Defaults of the loop for this task (each overridable)."""
+
+    def __post_init__(self) -> None:
+        names = [spec.name for spec in self.inputs]
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"task {self.name!r} needs distinct input names, got {names}")
+        if isinstance(self.objective, EmbeddingSpec) and self.objective.target not in names:
+            raise ConfigError(
+                f"task {self.name!r}: objective target {self.objective.target!r} is not one "
+                f"of its inputs {names}"
+            )
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.objective.higher_is_better
+
+    def input(self, name: str) -> Input:
+        return next(spec for spec in self.inputs if spec.name == name)
 
     def load_pool(self, path: Path | None = None) -> list[str]:
         """The initial pool: stripped, non-empty, de-duplicated lines in file order."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.base import DATA_DIR, Task
+from mils.engine.config import LoopConfig
+from mils.tasks.base import DATA_DIR, EmbeddingSpec, Input, InputKind, Task
 
 __all__ = ["TASK"]
 
@@ -24,8 +25,11 @@ Reply with a numbered list only (1., 2., 3., ...), one new caption per line.
 
 TASK = Task(
     name="image-caption",
-    media="image",
+    summary="caption images: the text an image-text scorer finds closest to each image",
+    inputs=(Input(name="image", kind=InputKind.IMAGE, help="an image file"),),
+    objective=EmbeddingSpec(target="image"),
     system_prompt=SYSTEM_PROMPT,
     prompt_template=PROMPT_TEMPLATE,
     pool_file=DATA_DIR / "image_captions.txt",
+    loop=LoopConfig(steps=10, keep=50, requested=50),  # the MILS paper's image captioning
 )

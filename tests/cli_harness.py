@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.local_stack import TritonServer
+from mils.adapters.local_stack import TritonServer
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_MODELS = Path(__file__).resolve().parent / "reliability" / "triton_models"
@@ -69,7 +69,7 @@ def mils(
     extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "mils", *args],
         cwd=cwd,
         env=env(extra_env),
         capture_output=True,
@@ -82,7 +82,7 @@ def mils(
 def spawn(args: Sequence[str], cwd: Path) -> subprocess.Popen[bytes]:
     with (cwd / "spawned.log").open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", *args],
+            [sys.executable, "-m", "mils", *args],
             cwd=cwd,
             env=env(),
             stdout=out,

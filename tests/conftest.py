@@ -20,7 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tiny_clip import build_tiny_clip
 
-from adapters.local_stack import LlamaServer, TritonServer
+from mils.adapters.local_stack import LlamaServer, TritonServer
 
 REPO = Path(__file__).resolve().parents[1]
 TRITON_MODELS = ("toyclip_text", "toyclip_image", "clip_text", "clip_image")

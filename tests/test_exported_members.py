@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["engine", "adapters", "tasks"])
+@pytest.mark.parametrize("package", ["mils", "mils.engine", "mils.adapters", "mils.tasks"])
 def test_all_exports_are_complete_and_importable(package: str) -> None:
     """Every name in __all__ exists, and every public attribute is in __all__."""
     module = importlib.import_module(package)

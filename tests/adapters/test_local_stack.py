@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local_stack import LlamaServer, ServerInfo, TritonServer, load_state, save_state
-from engine.errors import ConfigError
+from mils.adapters.local_stack import LlamaServer, ServerInfo, TritonServer, load_state, save_state
+from mils.engine.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

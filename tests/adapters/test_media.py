@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.media import (
+from mils.adapters.media import (
     ImageReader,
     bundled_samples,
     expand_inputs,
     image_format,
     sample_id_for,
 )
-from engine.errors import InputError
+from mils.engine.errors import InputError
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32

@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.openai_generator import (
+from mils.adapters.openai_generator import (
     PLACEHOLDER_API_KEY,
     GeneratorSettings,
     OpenAIGenerator,
     parse_retry_after,
 )
-from engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, MilsError
-from engine.protocols import ChatMessage
+from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, MilsError
+from mils.engine.protocols import ChatMessage
 
 SECRET = "sk-test-9f8e7d6c5b4a-SECRET"
 MESSAGES: list[ChatMessage] = [{"role": "user", "content": "Describe the image."}]
@@ -237,7 +237,7 @@ async def test_5xx_is_retryable_and_keeps_the_status(
 
 @pytest.mark.parametrize(
     ("status", "fix"),
-    [("401", "MILS_TEST_KEY"), ("403", "MILS_TEST_KEY"), ("404", "--generator-model")],
+    [("401", "MILS_TEST_KEY"), ("403", "MILS_TEST_KEY"), ("404", "`model` names a served model")],
 )
 async def test_auth_and_not_found_are_config_errors(
     fake_server: FakeServer, secret_env: str, status: str, fix: str
@@ -326,7 +326,7 @@ async def test_key_never_in_repr_or_logs(fake_server: FakeServer, secret_env: st
     ("changes", "named"),
     [
         ({"base_url": "127.0.0.1:8000/v1"}, "base_url"),
-        ({"model": " "}, "--generator-model"),
+        ({"model": " "}, "pass `model` NAME"),
         ({"temperature": -0.1}, "temperature"),
         ({"temperature": float("nan")}, "temperature"),
         ({"top_p": 0.0}, "top_p"),

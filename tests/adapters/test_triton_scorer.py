@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapters.local_stack import TritonServer, free_port
-from adapters.triton_scorer import TritonScorer
-from engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, ModelNotReady
+from mils.adapters.local_stack import TritonServer, free_port
+from mils.adapters.triton_scorer import TritonScorer
+from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, ModelNotReady
 
 PROTOCOLS = ["grpc", "http"]
 
 
 def scorer(server: TritonServer, protocol: str = "grpc", **kwargs: str) -> TritonScorer:
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    models = {"text_model": "toyclip_text", "image_model": "toyclip_image"} | kwargs
+    models = {"text_model": "toyclip_text", "target_model": "toyclip_image"} | kwargs
     return TritonScorer(url, protocol=protocol, timeout=30, **models)  # type: ignore[arg-type]
 
 

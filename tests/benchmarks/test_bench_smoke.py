@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from adapters.openai_generator import GeneratorSettings, OpenAIGenerator
 from benchmarks.llm_server import (
     LLMCostModel,
     LoadLLMServer,
@@ -21,9 +20,10 @@ from benchmarks.llm_server import (
 )
 from benchmarks.run import run_scenario
 from benchmarks.scenarios import SCENARIOS, quick
-from engine.prompt import build_messages, parse_candidates
-from engine.protocols import ChatMessage
-from tasks import IMAGE_CAPTION
+from mils.adapters.openai_generator import GeneratorSettings, OpenAIGenerator
+from mils.engine.prompt import build_messages, parse_candidates
+from mils.engine.protocols import ChatMessage
+from mils.tasks import IMAGE_CAPTION
 
 CAPACITY = 4
 COST = LLMCostModel(capacity=CAPACITY, prefill_ms=300, decode_tokens_per_s=50_000, seed=7)

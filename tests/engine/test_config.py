@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, from_dict, to_dict
-from engine.errors import ConfigError
+from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, from_dict, to_dict
+from mils.engine.errors import ConfigError
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"steps": 0}, "steps must be >= 1"),
-        ({"steps": -3}, "--steps"),
+        ({"steps": -3}, "pass `steps` 1 or more"),
         ({"keep": 0}, "keep must be >= 1"),
         ({"requested": 0}, "requested must be >= 1"),
         ({"exploration": 1.5}, "exploration must be within"),
-        ({"exploration": -0.1}, "--exploration"),
+        ({"exploration": -0.1}, "pass `exploration` 0.1"),
         ({"patience": 0}, "patience"),
     ],
 )
@@ -28,7 +28,7 @@ def test_invalid_loop_values_are_refused(kwargs: dict[str, object], message: str
 
 def test_invalid_concurrency_and_retry_values_are_refused() -> None:
     """Zero windows and negative delays are configuration errors."""
-    with pytest.raises(ConfigError, match="--samples-in-flight"):
+    with pytest.raises(ConfigError, match="pass `samples_in_flight` 1 or more"):
         ConcurrencyConfig(samples_in_flight=0)
     with pytest.raises(ConfigError, match="attempts"):
         RetryConfig(attempts=0)

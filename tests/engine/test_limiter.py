@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from engine.errors import EndpointUnavailable
-from engine.limiter import AdaptiveLimit, EndpointLimiter
+from mils.engine.errors import EndpointUnavailable
+from mils.engine.limiter import AdaptiveLimit, EndpointLimiter
 
 
 def server_latency(in_flight: float, capacity: int, base: float = 1.0) -> float:

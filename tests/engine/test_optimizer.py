@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import LoopConfig
-from engine.optimizer import SampleOptimizer, rank
+from mils.engine.config import LoopConfig
+from mils.engine.optimizer import SampleOptimizer, rank
 
 POOL = [(0.1 * i, f"text {i}") for i in range(10)]  # text 9 is best
 

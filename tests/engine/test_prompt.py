@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.prompt import MAX_CANDIDATE_CHARS, parse_candidates, render_candidates, render_prompt
+from mils.engine.prompt import (
+    MAX_CANDIDATE_CHARS,
+    parse_candidates,
+    render_candidates,
+    render_prompt,
+)
 
 
 def test_render_lists_scores_at_three_decimals_worst_first() -> None:

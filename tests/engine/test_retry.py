@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from engine.config import RetryConfig
-from engine.errors import EndpointUnavailable, InvalidResponse, RetriesExhausted
-from engine.retry import Retrier
+from mils.engine.config import RetryConfig
+from mils.engine.errors import EndpointUnavailable, InvalidResponse, RetriesExhausted
+from mils.engine.retry import Retrier
 
 
 class Flaky:

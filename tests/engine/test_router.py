@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from engine.errors import EndpointUnavailable
-from engine.protocols import ChatMessage
-from engine.router import GeneratorRouter
+from mils.engine.errors import EndpointUnavailable
+from mils.engine.protocols import ChatMessage
+from mils.engine.router import GeneratorRouter
 
 MESSAGES: list[ChatMessage] = [{"role": "user", "content": "hi"}]
 
@@ -69,7 +69,7 @@ async def test_failing_endpoint_is_cooled_down_then_probed(
 ) -> None:
     """After 3 straight failures an endpoint gets nothing until its cool-down ends."""
     clock = Clock()
-    monkeypatch.setattr("engine.router.time", clock)
+    monkeypatch.setattr("mils.engine.router.time", clock)
     bad, good = Endpoint("bad", failing=True), Endpoint("good")
     router = GeneratorRouter([bad, good], limit=1, cooldown_s=5)
     while bad.calls < 3:

@@ -9,11 +9,13 @@ import pytest
 from fakes import FakeGenerator, FakeReader, FakeScorer
 from structlog.testing import capture_logs
 
-from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
-from engine.errors import EndpointUnavailable
-from engine.scheduler import Sample, Scheduler
-from engine.store import RunStore
-from tasks import get_task
+from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
+from mils.engine.errors import EndpointUnavailable
+from mils.engine.objectives import EmbeddingObjective
+from mils.engine.retry import Retrier
+from mils.engine.scheduler import Sample, Scheduler
+from mils.engine.store import RunStore
+from mils.tasks import get_task
 
 POOL = [f"pool caption {i}" for i in range(20)]
 NO_WAIT = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
@@ -21,31 +23,37 @@ NO_WAIT = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
 
 def open_store(path: Path, samples: list[Sample]) -> RunStore:
     store = RunStore.create(path, {}, POOL)
-    store.add_samples([(s.id, s.source) for s in samples])
+    store.add_samples([(s.id, s.inputs) for s in samples])
     return store
 
 
 def scheduler(
     store: RunStore, generator: FakeGenerator, *, steps: int = 3, in_flight: int = 4
 ) -> Scheduler:
+    concurrency = ConcurrencyConfig(
+        samples_in_flight=in_flight, score_wait_ms=1.0, generator_cooldown_s=0.01
+    )
+    retrier = Retrier(NO_WAIT)
     return Scheduler(
         task=get_task("image-caption"),
         loop=LoopConfig(steps=steps, keep=5, requested=3),
-        concurrency=ConcurrencyConfig(
-            samples_in_flight=in_flight, score_wait_ms=1.0, generator_cooldown_s=0.01
-        ),
-        retry=NO_WAIT,
+        concurrency=concurrency,
+        retrier=retrier,
         generator=generator,
-        scorer=FakeScorer(max_batch_size=16),
-        reader=FakeReader(),
+        objective=EmbeddingObjective(
+            FakeScorer(max_batch_size=16),
+            target="image",
+            concurrency=concurrency,
+            retrier=retrier,
+        ),
+        readers={"image": FakeReader()},
         store=store,
-        show_progress=False,
     )
 
 
 async def test_every_sample_runs_every_step(tmp_path: Path) -> None:
     """Ten samples, three steps each: thirty committed steps, one generator call per step."""
-    samples = [Sample(f"s{i}", f"img{i}") for i in range(10)]
+    samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(10)]
     store = open_store(tmp_path / "run", samples)
     gen = FakeGenerator()
     summary = await scheduler(store, gen).run(samples, POOL)
@@ -59,19 +67,23 @@ async def test_every_sample_runs_every_step(tmp_path: Path) -> None:
 
 async def test_initial_pool_is_embedded_once_per_run(tmp_path: Path) -> None:
     """Pool texts are embedded once whatever the number of samples."""
-    samples = [Sample(f"s{i}", f"img{i}") for i in range(6)]
+    samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(6)]
     store = open_store(tmp_path / "run", samples)
     sched = scheduler(store, FakeGenerator(lambda n: "1. shared caption\n2. another one"))
     summary = await sched.run(samples, POOL)
     # 20 pool texts + the 2 distinct generated texts, each once.
-    assert summary.texts_embedded == 22
+    assert summary.texts_evaluated == 22
     assert summary.candidates_scored == 12  # both new texts scored for each sample, once
     store.close()
 
 
 async def test_bad_sample_fails_alone_with_its_reason(tmp_path: Path) -> None:
     """An unreadable input fails its sample; the others finish."""
-    samples = [Sample("good1", "img1"), Sample("bad", "bad.png"), Sample("good2", "img2")]
+    samples = [
+        Sample("good1", {"image": "img1"}),
+        Sample("bad", {"image": "bad.png"}),
+        Sample("good2", {"image": "img2"}),
+    ]
     store = open_store(tmp_path / "run", samples)
     summary = await scheduler(store, FakeGenerator()).run(samples, POOL)
     assert (summary.done, summary.failed) == (2, 1)
@@ -83,7 +95,7 @@ async def test_bad_sample_fails_alone_with_its_reason(tmp_path: Path) -> None:
 
 async def test_reply_without_candidates_is_logged_and_the_loop_goes_on(tmp_path: Path) -> None:
     """A chatty reply with no list is a step with zero new candidates, not a failure."""
-    samples = [Sample("s", "img")]
+    samples = [Sample("s", {"image": "img"})]
     store = open_store(tmp_path / "run", samples)
     with capture_logs() as logs:
         summary = await scheduler(store, FakeGenerator(lambda n: "I like this image!")).run(
@@ -102,7 +114,7 @@ async def test_generator_down_fails_samples_with_the_url(tmp_path: Path) -> None
         async def complete(self, messages):  # type: ignore[no-untyped-def]
             raise EndpointUnavailable("connection refused", endpoint=self.endpoint, kind="connect")
 
-    samples = [Sample("a", "img1"), Sample("b", "img2")]
+    samples = [Sample("a", {"image": "img1"}), Sample("b", {"image": "img2"})]
     store = open_store(tmp_path / "run", samples)
     summary = await scheduler(store, Down()).run(samples, POOL)
     assert summary.failed == 2 and summary.faults == {"connect": 4}
@@ -112,7 +124,7 @@ async def test_generator_down_fails_samples_with_the_url(tmp_path: Path) -> None
 
 async def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> None:
     """A run cancelled mid-way resumes with no step lost or repeated."""
-    samples = [Sample(f"s{i}", f"img{i}") for i in range(4)]
+    samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(4)]
     store = open_store(tmp_path / "run", samples)
 
     class Slow(FakeGenerator):
@@ -139,9 +151,9 @@ async def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> 
 
 async def test_unscorable_texts_are_dropped_alone(tmp_path: Path) -> None:
     """A NaN embedding drops that candidate (and that pool text); the sample carries on."""
-    samples = [Sample("s", "img")]
+    samples = [Sample("s", {"image": "img"})]
     store = RunStore.create(tmp_path / "run", {}, [*POOL, "pool NaN text"])
-    store.add_samples([("s", "img")])
+    store.add_samples([("s", {"image": "img"})])
     gen = FakeGenerator(lambda n: f"1. good {n}\n2. NaN bad {n}")
     with capture_logs() as logs:
         summary = await scheduler(store, gen).run(samples, [*POOL, "pool NaN text"])
@@ -156,10 +168,24 @@ async def test_unscorable_texts_are_dropped_alone(tmp_path: Path) -> None:
 async def test_echoed_prompt_yields_no_candidate(tmp_path: Path) -> None:
     """An LLM that parrots the prompt yields no candidate: every scored line it repeats was
     shown, and the template describes the list format in words, not numbered examples."""
-    samples = [Sample("s", "img")]
+    samples = [Sample("s", {"image": "img"})]
     store = open_store(tmp_path / "run", samples)
     gen = FakeGenerator()
     gen._reply = lambda n: gen.prompts[-1]  # the user message, verbatim
     summary = await scheduler(store, gen).run(samples, POOL)
     assert (summary.done, summary.steps, summary.candidates_scored) == (1, 3, 0)
+    store.close()
+
+
+async def test_a_reused_scheduler_counts_each_run_alone(tmp_path: Path) -> None:
+    """A second `run` on the same scheduler reports only its own work."""
+    first = [Sample("a", {"image": "img1"})]
+    second = [Sample("b", {"image": "img2"})]
+    store = open_store(tmp_path / "run", [*first, *second])
+    sched = scheduler(store, FakeGenerator())
+    one = await sched.run(first, POOL)
+    two = await sched.run([*first, *second], POOL)
+    assert (one.done, one.steps, one.generator_requests) == (1, 3, 3)
+    assert (two.done, two.skipped, two.steps, two.generator_requests) == (2, 1, 3, 3)
+    assert two.texts_evaluated == 9  # its 9 new texts; the pool is cached from the first run
     store.close()

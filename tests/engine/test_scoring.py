@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from fakes import FakeScorer, vector
 
-from engine.config import ConcurrencyConfig, RetryConfig
-from engine.errors import InvalidResponse, RetriesExhausted
-from engine.retry import Retrier
-from engine.scoring import TextEmbeddings, normalise
+from mils.engine.config import ConcurrencyConfig, RetryConfig
+from mils.engine.errors import InvalidResponse, RetriesExhausted
+from mils.engine.retry import Retrier
+from mils.engine.scoring import TextEmbeddings, normalise
 
 FAST_RETRY = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
 

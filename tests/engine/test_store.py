@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import RunLocked, StoreError
-from engine.optimizer import StepRecord
-from engine.store import RunStore
+from mils.engine.errors import RunLocked, StoreError
+from mils.engine.optimizer import StepRecord
+from mils.engine.store import RunStore
 
 
 def record(step: int, best: float = 0.5) -> StepRecord:
@@ -26,7 +26,7 @@ def record(step: int, best: float = 0.5) -> StepRecord:
 @pytest.fixture
 def store(tmp_path: Path) -> RunStore:
     s = RunStore.create(tmp_path / "run", {"task": "t"}, ["p1", "p2"])
-    s.add_samples([("a", "a.png"), ("b", "b.png")])
+    s.add_samples([("a", {"image": "a.png"}), ("b", {"image": "b.png"})])
     yield s
     s.close()
 

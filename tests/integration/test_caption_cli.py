@@ -11,8 +11,8 @@ import pytest
 from cli_harness import SECRET, mils, results, spawn, step_rows
 from cli_harness import endpoint_args as cli_endpoint_args
 
-from adapters.local_stack import LlamaServer, TritonServer, free_port, load_state
-from adapters.media import bundled_samples
+from mils.adapters.local_stack import LlamaServer, TritonServer, free_port, load_state
+from mils.adapters.media import bundled_samples
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from cli_harness import MODELS, model_repository
 
-from adapters.local_stack import TritonServer
 from benchmarks.llm_server import LLMCostModel, LoadLLMServer
+from mils.adapters.local_stack import TritonServer
 
 
 @pytest.fixture(scope="session")

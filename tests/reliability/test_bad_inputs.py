@@ -16,9 +16,9 @@ import pytest
 from cli_harness import SMALL_LOOP, endpoint_args, mils, query, results
 from fault_proxy import FaultProxy
 
-from adapters.local_stack import TritonServer, free_port
 from benchmarks.llm_server import LoadLLMServer
-from engine.cli import main
+from mils.adapters.local_stack import TritonServer, free_port
+from mils.cli import main
 
 pytestmark = pytest.mark.integration
 

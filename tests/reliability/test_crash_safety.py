@@ -13,8 +13,8 @@ import pytest
 from cli_harness import SMALL_LOOP, assert_complete, endpoint_args, mils, query, spawn, step_rows
 from fault_proxy import FaultProxy
 
-from adapters.local_stack import TritonServer
 from benchmarks.llm_server import LoadLLMServer
+from mils.adapters.local_stack import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 from cli_harness import SMALL_LOOP, assert_complete, endpoint_args, log_events, mils, query
 from fault_proxy import FAULT_KINDS, FaultProxy, spread
 
-from adapters.local_stack import TritonServer
 from benchmarks.llm_server import LoadLLMServer
+from mils.adapters.local_stack import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from cli_harness import (
 )
 from fault_proxy import FaultProxy
 
-from adapters.local_stack import TritonServer
 from benchmarks.llm_server import LoadLLMServer
+from mils.adapters.local_stack import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import pytest
 from cli_harness import SECRET, SMALL_LOOP, endpoint_args, mils, query
 from fault_proxy import FaultProxy
 
-from adapters.local_stack import TritonServer
 from benchmarks.llm_server import LoadLLMServer
+from mils.adapters.local_stack import TritonServer
 
 pytestmark = pytest.mark.integration
 

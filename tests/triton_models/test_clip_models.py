@@ -9,15 +9,15 @@ import numpy as np
 from PIL import Image
 from tiny_clip import TINY_PROJECTION_DIM
 
-from adapters.local_stack import TritonServer
-from adapters.triton_scorer import TritonScorer
-from engine.errors import InvalidResponse
+from mils.adapters.local_stack import TritonServer
+from mils.adapters.triton_scorer import TritonScorer
+from mils.engine.errors import InvalidResponse
 
 
 def clip_scorer(server: TritonServer, protocol: str = "grpc") -> TritonScorer:
     url = server.grpc_url if protocol == "grpc" else server.http_url
     return TritonScorer(
-        url, text_model="clip_text", image_model="clip_image", protocol=protocol, timeout=60
+        url, text_model="clip_text", target_model="clip_image", protocol=protocol, timeout=60
     )  # type: ignore[arg-type]
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from engine.errors import EndpointUnavailable, InputError
-from engine.protocols import ChatMessage
+from mils.engine.errors import EndpointUnavailable, InputError
+from mils.engine.protocols import ChatMessage
 
 DIM = 16
 

@@ -9,26 +9,42 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.logs import configure_logging
+from mils.adapters.local_stack import LlamaServer, TritonServer, load_state, save_state
+from mils.engine import ConfigError
+from mils.engine.logs import configure_logging
 
 __all__ = [
     "LOCAL_IMAGE_MODEL",
     "LOCAL_TEXT_MODEL",
-    "MODEL_REPOSITORY",
     "STATE_DIR",
     "cmd_local",
     "local_urls",
+    "model_repository",
 ]
 
 STATE_DIR = Path(".mils")
-MODEL_REPOSITORY = Path(__file__).resolve().parents[1] / "triton_models"
+_HERE = Path(__file__).resolve().parent
+
+
+def model_repository(path: Path | None = None) -> Path:
+    """The Triton model repository to serve: `path`, else the one shipped with mils.
+
+    A wheel carries it as `mils/triton_models`; a source checkout has it beside `mils/`.
+    """
+    for candidate in (path,) if path else (_HERE / "triton_models", _HERE.parent / "triton_models"):
+        if candidate is not None and (candidate / "toyclip_text" / "config.pbtxt").is_file():
+            return candidate
+    raise ConfigError(
+        f"no Triton model repository at {path or _HERE / 'triton_models'}; pass "
+        "--model-repository with a folder holding toyclip_text/ and toyclip_image/"
+    )
+
+
 LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL = "toyclip_text", "toyclip_image"
 
 
 def local_urls() -> dict[str, str]:
     """Endpoints of the running local stack, or {} when it is not (fully) running."""
-    from adapters.local_stack import load_state
-
     servers = load_state(STATE_DIR / "local.json")
     if not all(name in servers and servers[name].is_running() for name in ("llama", "triton")):
         return {}
@@ -42,8 +58,6 @@ def local_urls() -> dict[str, str]:
 
 def cmd_local(args: argparse.Namespace) -> int:
     """Start, stop or describe the local stack."""
-    from adapters.local_stack import LlamaServer, TritonServer, load_state, save_state
-
     state_file = STATE_DIR / "local.json"
     servers = load_state(state_file)
     if args.action == "status":
@@ -67,8 +81,9 @@ def cmd_local(args: argparse.Namespace) -> int:
         return 0
     configure_logging(console_level="info")
     logs = STATE_DIR / "logs"
+    repository = model_repository(args.model_repository)
     triton = TritonServer(
-        model_repository=MODEL_REPOSITORY,
+        model_repository=repository,
         log_path=logs / "triton.log",
         models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL),
         detach=True,

@@ -1,4 +1,4 @@
-"""The `mils` command line: the one place that wires tasks, engine and adapters together.
+"""The `mils` command line: a client of the public API (`mils.open_run`, `mils.resume_run`).
 
     mils caption INPUTS... [--out RUN_DIR] [endpoints] [loop] [concurrency]
     mils resume RUN_DIR [endpoint overrides]
@@ -6,15 +6,17 @@
     mils demo
 
 Endpoints default to the local stack started by `mils local up` (state in ./.mils/), so
-after `mils local up` a plain `mils caption photos/*.jpg` works offline.
+after `mils local up` a plain `mils caption photos/*.jpg` works offline. The library's
+errors name parameters (`steps`); this module shows them as the flags that set them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import dataclasses
 import json
+import re
 import signal
 import sys
 import time
@@ -25,24 +27,36 @@ from typing import Any, TypeVar
 
 import structlog
 
-from engine._local import (
+import mils
+from mils._api import Run, load_run_config, open_run, resume_run
+from mils._config import generator_settings, scorer_settings
+from mils._display import show_progress
+from mils._local import (
     LOCAL_IMAGE_MODEL,
     LOCAL_TEXT_MODEL,
-    MODEL_REPOSITORY,
     STATE_DIR,
     cmd_local,
     local_urls,
+    model_repository,
 )
-from engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, from_dict
-from engine.errors import ConfigError, MilsError
-from engine.logs import configure_logging
-from engine.retry import Retrier
-from engine.scheduler import RunSummary, Sample, Scheduler
-from engine.store import RunStore
+from mils.adapters import GeneratorSettings, ScorerSettings, bundled_samples, expand_inputs
+from mils.adapters.local_stack import LlamaServer, TritonServer
+from mils.engine import (
+    ConcurrencyConfig,
+    ConfigError,
+    LoopConfig,
+    MilsError,
+    RetryConfig,
+    RunSummary,
+    configure_logging,
+)
+from mils.engine.config import from_dict
+from mils.engine.logs import get_logger
+from mils.tasks import TASKS, get_task
 
 __all__ = ["main"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -50,6 +64,36 @@ DEMO_LOOP = LoopConfig(steps=3, keep=12, requested=8)
 DEMO_MAX_TOKENS = 400
 EXIT_FAILED_SAMPLES, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
 DEFAULT_GENERATOR_TIMEOUT = 300.0
+_LOOP_FIELDS = {f.name for f in dataclasses.fields(LoopConfig)}
+
+# Library parameters (named in error messages as `name`) and the flags that set them.
+_FLAGS = {
+    "api_key_file": "--generator-api-key-file",
+    "base_url": "--generator-url",
+    "model": "--generator-model",
+    "out": "--out",
+    "pool": "--init-pool",
+    "read_timeout": "--generator-timeout",
+    "retries": "--retries",
+    "target_model": "--image-model",
+    "text_model": "--text-model",
+    **{
+        name: "--" + name.replace("_", "-")
+        for name in (
+            *_LOOP_FIELDS,
+            "samples_in_flight",
+            "generator_in_flight",
+            "score_batch",
+            "score_in_flight",
+            "score_wait_ms",
+        )
+    },
+}
+
+
+def _for_cli(message: str) -> str:
+    """A library message with its parameter names (`steps`) shown as flags (--steps)."""
+    return re.sub(r"`(\w+)`", lambda m: _FLAGS.get(m[1], m[0]), message)
 
 
 # -- arguments ---------------------------------------------------------------------
@@ -132,22 +176,33 @@ def _run_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mils", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mils",
+        description="Run MILS: a text-only LLM proposes texts, a pretrained scorer scores "
+        "them against your images, the best go back into the prompt, and the loop repeats.",
+    )
+    parser.add_argument("--version", action="version", version=f"mils {mils.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cap = sub.add_parser("caption", help="caption images with the MILS loop")
     cap.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
-    cap.add_argument("--task", default="image-caption")
+    cap.add_argument(
+        "--task",
+        default="image-caption",
+        help="; ".join(f"{t.name}: {t.summary}" for t in TASKS.values()),
+    )
     cap.add_argument("--out", type=Path, help="run directory (default runs/<task>-<time>)")
     cap.add_argument("--init-pool", type=Path, help="initial pool, one text per line")
-    loop = LoopConfig()
-    cap.add_argument("--steps", type=int, default=loop.steps)
-    cap.add_argument("--keep", type=int, default=loop.keep)
-    cap.add_argument("--requested", type=int, default=loop.requested)
-    cap.add_argument("--exploration", type=float, default=loop.exploration)
-    cap.add_argument("--patience", type=int, default=loop.patience)
-    cap.add_argument("--top-k", type=int, default=loop.top_k)
-    cap.add_argument("--seed", type=int, default=loop.seed)
+    lp = cap.add_argument_group("the loop (defaults: the task's own, shown for image-caption)")
+    lp.add_argument("--steps", type=int, help="optimisation steps per sample (10)")
+    lp.add_argument("--keep", type=int, help="top candidates shown and carried on (50)")
+    lp.add_argument("--requested", type=int, help="new candidates asked for per step (50)")
+    lp.add_argument(
+        "--exploration", type=float, help="fraction of shown slots given to random picks (0)"
+    )
+    lp.add_argument("--patience", type=int, help="stop a sample after N steps without gain (off)")
+    lp.add_argument("--top-k", type=int, help="K of the mean-of-top-K recorded per step (10)")
+    lp.add_argument("--seed", type=int, help="seed of the exploration draws (0)")
     _endpoint_args(cap, defaults=True)
     _run_args(cap, defaults=True)
 
@@ -158,6 +213,11 @@ def _parser() -> argparse.ArgumentParser:
 
     loc = sub.add_parser("local", help="start/stop the offline local stack (llama.cpp + Triton)")
     loc.add_argument("action", choices=("up", "down", "status"))
+    loc.add_argument(
+        "--model-repository",
+        type=Path,
+        help="Triton model repository to serve (default: the one shipped with mils)",
+    )
 
     demo = sub.add_parser("demo", help="caption bundled sample images on a throwaway local stack")
     demo.add_argument("--out", type=Path, help="run directory (default runs/demo-<time>)")
@@ -168,7 +228,9 @@ def _parser() -> argparse.ArgumentParser:
 # -- configuration -----------------------------------------------------------------
 
 
-def _endpoints(args: argparse.Namespace, saved: dict[str, Any] | None = None) -> dict[str, Any]:
+def _endpoints(
+    args: argparse.Namespace, saved: dict[str, Any] | None = None
+) -> tuple[tuple[GeneratorSettings, ...], ScorerSettings]:
     """Generator and scorer settings: flags, else the saved run, else the local stack."""
     saved = saved or {}
     gen = dict(saved.get("generator", {}))
@@ -191,9 +253,10 @@ def _endpoints(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
         gen["model"] = args.generator_model
     if args.scorer_url:
         sc["url"] = args.scorer_url
-    for key in ("text_model", "image_model"):
-        if (value := getattr(args, key)) is not None:
-            sc[key] = value
+    if args.text_model is not None:
+        sc["text_model"] = args.text_model
+    if args.image_model is not None:
+        sc["target_model"] = args.image_model
     if "base_urls" not in gen or "url" not in sc:
         local = local_urls()
         if not local:
@@ -206,11 +269,11 @@ def _endpoints(args: argparse.Namespace, saved: dict[str, Any] | None = None) ->
         protocol = sc.get("protocol", "grpc")
         sc.setdefault("url", local["scorer_url" if protocol == "grpc" else "scorer_http_url"])
         sc.setdefault("text_model", LOCAL_TEXT_MODEL)
-        sc.setdefault("image_model", LOCAL_IMAGE_MODEL)
+        sc.setdefault("target_model", LOCAL_IMAGE_MODEL)
     gen.setdefault("model", "default")
-    sc.setdefault("text_model", "clip_text")
-    sc.setdefault("image_model", "clip_image")
-    return {"generator": gen, "scorer": sc}
+    scorer = scorer_settings(sc)
+    assert scorer is not None  # it has a url
+    return generator_settings(gen), scorer
 
 
 def _concurrency(args: argparse.Namespace, saved: dict[str, Any]) -> ConcurrencyConfig:
@@ -224,42 +287,24 @@ def _concurrency(args: argparse.Namespace, saved: dict[str, Any]) -> Concurrency
 # -- running -----------------------------------------------------------------------
 
 
-async def _execute(config: dict[str, Any], store: RunStore, show_progress: bool) -> RunSummary:
-    from adapters.media import ImageReader
-    from adapters.openai_generator import OpenAIGenerator
-    from adapters.triton_scorer import TritonScorer
-    from tasks import get_task
+def _drive(run: Run, args: argparse.Namespace) -> int:
+    """Run to the end with a live display; print the results and the summary."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(log_file=run.run_dir / "log.jsonl", console_level=args.log_level)
+    structlog.contextvars.bind_contextvars(run_id=run.run_dir.name)
 
-    task = get_task(config["task"])
-    sc = config["endpoints"]["scorer"]
-    samples = [Sample(row.id, row.source) for row in store.samples()]
-    retry = from_dict(RetryConfig, config["retry"])
-    scorer = TritonScorer(
-        sc["url"],
-        text_model=sc["text_model"],
-        image_model=sc["image_model"],
-        protocol=sc["protocol"],
-    )
-    # Servers that are still starting get the same retry policy as every other call.
-    await Retrier(retry).call(scorer.open)
-    async with contextlib.AsyncExitStack() as stack:
-        generators = [
-            await stack.enter_async_context(OpenAIGenerator(settings))
-            for settings in _generator_settings(config["endpoints"]["generator"])
-        ]
-        await stack.enter_async_context(scorer)
-        scheduler = Scheduler(
-            task=task,
-            loop=from_dict(LoopConfig, config["loop"]),
-            concurrency=from_dict(ConcurrencyConfig, config["concurrency"]),
-            retry=retry,
-            generator=generators,
-            scorer=scorer,
-            reader=ImageReader(),
-            store=store,
-            show_progress=show_progress,
-        )
-        return await scheduler.run(samples, store.pool())
+    async def work() -> RunSummary:
+        async with run, asyncio.TaskGroup() as group:
+            display = group.create_task(show_progress(run, enabled=not args.no_progress))
+            try:
+                async for _ in run:
+                    pass
+                return await run.wait()
+            finally:
+                display.cancel()
+
+    summary = _run_to_end(work, run.run_dir)
+    return _report(summary, run.run_dir)
 
 
 def _run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
@@ -282,9 +327,9 @@ def _run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
         raise SystemExit(EXIT_INTERRUPTED) from None
 
 
-def _report(summary: RunSummary, store: RunStore) -> int:
+def _report(summary: RunSummary, run_dir: Path) -> int:
     """Print the best text per sample (stdout) and the run's summary (stderr)."""
-    results = store.export_results()
+    results = run_dir / "results.jsonl"
     with results.open(encoding="utf-8") as lines:
         for row in map(json.loads, lines):
             if row["status"] == "failed":
@@ -296,6 +341,9 @@ def _report(summary: RunSummary, store: RunStore) -> int:
         _count(summary.replies_without_candidates, "reply", "replies") + " without candidates"
         if summary.replies_without_candidates
         else "",
+        _count(summary.candidates_too_long, "line", "lines") + " too long to be candidates"
+        if summary.candidates_too_long
+        else "",
         _count(summary.texts_unscorable, "text", "texts") + " unscorable"
         if summary.texts_unscorable
         else "",
@@ -304,7 +352,7 @@ def _report(summary: RunSummary, store: RunStore) -> int:
     print(
         f"\n{summary.done}/{summary.samples} samples done, {summary.failed} failed, "
         f"{summary.steps} steps in {summary.wall_s:.1f} s ({rate:.2f} steps/s); "
-        f"{summary.candidates_scored} candidates scored, {summary.texts_embedded} texts embedded"
+        f"{summary.candidates_scored} candidates scored, {summary.texts_evaluated} texts embedded"
         + "".join(f"; {note}" for note in notes if note)
         + f"\nresults: {results}",
         file=sys.stderr,
@@ -316,114 +364,52 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _open_logging(run_dir: Path, args: argparse.Namespace) -> None:
-    configure_logging(log_file=run_dir / "log.jsonl", console_level=args.log_level)
-    structlog.contextvars.bind_contextvars(run_id=run_dir.name)
-
-
-def _new_run(args: argparse.Namespace, loop: LoopConfig, pool_file: Path | None) -> int:
-    from adapters.media import expand_inputs, sample_id_for
-    from tasks import get_task
-
+def _cmd_caption(args: argparse.Namespace, *, loop: LoopConfig | None = None) -> int:
     task = get_task(args.task)
-    pool = _load_pool(task, pool_file)
+    given = {k: v for k, v in vars(args).items() if k in _LOOP_FIELDS and v is not None}
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ConfigError("no inputs; pass image files, directories or glob patterns")
-    run_dir = args.out or Path("runs") / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config: dict[str, Any] = {
-        "task": task.name,
-        "loop": asdict(loop),
-        "concurrency": asdict(_concurrency(args, {})),
-        "retry": asdict(RetryConfig(attempts=args.retries)),
-        "endpoints": _endpoints(args),
-    }
-    _generator_settings(config["endpoints"]["generator"])  # before anything is written
-    taken: set[str] = set()
-    samples = [(sample_id_for(p, taken), p) for p in paths]
-    store = RunStore.create(run_dir, config, pool, samples)
-    _open_logging(run_dir, args)
-    print(f"run directory: {run_dir} ({len(paths)} samples)", file=sys.stderr)
-    try:
-        summary = _run_to_end(lambda: _execute(config, store, not args.no_progress), run_dir)
-        return _report(summary, store)
-    finally:
-        store.close()
-
-
-def _load_pool(task: Any, pool_file: Path | None) -> list[str]:
-    """The initial pool, refusing files that cannot give a real one."""
-    source = pool_file or task.pool_file
-    try:
-        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(
-            f"cannot read the initial pool {str(source)!r} ({reason}); pass --init-pool "
-            "with a UTF-8 text file, one text per line"
-        ) from None
-    lines = [line for line in lines if line]
-    pool: list[str] = task.load_pool(pool_file)
-    if not pool:
-        raise ConfigError(
-            f"initial pool {source} has no text lines; pass --init-pool with one text per line"
-        )
-    if len(pool) == 1 and len(lines) > 1:
-        raise ConfigError(
-            f"initial pool {source} holds {len(lines)} lines but they are all the same text; "
-            "pass --init-pool with distinct texts"
-        )
-    if len(pool) < len(lines):
-        log.warning(
-            "initial_pool_duplicates_dropped", pool=str(source), lines=len(lines), unique=len(pool)
-        )
-    return pool
-
-
-def _generator_settings(saved: dict[str, Any]) -> list[Any]:
-    """One GeneratorSettings per generator URL (validates: ConfigError; reads no key)."""
-    from adapters.openai_generator import GeneratorSettings
-
-    values = dict(saved)
-    urls = values.pop("base_urls")
-    if values.get("api_key_file"):
-        values["api_key_file"] = Path(values["api_key_file"])
-    return [GeneratorSettings(base_url=url, **values) for url in urls]
-
-
-def _cmd_caption(args: argparse.Namespace) -> int:
-    loop = from_dict(LoopConfig, vars(args))  # the loop flags are named after its fields
-    return _new_run(args, loop, args.init_pool)
+    generator, scorer = _endpoints(args)
+    run = open_run(
+        task,
+        paths,
+        generator=generator,
+        scorer=scorer,
+        out=args.out or Path("runs") / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        loop=loop or replace(task.loop, **given),
+        concurrency=_concurrency(args, {}),
+        retry=RetryConfig(attempts=args.retries),
+        pool=args.init_pool,
+    )
+    print(f"run directory: {run.run_dir} ({len(paths)} samples)", file=sys.stderr)
+    return _drive(run, args)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    store = RunStore.open(args.run_dir)
-    try:
-        config = store.config()
-        config["endpoints"] = _endpoints(args, config["endpoints"])
-        config["concurrency"] = asdict(_concurrency(args, config["concurrency"]))
-        if args.retries is not None:
-            config["retry"] = asdict(replace(RetryConfig(**config["retry"]), attempts=args.retries))
-        _open_logging(args.run_dir, args)
-        summary = _run_to_end(lambda: _execute(config, store, not args.no_progress), args.run_dir)
-        return _report(summary, store)
-    finally:
-        store.close()
+    saved = load_run_config(args.run_dir)
+    generator, scorer = _endpoints(args, saved.to_json()["endpoints"])
+    retry = saved.retry if args.retries is None else replace(saved.retry, attempts=args.retries)
+    run = resume_run(
+        args.run_dir,
+        generator=generator,
+        scorer=scorer,
+        concurrency=_concurrency(args, asdict(saved.concurrency)),
+        retry=retry,
+    )
+    return _drive(run, args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from adapters.local_stack import LlamaServer, TritonServer
-    from adapters.media import bundled_samples
-
-    configure_logging(console_level="warning")
     steps = args.steps
+    configure_logging(console_level="warning")
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     images = bundled_samples(STATE_DIR / "samples")
     logs = STATE_DIR / "logs"
     print("starting the local stack (llama.cpp + SmolLM2, Triton) ...", file=sys.stderr)
     with (
         TritonServer(
-            model_repository=MODEL_REPOSITORY,
+            model_repository=model_repository(),
             log_path=logs / "demo-triton.log",
             models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL),
         ) as triton,
@@ -453,7 +439,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 str(out),
             ]
         )
-        return _new_run(args, replace(DEMO_LOOP, steps=steps), None)
+        return _cmd_caption(args, loop=replace(DEMO_LOOP, steps=steps))
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -470,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except MilsError as exc:
-        print(f"mils: error: {exc}", file=sys.stderr)
+        print(f"mils: error: {_for_cli(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except BaseExceptionGroup as group:
         # Errors that stop a run surface from inside task groups, wrapped: show the
@@ -479,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if matched is None or rest is not None:
             raise
         for error in _leaves(matched):
-            print(f"mils: error: {error}", file=sys.stderr)
+            print(f"mils: error: {_for_cli(str(error))}", file=sys.stderr)
         return EXIT_CONFIG
 
 

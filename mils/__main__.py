@@ -1,0 +1,5 @@
+"""`python -m mils`: the same as the `mils` console script."""
+
+from mils.cli import main
+
+raise SystemExit(main())

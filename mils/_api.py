@@ -1,0 +1,564 @@
+"""The public async API: open a run, stream its results, cancel it, resume it.
+
+This is the composition root: the one place that wires a task, the engine and the adapters
+together. The CLI is a client of it, like any program that embeds the engine:
+
+    async with mils.open_run("image-caption", ["a.jpg", "b.jpg"], generator=..., scorer=...,
+                             out="runs/r1") as run:
+        async for result in run:          # typed results, as samples finish
+            print(result.sample_id, result.best_text)
+    run.summary                           # what the run did
+
+A `Run` owns its work: leaving the `async with` block stops what is still running (the
+committed steps stay, and `resume_run` continues them). Library code never prints; errors
+name parameters (`steps`, `out`), which the CLI maps to its flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from mils._config import RunConfig
+from mils.adapters import (
+    GeneratorSettings,
+    ImageReader,
+    OpenAIGenerator,
+    ScorerSettings,
+    TextReader,
+    sample_id_for,
+)
+from mils.engine import (
+    ConcurrencyConfig,
+    ConfigError,
+    Generator,
+    LoopConfig,
+    MediaReader,
+    MediaScorer,
+    MilsError,
+    Renderer,
+    RetryConfig,
+    RunStore,
+    Scorer,
+    StoreError,
+)
+from mils.engine.logs import get_logger
+from mils.engine.objectives import EmbeddingObjective, Objective, RenderThenScore, WeightedSum
+from mils.engine.retry import Retrier
+from mils.engine.scheduler import (
+    Event,
+    RunStatistics,
+    RunSummary,
+    Sample,
+    SampleFinished,
+    Scheduler,
+)
+from mils.tasks import EmbeddingSpec, InputKind, Task, get_task
+
+__all__ = ["Run", "SampleResult", "StepResult", "load_run_config", "open_run", "resume_run"]
+
+log = get_logger(__name__)
+
+GeneratorArg = GeneratorSettings | Generator | Sequence[GeneratorSettings] | Sequence[Generator]
+ScorerArg = ScorerSettings | Scorer
+InputArg = str | os.PathLike[str] | Mapping[str, str] | Sample
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One committed step of a sample."""
+
+    step: int
+    best_text: str
+    best_score: float
+    mean_top_k: float
+    new_candidates: int
+
+
+@dataclass(frozen=True, slots=True)
+class SampleResult:
+    """Where one sample ended: its best text and how it got there."""
+
+    sample_id: str
+    inputs: Mapping[str, str]
+    status: str
+    """"done", "failed" (see `error`) or "cancelled" (a resume continues it)."""
+    error: str | None
+    steps: int
+    best_text: str | None
+    best_score: float | None
+    trajectory: tuple[StepResult, ...]
+    best_terms: Mapping[str, float] | None = None
+    """Named terms of the best text's value, when the objective has several."""
+    best_artefact: Path | None = None
+    """Media made for the best text (a rendered image), inside the run directory."""
+
+    @classmethod
+    def _from_row(cls, row: Mapping[str, Any], run_dir: Path) -> SampleResult:
+        artefact = row.get("best_artefact")
+        return cls(
+            sample_id=row["sample_id"],
+            inputs=row["inputs"],
+            status=row["status"],
+            error=row["error"],
+            steps=row["steps"],
+            best_text=row["best_text"],
+            best_score=row["best_score"],
+            trajectory=tuple(StepResult(**step) for step in row["trajectory"]),
+            best_terms=row.get("best_terms"),
+            best_artefact=run_dir / artefact if artefact else None,
+        )
+
+
+def open_run(
+    task: str | Task,
+    inputs: Iterable[InputArg],
+    *,
+    generator: GeneratorArg,
+    scorer: ScorerArg | None = None,
+    out: str | os.PathLike[str],
+    loop: LoopConfig | None = None,
+    concurrency: ConcurrencyConfig | None = None,
+    retry: RetryConfig | None = None,
+    pool: Sequence[str] | str | os.PathLike[str] | None = None,
+    renderer: Renderer | None = None,
+    media_scorer: MediaScorer | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> Run:
+    """Start a new run in the directory `out` (created; refused if it holds a run already).
+
+    Args:
+        task: a task name (`mils.TASKS`) or a `Task`.
+        inputs: one per sample: a source (a file path) for a task with one input, a mapping
+            input name -> source, or a `Sample` with its own id. Ids come from file names.
+        generator: settings of one or several OpenAI-compatible endpoints (saved, so the
+            run can be resumed), or your own `Generator` objects (not saved).
+        scorer: settings of a Triton encoder pair, or your own `Scorer` (embedding tasks).
+        out: the run directory.
+        loop: the loop settings; default: the task's own (`task.loop`).
+        pool: the initial pool: texts, or a file with one per line; default: the task's.
+        renderer, media_scorer: the two halves of a render-then-score task's objective.
+        on_event: called on the event loop for every committed step and finished sample.
+
+    Raises:
+        ConfigError: a setting, the pool or the inputs are unusable (nothing was written).
+    """
+    spec = task if isinstance(task, Task) else get_task(task)
+    samples = _samples(spec, inputs)
+    texts, repeated = _pool(spec, pool)
+    generators, generator_objects = _split_generators(generator)
+    config = RunConfig(
+        task=spec.name,
+        loop=loop or spec.loop,
+        concurrency=concurrency or ConcurrencyConfig(),
+        retry=retry or RetryConfig(),
+        generator=generators,
+        scorer=scorer if isinstance(scorer, ScorerSettings) else None,
+    )
+    run_dir = Path(out)
+
+    def create() -> RunStore:
+        entries = [(s.id, s.inputs) for s in samples]
+        return RunStore.create(run_dir, config.to_json(), texts, entries)
+
+    return Run(
+        run_dir,
+        create,
+        spec,
+        config,
+        _Parts(generator_objects, scorer, renderer, media_scorer),
+        on_event,
+        pool_repeats=repeated,
+    )
+
+
+def resume_run(
+    out: str | os.PathLike[str],
+    *,
+    generator: GeneratorArg | None = None,
+    scorer: ScorerArg | None = None,
+    concurrency: ConcurrencyConfig | None = None,
+    retry: RetryConfig | None = None,
+    renderer: Renderer | None = None,
+    media_scorer: MediaScorer | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> Run:
+    """Continue every unfinished sample of the run in `out` from its last committed step.
+
+    Endpoints, concurrency and retries default to what the run saved; pass them to change
+    them (servers moved, a run made with your own objects). The task and the loop stay.
+    """
+    run_dir = Path(out)
+    saved = load_run_config(run_dir)
+    generators, generator_objects = (
+        _split_generators(generator) if generator is not None else (saved.generator, ())
+    )
+    config = replace(
+        saved,
+        concurrency=concurrency or saved.concurrency,
+        retry=retry or saved.retry,
+        generator=generators,
+        scorer=scorer if isinstance(scorer, ScorerSettings) else saved.scorer,
+    )
+    return Run(
+        run_dir,
+        lambda: RunStore.open(run_dir),
+        get_task(config.task),
+        config,
+        _Parts(generator_objects, scorer, renderer, media_scorer),
+        on_event,
+    )
+
+
+def load_run_config(out: str | os.PathLike[str]) -> RunConfig:
+    """The configuration a run directory was made with (its config.json).
+
+    Raises:
+        StoreError: `out` is not a run directory.
+        ConfigError: its config.json is not a run configuration.
+    """
+    path = Path(out) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(
+            f"{out} is not a run directory (no config.json); pass the `out` directory of "
+            "an earlier run"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a run configuration")
+    return RunConfig.from_json(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """What the caller passed as live objects (used as they are, owned by the caller)."""
+
+    generators: tuple[Generator, ...] = ()
+    scorer: ScorerArg | None = None
+    renderer: Renderer | None = None
+    media_scorer: MediaScorer | None = None
+
+
+@dataclass(slots=True)
+class _Live:
+    store: RunStore
+    scheduler: Scheduler
+    runner: asyncio.Task[RunSummary]
+    finished: asyncio.Queue[SampleFinished | None] = field(default_factory=asyncio.Queue)
+
+
+class Run:
+    """A run in progress: iterate it for results, `wait()` for its summary, `cancel()` it.
+
+    Made by `open_run` or `resume_run`; use it as an async context manager. Iterate it once
+    (`async for result in run`); it yields a `SampleResult` as each sample of this run
+    ends, then raises the run's error if it stopped on one.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        open_store: Callable[[], RunStore],
+        task: Task,
+        config: RunConfig,
+        parts: _Parts,
+        on_event: Callable[[Event], None] | None,
+        pool_repeats: int = 0,
+    ) -> None:
+        self.run_dir = run_dir
+        self.task = task
+        self.config = config
+        self._open_store = open_store
+        self._parts = parts
+        self._on_event = on_event
+        self._pool_repeats = pool_repeats
+        """Repeated pool lines dropped; logged once the run opens (so into its log)."""
+        self._stack = contextlib.AsyncExitStack()
+        self._live: _Live | None = None
+        self.summary: RunSummary | None = None
+        """What the run did, once it has ended."""
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Run:
+        if self._live is not None:
+            raise ConfigError("this run is already open; open a new one with resume_run")
+        try:
+            await self._start()
+        except BaseException as exc:
+            await self._stack.aclose()
+            raise _unwrapped(exc) from None
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        live = self._live
+        try:
+            if live is not None and not live.runner.done():
+                if exc is None:
+                    live.scheduler.cancel_all()  # left early: stop samples, keep the summary
+                else:
+                    live.runner.cancel()
+                with contextlib.suppress(BaseException):
+                    await live.runner
+            if live is not None and _succeeded(live.runner):
+                self.summary = live.runner.result()
+        finally:
+            await self._stack.aclose()
+
+    async def _start(self) -> None:
+        if self._pool_repeats:
+            log.warning("initial_pool_duplicates_dropped", dropped=self._pool_repeats)
+        store = await asyncio.to_thread(self._open_store)
+        self._stack.callback(store.close)
+        self._stack.push_async_callback(asyncio.to_thread, store.export_results)
+        retrier = Retrier(self.config.retry)
+        generators = await self._generators()
+        objective = await self._objective(retrier)
+        scheduler = Scheduler(
+            task=self.task,
+            loop=self.config.loop,
+            concurrency=self.config.concurrency,
+            retrier=retrier,
+            generator=generators,
+            objective=objective,
+            readers=_readers(self.task),
+            store=store,
+            on_event=self._event,
+        )
+        samples = [Sample(row.id, row.inputs) for row in store.samples()]
+        live = _Live(store, scheduler, asyncio.create_task(scheduler.run(samples, store.pool())))
+        live.runner.add_done_callback(lambda _: live.finished.put_nowait(None))
+        self._live = live
+
+    async def _generators(self) -> list[Generator]:
+        if self._parts.generators:
+            return list(self._parts.generators)
+        if not self.config.generator:
+            raise ConfigError(
+                "no generator: this run was made with generator objects, which are not "
+                "saved; pass `generator` again"
+            )
+        return [
+            await self._stack.enter_async_context(OpenAIGenerator(settings))
+            for settings in self.config.generator
+        ]
+
+    async def _objective(self, retrier: Retrier) -> Objective:
+        spec = self.task.objective
+        if isinstance(spec, EmbeddingSpec):
+            scorer = await self._scorer(retrier)
+            return EmbeddingObjective(
+                scorer, target=spec.target, concurrency=self.config.concurrency, retrier=retrier
+            )
+        if self._parts.renderer is None or self._parts.media_scorer is None:
+            raise ConfigError(
+                f"task {self.task.name!r} renders its candidates; pass `renderer` and "
+                "`media_scorer`"
+            )
+        return RenderThenScore(
+            renderer=self._parts.renderer,
+            scorer=self._parts.media_scorer,
+            combine=WeightedSum(spec.weights),
+            higher_is_better=spec.higher_is_better,
+            in_flight=self.config.concurrency.score_in_flight,
+            retrier=retrier,
+        )
+
+    async def _scorer(self, retrier: Retrier) -> Scorer:
+        given = self._parts.scorer
+        if given is not None and not isinstance(given, ScorerSettings):
+            return given
+        if self.config.scorer is None:
+            raise ConfigError(
+                "no scorer: pass `scorer` (ScorerSettings for a Triton encoder pair, or your "
+                "own Scorer)"
+            )
+        scorer = self.config.scorer.build()
+        # Servers that are still starting get the same retry policy as every other call.
+        await retrier.call(scorer.open)
+        self._stack.push_async_callback(scorer.aclose)
+        return scorer
+
+    def _event(self, event: Event) -> None:
+        if isinstance(event, SampleFinished):
+            assert self._live is not None
+            self._live.finished.put_nowait(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # a caller's display must not stop the run
+                log.exception("event_callback_failed", event=type(event).__name__)
+
+    # -- using it ------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[SampleResult]:
+        return self._results()
+
+    async def _results(self) -> AsyncIterator[SampleResult]:
+        live = self._opened()
+        while (event := await live.finished.get()) is not None:
+            row = await asyncio.to_thread(live.store.result, event.sample_id)
+            result = SampleResult._from_row(row, self.run_dir)
+            yield replace(result, status=event.status) if event.status != result.status else result
+        await self.wait()
+
+    async def wait(self) -> RunSummary:
+        """Wait for the run to end and return its summary.
+
+        Raises:
+            MilsError: the run stopped on an error that concerns it whole (a bad setting,
+                a scorer that cannot embed the pool, an unwritable run directory).
+        """
+        live = self._opened()
+        try:
+            self.summary = await asyncio.shield(live.runner)
+        except BaseExceptionGroup as group:
+            raise _unwrapped(group) from None
+        return self.summary
+
+    def cancel(self, sample_id: str | None = None) -> bool:
+        """Stop one sample, or every sample when `sample_id` is None.
+
+        Committed steps stay; stopped samples end with status "cancelled" and a resume
+        continues them. Returns False when that sample is not running.
+        """
+        live = self._opened()
+        if sample_id is None:
+            live.scheduler.cancel_all()
+            return True
+        return live.scheduler.cancel_sample(sample_id)
+
+    def statistics(self) -> RunStatistics:
+        """A snapshot of the run's progress (samples, steps, requests in flight)."""
+        return self._opened().scheduler.statistics()
+
+    def _opened(self) -> _Live:
+        if self._live is None:
+            raise ConfigError("the run is not open; use `async with mils.open_run(...) as run`")
+        return self._live
+
+
+def _split_generators(
+    arg: GeneratorArg,
+) -> tuple[tuple[GeneratorSettings, ...], tuple[Generator, ...]]:
+    items = [arg] if isinstance(arg, GeneratorSettings) or not isinstance(arg, Sequence) else arg
+    if not items:
+        raise ConfigError("`generator` is empty; pass at least one generator endpoint")
+    settings = tuple(item for item in items if isinstance(item, GeneratorSettings))
+    objects = tuple(item for item in items if not isinstance(item, GeneratorSettings))
+    if settings and objects:
+        raise ConfigError("`generator` mixes settings and objects; pass one kind")
+    return settings, objects
+
+
+def _samples(task: Task, inputs: Iterable[InputArg]) -> list[Sample]:
+    taken: set[str] = set()
+    samples: list[Sample] = []
+    names = [spec.name for spec in task.inputs]
+    for item in inputs:
+        if isinstance(item, Sample):
+            sample = item
+            taken.add(item.id)
+        elif isinstance(item, Mapping):
+            first = item.get(names[0], next(iter(item.values()), "sample"))
+            sample = Sample(sample_id_for(first, taken), dict(item))
+        else:
+            if len(names) != 1:
+                raise ConfigError(
+                    f"task {task.name!r} takes {len(names)} inputs per sample ({names}); "
+                    "pass each sample as a mapping of input name to source"
+                )
+            sample = Sample(sample_id_for(item, taken), {names[0]: os.fspath(item)})
+        unknown = sorted(set(sample.inputs) - set(names))
+        missing = sorted(set(names) - set(sample.inputs))
+        if unknown or missing:
+            raise ConfigError(
+                f"sample {sample.id!r} has inputs {sorted(sample.inputs)}; task "
+                f"{task.name!r} takes {names}"
+            )
+        samples.append(sample)
+    if not samples:
+        raise ConfigError("no inputs; pass `inputs` (files, or mappings of input name to source)")
+    if len({s.id for s in samples}) != len(samples):
+        raise ConfigError("sample ids repeat; give each `Sample` its own id")
+    return samples
+
+
+def _pool(task: Task, pool: Sequence[str] | str | os.PathLike[str] | None) -> tuple[list[str], int]:
+    """The initial pool (stripped, non-empty, distinct texts) and how many lines repeated.
+
+    Raises:
+        ConfigError: the pool cannot work (unreadable, empty, one text repeated).
+    """
+    if pool is None or isinstance(pool, (str, os.PathLike)):
+        source = Path(pool) if pool is not None else task.pool_file
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"cannot read the initial pool {str(source)!r} ({reason}); pass `pool` "
+                "with a UTF-8 text file, one text per line"
+            ) from None
+        where = str(source)
+    else:
+        lines, where = list(pool), "`pool`"
+    lines = [line.strip() for line in lines if line.strip()]
+    texts = list(dict.fromkeys(lines))
+    if not texts:
+        raise ConfigError(f"initial pool {where} has no text lines; pass `pool` with texts")
+    if len(texts) == 1 and len(lines) > 1:
+        raise ConfigError(
+            f"initial pool {where} holds {len(lines)} lines but they are all the same text; "
+            "pass `pool` with distinct texts"
+        )
+    return texts, len(lines) - len(texts)
+
+
+_READERS: dict[InputKind, Callable[[], MediaReader]] = {
+    InputKind.IMAGE: ImageReader,
+    InputKind.TEXT: TextReader,
+}
+
+
+def _readers(task: Task) -> dict[str, MediaReader]:
+    readers = {}
+    for spec in task.inputs:
+        if spec.kind not in _READERS:
+            raise ConfigError(
+                f"task {task.name!r} takes {spec.kind.value} input {spec.name!r}, which no "
+                "reader handles yet"
+            )
+        readers[spec.name] = _READERS[spec.kind]()
+    return readers
+
+
+def _succeeded(task: asyncio.Task[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The engine's own error inside task-group wrapping, else `exc` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(MilsError)
+        if matched is not None and rest is None:
+            leaf: BaseException = matched
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return leaf
+    return exc
