@@ -42,7 +42,7 @@ import openai
 
 from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse
 from mils.engine.logs import get_logger
-from mils.engine.protocols import ChatMessage
+from mils.engine.protocols import ChatMessage, Reply
 
 __all__ = [
     "DEFAULT_API_KEY_ENV",
@@ -62,7 +62,10 @@ log = get_logger(__name__)
 # The MILS paper's sampling defaults.
 DEFAULT_TEMPERATURE = 0.5
 DEFAULT_TOP_P = 0.9
-DEFAULT_MAX_TOKENS = 1024
+DEFAULT_MAX_TOKENS = 3000
+"""As in the MILS paper: 50 captions take 800-900 tokens, and a reply cut off by the limit
+loses its last line. Servers clamp it to their context (llama.cpp) or refuse a request that
+cannot fit (vLLM: lower it there)."""
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # A 50-line reply from a loaded server can take minutes; the engine's own deadlines sit above.
 DEFAULT_READ_TIMEOUT = 300.0
@@ -220,8 +223,8 @@ class OpenAIGenerator:
         """URL and model of the endpoint, for limits, logs and error messages."""
         return self._settings.endpoint
 
-    async def complete(self, messages: Sequence[ChatMessage]) -> str:
-        """Return the text of one chat completion for `messages`.
+    async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
+        """Return one chat completion for `messages` (its text; whether it was cut off).
 
         Raises:
             EndpointUnavailable: connect error, reset, timeout, 429, 5xx or a garbage 200
@@ -242,7 +245,7 @@ class OpenAIGenerator:
                 cast_to=object,
                 options=self._options,
             )
-        return _reply_text(completion, s.endpoint)
+        return _reply(completion, s.endpoint)
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -255,9 +258,10 @@ class OpenAIGenerator:
         await self.aclose()
 
 
-def _reply_text(completion: object, endpoint: str) -> str:
-    """Return choices[0].message.content of the decoded JSON reply, or raise saying what
-    was wrong (a garbled 200 reply is retried: EndpointUnavailable)."""
+def _reply(completion: object, endpoint: str) -> Reply:
+    """Return choices[0].message.content of the decoded JSON reply and whether it hit the
+    token limit, or raise saying what was wrong (a garbled 200 reply is retried:
+    EndpointUnavailable)."""
     if isinstance(completion, str):
         # The SDK returns the raw text when the body is not JSON.
         raise EndpointUnavailable(
@@ -285,7 +289,8 @@ def _reply_text(completion: object, endpoint: str) -> str:
             kind="no_content",
         )
     # JSON may carry lone surrogates ("\\ud800"); they cannot be stored or printed.
-    return content.encode("utf-8", "replace").decode("utf-8")
+    text = content.encode("utf-8", "replace").decode("utf-8")
+    return Reply(text, truncated=first.get("finish_reason") == "length")
 
 
 @contextlib.contextmanager

@@ -86,15 +86,16 @@ class _Baseline:
 
     async def generate(self, plan: StepPlan) -> str:
         self.count.requests += 1
-        return await self.generator.complete(
+        reply = await self.generator.complete(
             build_messages(self.task, plan.shown, self.loop.requested)
         )
+        return reply.text
 
     async def score_step(
         self, optimizer: SampleOptimizer, vector: np.ndarray, plan: StepPlan, reply: str
     ) -> None:
         """Re-embed the previous top `keep` with the new candidates, then commit."""
-        fresh = optimizer.accept(plan, parse_candidates(reply))
+        fresh, _ = optimizer.accept(plan, parse_candidates(reply))
         kept = [text for _, text in plan.kept]
         scores = (await self.embed_texts(kept + fresh)) @ vector
         new = list(zip(fresh, scores[len(kept) :].tolist(), strict=True))

@@ -38,6 +38,7 @@ from mils.engine.protocols import (
     MediaReader,
     MediaScorer,
     Renderer,
+    Reply,
     Scorer,
     TaskSpec,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "ObjectiveStatistics",
     "RenderThenScore",
     "Renderer",
+    "Reply",
     "Retrier",
     "RetriesExhausted",
     "RetryConfig",

@@ -14,6 +14,7 @@ from typing import Any
 from mils.engine.errors import ConfigError
 
 __all__ = [
+    "CANDIDATE_LIMIT_FACTOR",
     "DEFAULT_KEEP",
     "DEFAULT_REQUESTED",
     "DEFAULT_STEPS",
@@ -28,6 +29,7 @@ DEFAULT_KEEP = 50
 DEFAULT_REQUESTED = 50
 DEFAULT_STEPS = 10
 DEFAULT_TOP_K = 10
+CANDIDATE_LIMIT_FACTOR = 4
 DEFAULT_SAMPLES_IN_FLIGHT = 256
 DEFAULT_COOLDOWN_S = 5.0
 DEFAULT_SCORE_BATCH = 64
@@ -57,6 +59,10 @@ class LoopConfig:
     """Stop a sample early when its best has not improved for this many steps."""
     top_k: int = DEFAULT_TOP_K
     """K of the mean-of-top-K recorded per step."""
+    candidate_limit: int | None = None
+    """Most new candidates scored per step. A reply may hold more lines than asked for;
+    each is scored, as in the published loop, up to this safety limit (default
+    `CANDIDATE_LIMIT_FACTOR` x `requested`); what the limit drops is counted."""
     seed: int = 0
     """Seeds exploration; a sample's draws depend only on (seed, sample id, step)."""
 
@@ -76,6 +82,18 @@ class LoopConfig:
             f"patience must be >= 1 or unset, got {self.patience}",
         )
         _require(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        _require(
+            self.candidate_limit is None or self.candidate_limit >= self.requested,
+            f"candidate_limit must be >= requested ({self.requested}), got "
+            f"{self.candidate_limit}; pass `candidate_limit` {self.requested} or more",
+        )
+
+    @property
+    def max_new(self) -> int:
+        """The number of new candidates scored per step at most."""
+        if self.candidate_limit is not None:
+            return self.candidate_limit
+        return CANDIDATE_LIMIT_FACTOR * self.requested
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

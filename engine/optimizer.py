@@ -5,7 +5,7 @@ One `SampleOptimizer` per sample walks the loop of DESIGN.md:
     start(initial pool scores)
     while not done:
         plan = plan_step()            # rank, keep top `keep`, explore, what to show
-        texts = accept(plan, parsed)  # drop shown, already scored, duplicates
+        texts, over = accept(plan, parsed)  # drop shown, already scored, duplicates
         record = commit(plan, scores) # merge new with previous top `keep`, record step
 
 The scheduler does the I/O between the calls. Everything needed to continue a sample
@@ -125,8 +125,9 @@ class SampleOptimizer:
             shown[len(shown) - swaps :] = rng.sample(rest, swaps)
         return StepPlan(step=self.step + 1, kept=tuple(kept), shown=tuple(shown))
 
-    def accept(self, plan: StepPlan, parsed: Iterable[str]) -> list[str]:
-        """The parsed texts worth scoring: not shown, never scored, not repeated."""
+    def accept(self, plan: StepPlan, parsed: Iterable[str]) -> tuple[list[str], int]:
+        """The parsed texts worth scoring (not shown, never scored, not repeated), up to
+        the loop's candidate limit, and how many the limit left out."""
         shown = {text for _, text in plan.shown}
         fresh: list[str] = []
         seen: set[str] = set()
@@ -135,7 +136,8 @@ class SampleOptimizer:
                 continue
             seen.add(text)
             fresh.append(text)
-        return fresh[: self.config.requested]
+        limit = self.config.max_new
+        return fresh[:limit], max(0, len(fresh) - limit)
 
     def commit(self, plan: StepPlan, new: Sequence[tuple[str, float]]) -> StepRecord:
         """Merge the scored new candidates with the kept ones and record the step."""
@@ -150,14 +152,25 @@ class SampleOptimizer:
         self.step = plan.step
         best = merged[0]
         self.best_history.append(best[0])
-        top = merged[: self.config.top_k]
         return StepRecord(
             step=self.step,
             best=best,
-            mean_top_k=sum(score for score, _ in top) / len(top),
+            mean_top_k=self._mean_top_k(merged),
             new=tuple(new),
             pool=tuple(merged),
         )
+
+    def initial_record(self) -> StepRecord:
+        """Step 0: where the initial pool left the sample (best, mean of top K), so that
+        what the loop gained over the best of the pool can be read from the run."""
+        ranked = rank(self.pool, higher_is_better=self.higher_is_better)
+        return StepRecord(
+            step=0, best=ranked[0], mean_top_k=self._mean_top_k(ranked), new=(), pool=()
+        )
+
+    def _mean_top_k(self, ranked: Sequence[Scored]) -> float:
+        top = ranked[: self.config.top_k]
+        return sum(score for score, _ in top) / len(top)
 
     def has_scored(self, text: str) -> bool:
         return text in self._scored_own or text in self._scored_shared

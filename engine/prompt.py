@@ -48,6 +48,8 @@ _TRAILING_SCORE = re.compile(
     r"\s*[\(\[]\s*score\s*[:=]?\s*[-+]?\d*\.?\d+\s*[\)\]]\s*$", re.IGNORECASE
 )
 _EMPHASIS = re.compile(r"(\*\*|__|`)")
+# A remark a model appends to a line after a space: "(8 words)", "(close-up shot)", "[wide]".
+_TRAILING_REMARK = re.compile(r"\s+(?:\([^()]*\)|\[[^\[\]]*\])\s*$")
 _QUOTES = "\"'“”‘’`"
 
 
@@ -91,11 +93,16 @@ def build_messages(
     ]
 
 
-def _clean(text: str) -> str:
+def _clean(text: str, *, strip_annotations: bool) -> str:
     text = _EMPHASIS.sub("", text).strip()
     text = _ECHOED_SCORE.sub("", text)
     text = _TRAILING_SCORE.sub("", text)
     text = text.strip().rstrip(";,").strip().strip(_QUOTES).strip()
+    if strip_annotations:
+        text = text.replace("!", "")
+        while (stripped := _TRAILING_REMARK.sub("", text)) != text and stripped:
+            text = stripped
+        text = text.rstrip(";,").strip().strip(_QUOTES).strip()
     return " ".join(text.split())
 
 
@@ -107,17 +114,23 @@ class ParsedReply:
     """List lines dropped for being longer than the limit."""
 
 
-def parse_candidates(reply: str, *, max_chars: int = MAX_CANDIDATE_CHARS) -> list[str]:
+def parse_candidates(
+    reply: str, *, max_chars: int = MAX_CANDIDATE_CHARS, strip_annotations: bool = False
+) -> list[str]:
     """Extract candidate texts from a generator reply (see `parse_reply`)."""
-    return parse_reply(reply, max_chars=max_chars).candidates
+    return parse_reply(reply, max_chars=max_chars, strip_annotations=strip_annotations).candidates
 
 
-def parse_reply(reply: str, *, max_chars: int = MAX_CANDIDATE_CHARS) -> ParsedReply:
+def parse_reply(
+    reply: str, *, max_chars: int = MAX_CANDIDATE_CHARS, strip_annotations: bool = False
+) -> ParsedReply:
     """Extract candidate texts from a generator reply, in order, duplicates kept.
 
     Holds no candidate when the reply has no numbered or bulleted line; the caller decides
     what that means (the loop records a step with no new candidates). Lines longer than
-    `max_chars` are not candidates; they are counted.
+    `max_chars` are not candidates; they are counted. With `strip_annotations` (captions),
+    a trailing parenthesised or bracketed remark ("(8 words)") and exclamation marks are
+    removed, as the published loop does; parentheses inside a sentence stay.
     """
     lines = [
         item
@@ -131,6 +144,8 @@ def parse_reply(reply: str, *, max_chars: int = MAX_CANDIDATE_CHARS) -> ParsedRe
             break
     else:
         return ParsedReply([], 0)
-    cleaned = [text for text in map(_clean, found) if len(text) > 1]
+    cleaned = [
+        text for item in found if len(text := _clean(item, strip_annotations=strip_annotations)) > 1
+    ]
     kept = [text for text in cleaned if len(text) <= max_chars]
     return ParsedReply(kept, len(cleaned) - len(kept))

@@ -13,6 +13,7 @@ imports a vendor SDK. Every adapter is an async context manager owning its conne
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
 import numpy as np
@@ -23,6 +24,7 @@ __all__ = [
     "MediaReader",
     "MediaScorer",
     "Renderer",
+    "Reply",
     "Scorer",
     "TaskSpec",
 ]
@@ -33,6 +35,15 @@ class ChatMessage(TypedDict):
     content: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One generator reply."""
+
+    text: str
+    truncated: bool = False
+    """The reply hit its token limit (finish_reason "length"): its last line is cut off."""
+
+
 class Generator(Protocol):
     """Proposes candidate texts: one chat completion per call."""
 
@@ -41,8 +52,8 @@ class Generator(Protocol):
         """Where requests go (URL and model), for limits, logs and error messages."""
         ...
 
-    async def complete(self, messages: Sequence[ChatMessage]) -> str:
-        """Return the reply text.
+    async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
+        """Return the reply.
 
         Raises:
             EndpointUnavailable: a transient fault (connection, timeout, 429, 5xx, a
@@ -141,4 +152,9 @@ class TaskSpec(Protocol):
     @property
     def max_candidate_chars(self) -> int:
         """Longer reply lines are not candidates (counted, logged, dropped)."""
+        ...
+
+    @property
+    def strip_annotations(self) -> bool:
+        """Remove a trailing "(remark)" and "!" from reply lines (captions)."""
         ...

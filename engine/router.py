@@ -20,7 +20,7 @@ from mils.engine.config import DEFAULT_COOLDOWN_S
 from mils.engine.errors import EndpointUnavailable
 from mils.engine.limiter import EndpointLimiter, LimiterStatistics
 from mils.engine.logs import get_logger
-from mils.engine.protocols import ChatMessage, Generator
+from mils.engine.protocols import ChatMessage, Generator, Reply
 
 __all__ = ["GeneratorRouter"]
 
@@ -60,7 +60,7 @@ class GeneratorRouter:
         self._base_cooldown_s = cooldown_s
         self._turn = 0
 
-    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+    async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
         """One chat completion on the least loaded healthy endpoint (one attempt)."""
         endpoint = await self._choose()
         try:

@@ -27,9 +27,9 @@ from mils.engine.config import ConcurrencyConfig, LoopConfig
 from mils.engine.errors import ConfigError, InputError, MilsError, StoreError
 from mils.engine.logs import get_logger
 from mils.engine.objectives import Evaluation, Objective
-from mils.engine.optimizer import SampleOptimizer
+from mils.engine.optimizer import SampleOptimizer, StepPlan
 from mils.engine.prompt import build_messages, parse_reply
-from mils.engine.protocols import Generator, MediaReader, TaskSpec
+from mils.engine.protocols import Generator, MediaReader, Reply, TaskSpec
 from mils.engine.retry import Retrier
 from mils.engine.router import GeneratorRouter
 from mils.engine.store import CANCELLED, DONE, FAILED, RunStore
@@ -127,6 +127,10 @@ class RunSummary:
     shown or scored); the step still counts."""
     candidates_too_long: int
     """Reply lines longer than the task's `max_candidate_chars`: not candidates."""
+    candidates_over_limit: int
+    """New candidates past the loop's `candidate_limit` in a reply: not scored."""
+    replies_truncated: int
+    """Replies cut off by the generator's token limit (their last, partial line dropped)."""
     texts_unscorable: int
     """Texts the scorer could not score (NaN, wrong shape, rejected): dropped alone."""
     faults: dict[str, int]
@@ -146,6 +150,8 @@ class _Counts:
     candidates_scored: int = 0
     empty_replies: int = 0
     too_long: int = 0
+    over_limit: int = 0
+    truncated: int = 0
     started: float = field(default_factory=time.monotonic)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -228,6 +234,8 @@ class Scheduler:
             generator_requests=self._generator_requests() - requests_before,
             replies_without_candidates=counts.empty_replies,
             candidates_too_long=counts.too_long,
+            candidates_over_limit=counts.over_limit,
+            replies_truncated=counts.truncated,
             texts_unscorable=stats.unscorable - stats_before.unscorable,
             faults=dict(Counter(self._retrier.statistics().faults) - faults_before),
             cancelled=counts.cancelled,
@@ -359,42 +367,60 @@ class Scheduler:
             scored_texts=committed.scored_texts,
             best_history=committed.best_history,
         )
+        if committed.last is None:
+            record = optimizer.initial_record()
+            await asyncio.to_thread(self._store.commit_step, sample.id, record)
         while not optimizer.done:
-            plan = optimizer.plan_step()
-            messages = build_messages(
-                self._task,
-                plan.shown,
-                self._loop.requested,
-                higher_is_better=objective.higher_is_better,
-            )
-            # One attempt per try; a retry may land on another endpoint.
-            reply = await self._retrier.call(self._router.complete, messages)
-            parsed = parse_reply(reply, max_chars=self._task.max_candidate_chars)
-            if parsed.too_long:
-                self._counts.too_long += parsed.too_long
-                log.info("candidates_too_long", step=plan.step, dropped=parsed.too_long)
-            if not parsed.candidates:
-                log.info("no_candidates_parsed", step=plan.step, reply_head=reply[:200])
-            fresh = optimizer.accept(plan, parsed.candidates)
-            self._counts.empty_replies += not fresh
-            evaluations = await objective.evaluate(target, fresh)
-            new = [(text, e) for text, e in zip(fresh, evaluations, strict=True) if e]
-            if len(new) < len(fresh):
-                log.warning("candidates_unscorable", step=plan.step, dropped=len(fresh) - len(new))
-            record = optimizer.commit(plan, [(text, e.value) for text, e in new])
-            await asyncio.to_thread(self._store.commit_step, sample.id, record, _details(new))
-            self._counts.candidates_scored += len(new)
-            self._counts.steps += 1
-            best_score, best_text = record.best
-            self._on_event(StepCommitted(sample.id, record.step, best_text, best_score, len(new)))
-            log.debug(
-                "step_committed",
-                step=record.step,
-                best=round(best_score, 4),
-                new=len(new),
-                parsed=len(parsed.candidates),
-            )
+            await self._step(sample.id, optimizer, target)
         await asyncio.to_thread(self._store.finish_sample, sample.id)
+
+    async def _step(self, sample_id: str, optimizer: SampleOptimizer, target: Any) -> None:
+        """One step: ask, parse, score what is new, commit."""
+        plan = optimizer.plan_step()
+        messages = build_messages(
+            self._task,
+            plan.shown,
+            self._loop.requested,
+            higher_is_better=self._objective.higher_is_better,
+        )
+        # One attempt per try; a retry may land on another endpoint.
+        reply = await self._retrier.call(self._router.complete, messages)
+        fresh = self._candidates(optimizer, plan, reply)
+        evaluations = await self._objective.evaluate(target, fresh)
+        new = [(text, e) for text, e in zip(fresh, evaluations, strict=True) if e]
+        if len(new) < len(fresh):
+            log.warning("candidates_unscorable", step=plan.step, dropped=len(fresh) - len(new))
+        record = optimizer.commit(plan, [(text, e.value) for text, e in new])
+        await asyncio.to_thread(self._store.commit_step, sample_id, record, _details(new))
+        self._counts.candidates_scored += len(new)
+        self._counts.steps += 1
+        best_score, best_text = record.best
+        self._on_event(StepCommitted(sample_id, record.step, best_text, best_score, len(new)))
+        log.debug("step_committed", step=record.step, best=round(best_score, 4), new=len(new))
+
+    def _candidates(self, optimizer: SampleOptimizer, plan: StepPlan, reply: Reply) -> list[str]:
+        """The texts of `reply` worth scoring; what is dropped on the way is counted."""
+        counts, text = self._counts, reply.text
+        if reply.truncated:  # the line after the last newline was cut off mid-way
+            counts.truncated += 1
+            text = text[: text.rfind("\n") + 1]
+            log.info("reply_truncated", step=plan.step, dropped=reply.text[len(text) :][:80])
+        parsed = parse_reply(
+            text,
+            max_chars=self._task.max_candidate_chars,
+            strip_annotations=self._task.strip_annotations,
+        )
+        if parsed.too_long:
+            counts.too_long += parsed.too_long
+            log.info("candidates_too_long", step=plan.step, dropped=parsed.too_long)
+        if not parsed.candidates:
+            log.info("no_candidates_parsed", step=plan.step, reply_head=reply.text[:200])
+        fresh, over = optimizer.accept(plan, parsed.candidates)
+        if over:
+            counts.over_limit += over
+            log.info("candidates_over_limit", step=plan.step, dropped=over)
+        counts.empty_replies += not fresh
+        return fresh
 
 
 def _details(new: Sequence[tuple[str, Evaluation]]) -> list[Evaluation] | None:

@@ -235,9 +235,10 @@ class RunStore:
     def progress(self, sample_id: str) -> SampleProgress:
         """The committed steps of a sample, for resuming it."""
         with self._lock:
+            # Step 0 (the initial pool's result) is a record only: resume re-ranks the pool.
             steps = self._db.execute(
                 "SELECT step, best_text, best_score, mean_top_k, pool FROM steps "
-                "WHERE sample_id = ? ORDER BY step",
+                "WHERE sample_id = ? AND step > 0 ORDER BY step",
                 (sample_id,),
             ).fetchall()
             texts = [
@@ -287,7 +288,8 @@ class RunStore:
         record: StepRecord,
         details: Sequence[Evaluation] | None = None,
     ) -> None:
-        """Commit one finished step atomically.
+        """Commit one finished step atomically (step 0: the initial pool's result, which
+        a resume before step 1 records again).
 
         `details` holds the evaluations of `record.new` (same order) when they carry terms
         or artefacts; artefact files are written first, so a committed row never names a
@@ -302,7 +304,8 @@ class RunStore:
         ]
         with self._lock, self._transaction():
             self._db.execute(
-                "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ("INSERT OR REPLACE" if record.step == 0 else "INSERT")
+                + " INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     sample_id,
                     record.step,

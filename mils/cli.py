@@ -41,6 +41,7 @@ from mils._local import (
 )
 from mils.adapters import GeneratorSettings, ScorerSettings, bundled_samples, expand_inputs
 from mils.adapters.local_stack import LlamaServer, TritonServer
+from mils.adapters.openai_generator import DEFAULT_MAX_TOKENS
 from mils.engine import (
     ConcurrencyConfig,
     ConfigError,
@@ -111,7 +112,12 @@ def _endpoint_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     g.add_argument("--generator-model", help="model name sent with each request")
     g.add_argument("--temperature", type=float, default=dflt(0.5))
     g.add_argument("--top-p", type=float, default=dflt(0.9))
-    g.add_argument("--max-tokens", type=int, default=dflt(1024))
+    g.add_argument(
+        "--max-tokens",
+        type=int,
+        default=dflt(DEFAULT_MAX_TOKENS),
+        help=f"most tokens per reply ({DEFAULT_MAX_TOKENS}); a reply cut off loses its last line",
+    )
     g.add_argument(
         "--generator-timeout",
         type=float,
@@ -202,6 +208,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     lp.add_argument("--patience", type=int, help="stop a sample after N steps without gain (off)")
     lp.add_argument("--top-k", type=int, help="K of the mean-of-top-K recorded per step (10)")
+    lp.add_argument(
+        "--candidate-limit",
+        type=int,
+        help="most new candidates scored per step; extra lines in a reply are scored up to it "
+        "(4 x --requested)",
+    )
     lp.add_argument("--seed", type=int, help="seed of the exploration draws (0)")
     _endpoint_args(cap, defaults=True)
     _run_args(cap, defaults=True)
@@ -337,23 +349,21 @@ def _report(summary: RunSummary, run_dir: Path) -> int:
             elif row["best_text"] is not None:
                 print(f"{row['sample_id']}\t{row['best_score']:.4f}\t{row['best_text']}")
     rate = summary.steps / summary.wall_s if summary.wall_s else 0.0
-    notes = [
-        _count(summary.replies_without_candidates, "reply", "replies") + " without candidates"
-        if summary.replies_without_candidates
-        else "",
-        _count(summary.candidates_too_long, "line", "lines") + " too long to be candidates"
-        if summary.candidates_too_long
-        else "",
-        _count(summary.texts_unscorable, "text", "texts") + " unscorable"
-        if summary.texts_unscorable
-        else "",
-        f"endpoint faults {summary.faults}" if summary.faults else "",
-    ]
+    counted = (
+        (summary.replies_without_candidates, "reply", "replies", "without candidates"),
+        (summary.replies_truncated, "reply", "replies", "cut off by --max-tokens"),
+        (summary.candidates_too_long, "line", "lines", "too long to be candidates"),
+        (summary.candidates_over_limit, "candidate", "candidates", "past --candidate-limit"),
+        (summary.texts_unscorable, "text", "texts", "unscorable"),
+    )
+    notes = [f"{_count(n, one, many)} {what}" for n, one, many, what in counted if n]
+    if summary.faults:
+        notes.append(f"endpoint faults {summary.faults}")
     print(
         f"\n{summary.done}/{summary.samples} samples done, {summary.failed} failed, "
         f"{summary.steps} steps in {summary.wall_s:.1f} s ({rate:.2f} steps/s); "
         f"{summary.candidates_scored} candidates scored, {summary.texts_evaluated} texts embedded"
-        + "".join(f"; {note}" for note in notes if note)
+        + "".join(f"; {note}" for note in notes)
         + f"\nresults: {results}",
         file=sys.stderr,
     )

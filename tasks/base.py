@@ -95,6 +95,8 @@ class Task:
     """Default initial pool, one text per line."""
     max_candidate_chars: int = MAX_CANDIDATE_CHARS
     """Longer reply lines are not candidates."""
+    strip_annotations: bool = False
+    """Remove a trailing "(remark)" and "!" from reply lines before scoring (captions)."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     """Defaults of the loop for this task (each overridable)."""
 

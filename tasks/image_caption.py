@@ -19,7 +19,8 @@ Below are captions for one image, each with a similarity score against the image
 {candidates}
 
 Write {requested} new captions for the same image that would score higher than all of \
-the above. Combine and vary what the best ones say; keep each caption to one sentence.
+the above. Combine and vary what the best ones say. Each caption is very short (about 10 \
+words), concrete and specific to this image: what is in it, its colours, where it is.
 Reply with a numbered list only (1., 2., 3., ...), one new caption per line.
 """
 
@@ -31,5 +32,6 @@ TASK = Task(
     system_prompt=SYSTEM_PROMPT,
     prompt_template=PROMPT_TEMPLATE,
     pool_file=DATA_DIR / "image_captions.txt",
+    strip_annotations=True,
     loop=LoopConfig(steps=10, keep=50, requested=50),  # the MILS paper's image captioning
 )

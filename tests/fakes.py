@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mils.engine.errors import EndpointUnavailable, InputError
-from mils.engine.protocols import ChatMessage
+from mils.engine.protocols import ChatMessage, Reply
 
 DIM = 16
 
@@ -53,13 +53,15 @@ class FakeGenerator:
     def __init__(self, reply: Callable[[int], str] | None = None) -> None:
         self.calls = 0
         self.prompts: list[str] = []
+        self.truncated = False
+        """Mark every reply as cut off by the token limit."""
         self._reply = reply or (lambda n: "\n".join(f"{i}. caption {n}-{i}" for i in range(1, 4)))
 
-    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+    async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
         self.calls += 1
         self.prompts.append(messages[-1]["content"])
         await asyncio.sleep(0)
-        return self._reply(self.calls)
+        return Reply(self._reply(self.calls), truncated=self.truncated)
 
     async def aclose(self) -> None:
         pass

@@ -33,7 +33,7 @@ SECRET = "sk-test-9f8e7d6c5b4a-SECRET"
 MESSAGES: list[ChatMessage] = [{"role": "user", "content": "Describe the image."}]
 
 
-def completion(content: str | None) -> dict[str, Any]:
+def completion(content: str | None, finish_reason: str = "stop") -> dict[str, Any]:
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -43,7 +43,7 @@ def completion(content: str | None) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
     }
@@ -114,6 +114,8 @@ def make_handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.send(200, b"<html>hello</html>", ctype="text/html")
             elif scenario == "empty-choices":
                 self.send_json(200, {**completion("x"), "choices": []})
+            elif scenario == "length":
+                self.send_json(200, completion("1. A cat.\n2. A do", finish_reason="length"))
             elif scenario == "null-content":
                 self.send_json(200, completion(None))
             elif scenario == "slow":
@@ -155,7 +157,7 @@ def settings_for(base_url: str, model: str, **kw: Any) -> GeneratorSettings:
 
 async def complete(settings: GeneratorSettings) -> str:
     async with OpenAIGenerator(settings) as generator:
-        return await generator.complete(MESSAGES)
+        return (await generator.complete(MESSAGES)).text
 
 
 async def failure(settings: GeneratorSettings) -> MilsError:
@@ -178,9 +180,19 @@ async def test_good_reply_sends_the_settings(fake_server: FakeServer, secret_env
     assert await complete(settings) == "1. A cat on a table.\n2. A dog."
     body, headers = fake_server.requests[0], fake_server.headers[0]
     assert body["messages"] == MESSAGES
-    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.5, 0.9, 1024)
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.5, 0.9, 3000)
     assert body["top_k"] == 40 and headers["x-tenant"] == "mils"
     assert headers["authorization"] == f"Bearer {SECRET}"
+
+
+async def test_a_reply_cut_off_by_the_token_limit_says_so(fake_server: FakeServer) -> None:
+    """finish_reason "length" marks the reply truncated; a finished one is not."""
+    async with OpenAIGenerator(settings_for(fake_server.base_url, "length")) as generator:
+        cut = await generator.complete(MESSAGES)
+    async with OpenAIGenerator(settings_for(fake_server.base_url, "good")) as generator:
+        whole = await generator.complete(MESSAGES)
+    assert (cut.text, cut.truncated) == ("1. A cat.\n2. A do", True)
+    assert whole.truncated is False
 
 
 async def test_no_key_anywhere_sends_the_placeholder(
@@ -371,10 +383,12 @@ async def test_real_smollm2_server_replies(llama_server: Any) -> None:
     """The real llama.cpp server with SmolLM2 answers a MILS-style request with text."""
     settings = GeneratorSettings(base_url=llama_server.base_url, model="smollm2", max_tokens=64)
     async with OpenAIGenerator(settings) as generator:
-        text = await generator.complete(
-            [
-                {"role": "system", "content": "You write short image captions."},
-                {"role": "user", "content": "List 3 captions for a photo of a cat."},
-            ]
-        )
+        text = (
+            await generator.complete(
+                [
+                    {"role": "system", "content": "You write short image captions."},
+                    {"role": "user", "content": "List 3 captions for a photo of a cat."},
+                ]
+            )
+        ).text
     assert isinstance(text, str) and text.strip()

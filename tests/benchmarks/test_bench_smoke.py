@@ -62,8 +62,8 @@ def test_candidate_lines_are_deterministic_and_varied() -> None:
 async def test_chat_completions_contract_through_the_real_generator(llm: LoadLLMServer) -> None:
     """The engine's OpenAIGenerator gets a parseable numbered list of the requested length."""
     async with OpenAIGenerator(GeneratorSettings(base_url=llm.base_url, model="m")) as gen:
-        reply = await gen.complete(_messages(12))
-        again = await gen.complete(_messages(12))
+        reply = (await gen.complete(_messages(12))).text
+        again = (await gen.complete(_messages(12))).text
     assert len(parse_candidates(reply)) == len(parse_candidates(again)) == 12
     assert reply != again  # a repeated prompt is sampled anew, as by a real LLM
     stats = llm.stats()

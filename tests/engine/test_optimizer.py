@@ -41,12 +41,23 @@ def test_exploration_swaps_a_fraction_for_random_rest_deterministically() -> Non
     assert [t for _, t in a.kept] == [t for _, t in other_seed.plan_step().kept]
 
 
-def test_accept_drops_shown_scored_duplicates_and_caps_at_requested() -> None:
-    """Only never-scored, unseen texts are worth scoring, at most `requested` of them."""
+def test_accept_drops_shown_scored_and_duplicates() -> None:
+    """Only never-scored, unseen texts are worth scoring."""
     opt = make(keep=2, requested=2)
     plan = opt.plan_step()
     fresh = opt.accept(plan, ["text 9", "text 0", "new a", "new a", "new b", "new c"])
-    assert fresh == ["new a", "new b"]
+    assert fresh == (["new a", "new b", "new c"], 0)
+
+
+def test_extra_lines_are_all_scored_up_to_the_limit() -> None:
+    """13 new lines for 10 asked: all 13 are kept; past the limit (4x) the rest is counted."""
+    opt = make(keep=2, requested=10)
+    lines = [f"new {i}" for i in range(13)]
+    assert opt.accept(opt.plan_step(), lines) == (lines, 0)
+    many = [f"more {i}" for i in range(45)]
+    assert opt.accept(opt.plan_step(), many) == (many[:40], 5)
+    tight = make(keep=2, requested=2, candidate_limit=3)
+    assert tight.accept(tight.plan_step(), lines) == (lines[:3], 10)
 
 
 def test_commit_merges_new_with_kept_and_records_the_step() -> None:
@@ -59,7 +70,7 @@ def test_commit_merges_new_with_kept_and_records_the_step() -> None:
     assert record.mean_top_k == pytest.approx((2.0 + 0.9) / 2)
     assert [t for _, t in record.pool] == ["new best", "text 9", "text 8", "new worst"]
     assert opt.has_scored("new worst")
-    assert opt.accept(opt.plan_step(), ["new worst"]) == []
+    assert opt.accept(opt.plan_step(), ["new worst"]) == ([], 0)
 
 
 def test_commit_with_no_new_candidates_keeps_the_pool() -> None:

@@ -7,6 +7,7 @@ import pytest
 from mils.engine.prompt import (
     MAX_CANDIDATE_CHARS,
     parse_candidates,
+    parse_reply,
     render_candidates,
     render_prompt,
 )
@@ -71,3 +72,36 @@ def test_numbers_inside_text_are_not_list_markers() -> None:
 def test_runaway_lines_are_dropped() -> None:
     """A line longer than MAX_CANDIDATE_CHARS is not a candidate."""
     assert parse_candidates("1. " + "x" * (MAX_CANDIDATE_CHARS + 1) + "\n2. ok") == ["ok"]
+
+
+def test_minimised_objectives_list_the_highest_value_first() -> None:
+    """Worst first means highest first when lower is better."""
+    text = render_candidates([(0.1, "best"), (0.9, "worst")], higher_is_better=False)
+    assert text.splitlines() == ["0.900: worst", "0.100: best"]
+
+
+def test_annotations_are_stripped_when_the_task_asks() -> None:
+    """Trailing "(remark)" / "[remark]" and "!" go; parentheses inside a sentence stay."""
+    reply = (
+        "1. A red kite over the sea (8 words)\n"
+        "2. A dog (a terrier) on a rug\n"
+        "3. A barn under gray skies!\n"
+        "4. Two cats on a sofa (close-up shot) [wide]\n"
+        "5. (only a remark)\n"
+        "6. $(touch x)"
+    )
+    assert parse_candidates(reply, strip_annotations=True) == [
+        "A red kite over the sea",
+        "A dog (a terrier) on a rug",
+        "A barn under gray skies",
+        "Two cats on a sofa",
+        "(only a remark)",
+        "$(touch x)",
+    ]
+    assert parse_candidates(reply)[0] == "A red kite over the sea (8 words)"
+
+
+def test_lines_over_the_limit_are_counted() -> None:
+    """A task's length limit drops longer lines and says how many."""
+    parsed = parse_reply("1. short one\n2. " + "x" * 50, max_chars=20)
+    assert (parsed.candidates, parsed.too_long) == (["short one"], 1)

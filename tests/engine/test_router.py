@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from mils.engine.errors import EndpointUnavailable
-from mils.engine.protocols import ChatMessage
+from mils.engine.protocols import ChatMessage, Reply
 from mils.engine.router import GeneratorRouter
 
 MESSAGES: list[ChatMessage] = [{"role": "user", "content": "hi"}]
@@ -22,12 +22,12 @@ class Endpoint:
         self.failing = failing
         self.calls = 0
 
-    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+    async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
         self.calls += 1
         await asyncio.sleep(self.delay)
         if self.failing:
             raise EndpointUnavailable("down", endpoint=self.endpoint, kind="connect")
-        return self.endpoint
+        return Reply(self.endpoint)
 
     async def aclose(self) -> None:
         pass
@@ -76,11 +76,11 @@ async def test_failing_endpoint_is_cooled_down_then_probed(
         await _attempt(router)
     calls = bad.calls
     for _ in range(10):
-        assert await router.complete(MESSAGES) == "good"
+        assert (await router.complete(MESSAGES)).text == "good"
     assert bad.calls == calls
     clock.now += 5.1
     bad.failing = False
-    replies = {await router.complete(MESSAGES) for _ in range(4)}
+    replies = {(await router.complete(MESSAGES)).text for _ in range(4)}
     assert replies == {"good", "bad"}
 
 
@@ -97,4 +97,4 @@ async def test_last_healthy_endpoint_is_never_cooled_down() -> None:
         with pytest.raises(EndpointUnavailable):
             await router.complete(MESSAGES)
     only.failing = False
-    assert await router.complete(MESSAGES) == "only"  # no 60 s wait
+    assert (await router.complete(MESSAGES)).text == "only"  # no 60 s wait

@@ -10,7 +10,7 @@ from fakes import FakeGenerator, FakeReader, FakeScorer
 from structlog.testing import capture_logs
 
 from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
-from mils.engine.errors import EndpointUnavailable
+from mils.engine.errors import EndpointUnavailable, InvalidResponse
 from mils.engine.objectives import EmbeddingObjective
 from mils.engine.retry import Retrier
 from mils.engine.scheduler import Sample, Scheduler
@@ -145,7 +145,7 @@ async def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> 
     db_steps = store._db.execute(
         "SELECT sample_id, COUNT(*), MIN(step), MAX(step) FROM steps GROUP BY sample_id"
     ).fetchall()
-    assert sorted(db_steps) == [(f"s{i}", 6, 1, 6) for i in range(4)]
+    assert sorted(db_steps) == [(f"s{i}", 7, 0, 6) for i in range(4)]  # step 0: the pool
     store.close()
 
 
@@ -188,4 +188,52 @@ async def test_a_reused_scheduler_counts_each_run_alone(tmp_path: Path) -> None:
     assert (one.done, one.steps, one.generator_requests) == (1, 3, 3)
     assert (two.done, two.skipped, two.steps, two.generator_requests) == (2, 1, 3, 3)
     assert two.texts_evaluated == 9  # its 9 new texts; the pool is cached from the first run
+    store.close()
+
+
+async def test_every_extra_line_is_scored(tmp_path: Path) -> None:
+    """A reply with 13 lines for 10 asked has all 13 scored (the published loop does)."""
+    samples = [Sample("s", {"image": "img"})]
+    store = open_store(tmp_path / "run", samples)
+    gen = FakeGenerator(lambda n: "\n".join(f"{i}. caption {n}-{i}" for i in range(1, 14)))
+    sched = scheduler(store, gen, steps=2)
+    sched._loop = LoopConfig(steps=2, keep=5, requested=10)
+    summary = await sched.run(samples, POOL)
+    assert summary.candidates_scored == 26 and summary.candidates_over_limit == 0
+    store.close()
+
+
+async def test_a_truncated_reply_loses_only_its_cut_off_line(tmp_path: Path) -> None:
+    """finish_reason "length": the partial last line is not scored; the count says so."""
+    samples = [Sample("s", {"image": "img"})]
+    store = open_store(tmp_path / "run", samples)
+    gen = FakeGenerator(lambda n: f"1. caption {n}-a\n2. caption {n}-b\n3. capt")
+    gen.truncated = True
+    with capture_logs() as logs:
+        summary = await scheduler(store, gen).run(samples, POOL)
+    assert (summary.replies_truncated, summary.candidates_scored) == (3, 6)
+    assert not any(t.endswith("capt") for t in store.progress("s").scored_texts)
+    assert sum(e["event"] == "reply_truncated" for e in logs) == 3
+    store.close()
+
+
+async def test_step_zero_records_the_initial_pool_and_resume_skips_it(tmp_path: Path) -> None:
+    """results have step 0 (the best of the pool); a sample that failed right after it
+    runs again from the pool, not from step 0's record, which is written once."""
+    samples = [Sample("s", {"image": "img"})]
+    store = open_store(tmp_path / "run", samples)
+
+    class Refuses(FakeGenerator):
+        async def complete(self, messages):  # type: ignore[no-untyped-def]
+            raise InvalidResponse("refused", endpoint=self.endpoint)
+
+    assert (await scheduler(store, Refuses()).run(samples, POOL)).failed == 1
+    zero = store.result("s")["trajectory"]
+    assert [t["step"] for t in zero] == [0] and zero[0]["new_candidates"] == 0
+    best_of_pool = zero[0]["best_score"]
+    summary = await scheduler(store, FakeGenerator()).run(samples, POOL)
+    trajectory = store.result("s")["trajectory"]
+    assert summary.steps == 3 and [t["step"] for t in trajectory] == [0, 1, 2, 3]
+    assert trajectory[0]["best_score"] == best_of_pool
+    assert all(t["best_score"] >= best_of_pool for t in trajectory)
     store.close()

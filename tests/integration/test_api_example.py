@@ -43,7 +43,7 @@ def test_api_example_captions_images_on_real_servers(
     printed = dict(line.split("\t", 1) for line in proc.stdout.splitlines())
     assert sorted(printed) == ["astronaut", "chelsea"]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert all(row["status"] == "done" and len(row["trajectory"]) == 2 for row in rows)
+    assert all(row["status"] == "done" and len(row["trajectory"]) == 3 for row in rows)
     for row in rows:
         assert printed[row["sample_id"]].split("\t")[1] == row["best_text"]
     assert "2/2 done, 4 steps" in proc.stderr

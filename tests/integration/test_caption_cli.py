@@ -56,7 +56,7 @@ def test_caption_two_images_three_steps(
     for sid in ("astronaut", "chelsea"):
         row = res[sid]
         assert row["status"] == "done" and row["steps"] == 3
-        assert [t["step"] for t in row["trajectory"]] == [1, 2, 3]
+        assert [t["step"] for t in row["trajectory"]] == [0, 1, 2, 3]  # 0: the initial pool
         bests = [t["best_score"] for t in row["trajectory"]]
         assert bests == sorted(bests)  # the best never gets worse: kept candidates carry over
         assert row["best_score"] == bests[-1] and row["best_text"]

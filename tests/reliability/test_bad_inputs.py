@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from cli_harness import SMALL_LOOP, endpoint_args, mils, query, results
+from cli_harness import SMALL_LOOP, endpoint_args, log_events, mils, query, results
 from fault_proxy import FaultProxy
 
 from benchmarks.llm_server import LoadLLMServer
@@ -289,8 +289,36 @@ def test_llm_returning_the_prompt_back_records_empty_steps(
             cwd=tmp_path,
         )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert query(run, "SELECT COUNT(*) FROM steps") == [(9,)]
+    assert query(run, "SELECT COUNT(*) FROM steps WHERE step > 0") == [(9,)]
     assert query(run, "SELECT COUNT(*) FROM candidates") == [(0,)]
     assert query(run, "SELECT SUM(n_new) FROM steps") == [(0,)]
     assert "9 replies without candidates" in proc.stderr
     assert all(row["status"] == "done" for row in results(run).values())
+
+
+def test_a_warning_given_before_the_run_starts_reaches_its_log(
+    many_images: list[Path], load_llm: LoadLLMServer, rel_triton: TritonServer, tmp_path: Path
+) -> None:
+    """Repeated pool lines are dropped with a warning that lands in the run's log.jsonl."""
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a red car\na red car\na blue boat\na green tree\n")
+    run = tmp_path / "run"
+    proc = mils(
+        [
+            "caption",
+            str(many_images[0]),
+            "--steps",
+            "1",
+            *SMALL_LOOP,
+            "--init-pool",
+            str(pool),
+            "--out",
+            str(run),
+            "--no-progress",
+            *endpoint_args(load_llm.base_url, rel_triton),
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warned = [e for e in log_events(run) if e["event"] == "initial_pool_duplicates_dropped"]
+    assert [(e["level"], e["dropped"]) for e in warned] == [("warning", 1)]
