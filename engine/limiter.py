@@ -164,7 +164,7 @@ class EndpointLimiter:
             if waiter.done() and not waiter.cancelled():
                 self._in_flight -= 1  # woken, then cancelled: hand the slot on
                 self._wake()
-            else:
+            elif waiter in self._waiters:  # `_wake` may have popped it after it was cancelled
                 self._waiters.remove(waiter)
             raise
 

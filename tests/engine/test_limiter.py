@@ -99,3 +99,25 @@ async def test_cancelled_waiter_gives_its_slot_back() -> None:
         await wait
     async with limiter.slot():
         assert limiter.statistics().in_flight == 1
+
+
+async def test_a_waiter_cancelled_then_passed_over_leaves_the_limiter_sound() -> None:
+    """A waiter cancelled while a slot is released in the same tick is passed over by the
+    wake-up and cleans up without error; the next waiter gets the slot."""
+    limiter = EndpointLimiter("e", 1)
+
+    async def use() -> None:
+        async with limiter.slot():
+            await asyncio.sleep(0)
+
+    held = limiter.slot()
+    await held.__aenter__()
+    waiters = [asyncio.create_task(use()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three wait for the slot
+    waiters[0].cancel()  # its future is cancelled now, its clean-up runs later
+    await held.__aexit__(None, None, None)  # the release wakes past the cancelled waiter
+    outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert outcomes[1:] == [None, None]
+    stats = limiter.statistics()
+    assert (stats.in_flight, stats.waiting, stats.completed) == (0, 0, 3)
