@@ -41,7 +41,7 @@ from typing import Any
 import openai
 
 from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse
-from mils.engine.logs import get_logger
+from mils.engine.logs import get_logger, redact_url
 from mils.engine.protocols import ChatMessage, Reply
 
 __all__ = [
@@ -78,9 +78,10 @@ _BODY_EXCERPT_CHARS = 200
 _Redact = Callable[[str], str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class GeneratorSettings:
-    """Where and how to ask for completions. Holds no secret: only where to find the key."""
+    """Where and how to ask for completions. Holds no secret but credentials written into
+    `base_url` (user:password@), which are masked wherever the URL is shown or saved."""
 
     base_url: str
     """Root of the OpenAI-compatible API, usually ending in /v1."""
@@ -106,11 +107,24 @@ class GeneratorSettings:
     """Extra HTTP headers; hidden from repr since they may carry credentials."""
 
     def __post_init__(self) -> None:
+        shown = redact_url(self.base_url)
         url = urllib.parse.urlsplit(self.base_url)
-        if url.scheme not in ("http", "https") or not url.netloc:
+        if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(
-                f"generator base_url {self.base_url!r} is not an http(s) URL; "
+                f"generator base_url {shown!r} is not an http(s) URL; "
                 "pass e.g. `base_url` http://127.0.0.1:8000/v1"
+            )
+        try:
+            url.port  # noqa: B018 - parsing it validates it
+        except ValueError:
+            raise ConfigError(
+                f"generator base_url {shown!r} has an invalid port; pass `base_url` with a "
+                "port in 1-65535"
+            ) from None
+        if "***" in (url.password or url.username or ""):
+            raise ConfigError(
+                f"generator base_url {shown!r} has masked credentials (they are never saved "
+                "with a run); pass `base_url` again with the real ones"
             )
         if not self.model.strip():
             raise ConfigError("generator model is empty; pass `model` NAME")
@@ -131,8 +145,14 @@ class GeneratorSettings:
 
     @property
     def endpoint(self) -> str:
-        """URL and model, the name used in logs, limits and error messages."""
-        return f"{self.base_url} ({self.model})"
+        """URL (credentials masked) and model: the name in logs, limits and error messages."""
+        return f"{redact_url(self.base_url)} ({self.model})"
+
+    def __repr__(self) -> str:
+        return (
+            f"GeneratorSettings(base_url={redact_url(self.base_url)!r}, model={self.model!r}, "
+            f"temperature={self.temperature}, top_p={self.top_p}, max_tokens={self.max_tokens})"
+        )
 
     def resolve_api_key(self) -> str:
         """Return the key from `api_key_env`, else `api_key_file`, else the placeholder.
@@ -198,7 +218,7 @@ class OpenAIGenerator:
         )
         key = settings.resolve_api_key()
         # Only the key itself is remembered (inside a closure) so errors can be scrubbed.
-        self._redact = _redactor(key)
+        self._redact = _redactor(key, urllib.parse.urlsplit(settings.base_url).password or "")
         try:
             self._client = openai.AsyncOpenAI(
                 base_url=settings.base_url,
@@ -429,8 +449,13 @@ def _non_negative(seconds: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _redactor(secret: str) -> _Redact:
-    """Return a function that blanks `secret` out of a message (a no-op for the placeholder)."""
-    if not secret or secret == PLACEHOLDER_API_KEY:
-        return lambda text: text
-    return lambda text: text.replace(secret, "***")
+def _redactor(*secrets: str) -> _Redact:
+    """Return a function that blanks the secrets and URL credentials out of a message."""
+    known = [s for s in secrets if s and s != PLACEHOLDER_API_KEY]
+
+    def scrub(text: str) -> str:
+        for secret in known:
+            text = text.replace(secret, "***")
+        return redact_url(text)
+
+    return scrub

@@ -65,6 +65,9 @@ class ScorerSettings:
     timeout: float = DEFAULT_TIMEOUT
     """Seconds allowed per request."""
 
+    def __post_init__(self) -> None:
+        _address(self.url)
+
     def build(self) -> TritonScorer:
         return TritonScorer(
             self.url,
@@ -111,7 +114,7 @@ class TritonScorer:
             raise ConfigError(f"Triton protocol must be 'grpc' or 'http', not {protocol!r}")
         if timeout <= 0:
             raise ConfigError(f"Triton timeout must be positive, not {timeout}")
-        self.url = url.split("://", 1)[-1].rstrip("/")  # tritonclient rejects schemes
+        self.url = _address(url)
         self.text_model = text_model
         self.target_model = target_model
         self.target_input = target_input
@@ -255,6 +258,27 @@ class TritonScorer:
             raise
         except Exception as exc:
             raise _translate(exc, url=self.url, model=model) from exc
+
+
+def _address(url: str) -> str:
+    """ "host:port" from a Triton URL (tritonclient rejects schemes), checked up front.
+
+    Raises:
+        ConfigError: no port, a port out of range, or credentials (masked in the message).
+    """
+    address = url.split("://", 1)[-1].rstrip("/")
+    host, _, port = address.rpartition(":")
+    if "@" in address:
+        raise ConfigError(
+            f"scorer url '***@{address.rsplit('@', 1)[1]}' carries credentials, which "
+            "Triton clients do not use; pass `scorer_url` as host:port"
+        )
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"scorer url {url!r} is not host:port with a port in 1-65535; pass `scorer_url` "
+            "like 127.0.0.1:8001"
+        )
+    return address
 
 
 def _translate(exc: Exception, *, url: str, model: str | None) -> EndpointError:

@@ -21,17 +21,30 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "redact"]
+__all__ = ["configure_logging", "get_logger", "redact", "redact_url"]
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _SECRET_FIELD = re.compile(r"(api[_-]?key|authorization|token|secret|password)", re.IGNORECASE)
+# The userinfo of a URL ("//user:password@" or "//token@"): a credential.
+_USERINFO = re.compile(r"(?P<scheme>//)(?P<user>[^/\s:@]*)(?P<password>:[^/\s@]*)?@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the credentials of every URL in it masked: //user:***@host, //***@host."""
+    if "@" not in text:
+        return text
+    return _USERINFO.sub(
+        lambda m: f"//{m['user']}:***@" if m["password"] is not None else "//***@", text
+    )
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: mask the value of every secret-looking field."""
-    for key in event:
+    """structlog processor: mask secret-looking fields, and credentials inside URLs."""
+    for key, value in event.items():
         if _SECRET_FIELD.search(key):
             event[key] = "***"
+        elif isinstance(value, str) and "@" in value:
+            event[key] = redact_url(value)
     return event
 
 

@@ -1,8 +1,9 @@
 """What a run is made of, as data: saved in its run directory as config.json, read back to
 resume it.
 
-Holds no secret: generator settings say where the API key is found, never the key, and
-extra HTTP headers (which may carry credentials) are not saved.
+Holds no secret: generator settings say where the API key is found, never the key; extra
+HTTP headers (which may carry credentials) are not saved; credentials written into a URL
+(user:password@) are saved masked, so a resume asks for the URL again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from mils.adapters import GeneratorSettings, ScorerSettings
 from mils.engine import ConcurrencyConfig, ConfigError, LoopConfig, RetryConfig
 from mils.engine.config import from_dict
+from mils.engine.logs import redact_url
 
 __all__ = ["RunConfig"]
 
@@ -41,7 +43,7 @@ class RunConfig:
             first.pop("base_url")
             if first.get("api_key_file") is not None:
                 first["api_key_file"] = str(first["api_key_file"])
-            generator = {"base_urls": [g.base_url for g in self.generator], **first}
+            generator = {"base_urls": [redact_url(g.base_url) for g in self.generator], **first}
         return {
             "task": self.task,
             "loop": asdict(self.loop),

@@ -76,6 +76,7 @@ _FLAGS = {
     "pool": "--init-pool",
     "read_timeout": "--generator-timeout",
     "retries": "--retries",
+    "scorer_url": "--scorer-url",
     "target_model": "--image-model",
     "text_model": "--text-model",
     **{
