@@ -467,23 +467,29 @@ def _split_generators(
 
 
 def _samples(task: Task, inputs: Iterable[InputArg]) -> list[Sample]:
+    """One Sample per input; file sources made absolute, so a resume works from anywhere."""
     taken: set[str] = set()
     samples: list[Sample] = []
     names = [spec.name for spec in task.inputs]
+    files = {spec.name for spec in task.inputs if spec.kind is not InputKind.TEXT}
+
+    def absolute(sources: Mapping[str, str]) -> dict[str, str]:
+        return {k: os.path.abspath(v) if k in files else v for k, v in sources.items()}
+
     for item in inputs:
         if isinstance(item, Sample):
-            sample = item
+            sample = Sample(item.id, absolute(item.inputs))
             taken.add(item.id)
         elif isinstance(item, Mapping):
             first = item.get(names[0], next(iter(item.values()), "sample"))
-            sample = Sample(sample_id_for(first, taken), dict(item))
+            sample = Sample(sample_id_for(first, taken), absolute(item))
         else:
             if len(names) != 1:
                 raise ConfigError(
                     f"task {task.name!r} takes {len(names)} inputs per sample ({names}); "
                     "pass each sample as a mapping of input name to source"
                 )
-            sample = Sample(sample_id_for(item, taken), {names[0]: os.fspath(item)})
+            sample = Sample(sample_id_for(item, taken), absolute({names[0]: os.fspath(item)}))
         unknown = sorted(set(sample.inputs) - set(names))
         missing = sorted(set(names) - set(sample.inputs))
         if unknown or missing:

@@ -322,3 +322,39 @@ def test_a_warning_given_before_the_run_starts_reaches_its_log(
     assert proc.returncode == 0, proc.stderr[-2000:]
     warned = [e for e in log_events(run) if e["event"] == "initial_pool_duplicates_dropped"]
     assert [(e["level"], e["dropped"]) for e in warned] == [("warning", 1)]
+
+
+def test_relative_paths_resume_from_another_folder(
+    many_images: list[Path], load_llm: LoadLLMServer, rel_triton: TritonServer, tmp_path: Path
+) -> None:
+    """Samples given as relative paths are found again by a resume run from elsewhere."""
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    (start / "imgs").mkdir(parents=True)
+    elsewhere.mkdir()
+    for image in many_images[:2]:
+        (start / "imgs" / image.name).write_bytes(image.read_bytes())
+    run = tmp_path / "run"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    first = mils(
+        [
+            "caption",
+            "imgs",
+            "--steps",
+            "1",
+            *SMALL_LOOP,
+            "--out",
+            str(run),
+            "--no-progress",
+            "--retries",
+            "1",
+            *endpoint_args(dead, rel_triton),
+        ],
+        cwd=start,
+    )
+    assert first.returncode == 1  # the generator is down: both samples failed
+    resumed = mils(
+        ["resume", str(run), "--no-progress", "--generator-url", load_llm.base_url],
+        cwd=elsewhere,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [row["status"] for row in results(run).values()] == ["done", "done"]
