@@ -76,6 +76,7 @@ PLACEHOLDER_API_KEY = "EMPTY"
 _BODY_EXCERPT_CHARS = 200
 
 _Redact = Callable[[str], str]
+_MASKED = "***"  # what `redact_url` writes for a password
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -121,11 +122,7 @@ class GeneratorSettings:
                 f"generator base_url {shown!r} has an invalid port; pass `base_url` with a "
                 "port in 1-65535"
             ) from None
-        if "***" in (url.password or url.username or ""):
-            raise ConfigError(
-                f"generator base_url {shown!r} has masked credentials (they are never saved "
-                "with a run); pass `base_url` again with the real ones"
-            )
+
         if not self.model.strip():
             raise ConfigError("generator model is empty; pass `model` NAME")
         _check_range("temperature", self.temperature, 0.0, 2.0, low_open=False)
@@ -216,6 +213,12 @@ class OpenAIGenerator:
         self._options: Any = (  # openai RequestOptions
             {"headers": dict(settings.extra_headers)} if settings.extra_headers else {}
         )
+        userinfo = urllib.parse.urlsplit(settings.base_url).netloc.rpartition("@")[0]
+        if _MASKED in userinfo:
+            raise ConfigError(
+                f"generator base_url {settings.endpoint} has masked credentials (they are "
+                "never saved with a run); pass `base_url` again with the real ones"
+            )
         key = settings.resolve_api_key()
         # Only the key itself is remembered (inside a closure) so errors can be scrubbed.
         self._redact = _redactor(key, urllib.parse.urlsplit(settings.base_url).password or "")

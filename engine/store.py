@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -85,6 +86,8 @@ CREATE TABLE IF NOT EXISTS candidates (
 # Columns added since the first release, for run directories written before them.
 _ADDED_COLUMNS = {"samples": ("inputs",), "candidates": ("terms", "artefact")}
 
+RUN_FORMAT = "mils-run"
+"""The mark in config.json that tells our run directories from other folders."""
 DONE, FAILED, PENDING, RUNNING = "done", "failed", "pending", "running"
 CANCELLED = "cancelled"
 """Reported for a sample stopped by the caller; stored as it was (a resume continues it)."""
@@ -141,24 +144,22 @@ class RunStore:
         pool: Sequence[str],
         samples: Sequence[tuple[str, Mapping[str, str]]] = (),
     ) -> RunStore:
-        """Start a new run directory; refuses one that already holds a run.
+        """Start a new run directory; refuses one that already holds a run, and a non-empty
+        folder that is not a run of ours (see `check_new`).
 
         A directory holds a run once its samples are registered, which happens last (one
         transaction, after config.json and pool.txt are written atomically): a process
         killed while creating a run leaves a directory the same `mils caption` restarts.
         """
-        if _holds_samples(run_dir / "run.db"):
-            raise StoreError(
-                f"{run_dir} already holds a run; continue it with `mils resume {run_dir}` "
-                "or pass another `out`"
-            )
+        cls.check_new(run_dir)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create run directory {run_dir}: {exc}") from exc
         store = cls(run_dir)  # holds the lock from here: a live run is never clobbered
         try:
-            _write_atomic(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+            marked = {"format": RUN_FORMAT, **config}
+            _write_atomic(run_dir / "config.json", json.dumps(marked, indent=2) + "\n")
             _write_atomic(run_dir / "pool.txt", "".join(f"{text}\n" for text in pool))
             if samples:
                 store.add_samples(samples)
@@ -167,15 +168,104 @@ class RunStore:
             raise
         return store
 
+    @staticmethod
+    def check_new(run_dir: Path) -> None:
+        """Refuse `run_dir` for a new run unless it is absent, empty, or a run of ours that
+        was stopped while being created. Reads only.
+
+        Raises:
+            StoreError: it holds a run already, or files that are not a run of ours.
+        """
+        if _holds_samples(run_dir / "run.db"):
+            raise StoreError(
+                f"{run_dir} already holds a run; continue it with `mils resume {run_dir}` "
+                "or pass another `out`"
+            )
+        if run_dir.exists() and not run_dir.is_dir():
+            raise StoreError(f"{run_dir} is a file; pass a folder as `out`")
+        found = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+        # The CLI opens the run's log (and a crash may leave the lock) before the marker.
+        if set(found) - {"log.jsonl", ".lock"} and not _is_ours(run_dir):
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            raise StoreError(
+                f"{run_dir} is not empty ({shown}) and holds no mils run; nothing was changed. "
+                "Pass a new or empty folder as `out`"
+            )
+
+    @staticmethod
+    def is_run(run_dir: Path) -> bool:
+        """Whether `run_dir` is a run directory of ours (reads only)."""
+        return _is_ours(run_dir)
+
+    @classmethod
+    def salvage(cls, src: Path, dest: Path) -> dict[str, int]:
+        """Copy every readable committed step of a (damaged) run into a new run at `dest`.
+
+        Rows are read until the first unreadable one of each table; a sample keeps its
+        steps up to the first missing one (a later step cannot be resumed without it), so
+        `dest` resumes exactly. Returns what was copied, per table.
+        """
+        config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+        config.pop("format", None)
+        pool = (src / "pool.txt").read_text(encoding="utf-8").splitlines()
+        db = sqlite3.connect((src / "run.db").resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            samples = _readable(db, "SELECT id, source, inputs FROM samples ORDER BY ord")
+            steps = _readable(db, "SELECT * FROM steps ORDER BY sample_id, step")
+            candidates = _readable(db, "SELECT * FROM candidates")
+        finally:
+            db.close()
+        kept: dict[str, int] = {}  # sample -> last step kept (contiguous from 0 or 1)
+        for row in steps:
+            sid, step = row[0], row[1]
+            if step == kept.get(sid, 0) + 1 or (step == 0 and sid not in kept):
+                kept[sid] = step
+        steps = [row for row in steps if row[1] <= kept.get(row[0], -1)]
+        candidates = [row for row in candidates if 0 < row[1] <= kept.get(row[0], -1)]
+        entries = [(sid, _inputs_out(inputs, source)) for sid, source, inputs in samples]
+        store = cls.create(dest, config, pool, entries)
+        try:
+            with store._lock, store._transaction():
+                store._db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", steps)
+                store._db.executemany(
+                    "INSERT INTO candidates (sample_id, step, pos, text, score, terms, artefact) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    candidates,
+                )
+                store._db.execute(
+                    "UPDATE samples SET steps_done = COALESCE((SELECT MAX(step) FROM steps "
+                    "WHERE sample_id = samples.id), 0)"
+                )
+        finally:
+            store.close()
+        if (src / ARTEFACTS).is_dir():
+            shutil.copytree(src / ARTEFACTS, dest / ARTEFACTS, dirs_exist_ok=True)
+        return {"samples": len(entries), "steps": len(steps), "candidates": len(candidates)}
+
     @classmethod
     def open(cls, run_dir: Path) -> RunStore:
-        """Open an existing run directory (for resume)."""
-        if not (run_dir / "run.db").is_file() or not (run_dir / "config.json").is_file():
+        """Open an existing run directory (for resume); a damaged one is refused.
+
+        Raises:
+            StoreError: not a run of ours (nothing is changed), or its database is damaged
+                (`salvage` copies what can be read into a new run).
+        """
+        if not (run_dir / "run.db").is_file() or not _is_ours(run_dir):
             raise StoreError(
-                f"{run_dir} is not a run directory (no run.db/config.json); "
-                "pass the `out` directory of an earlier run"
+                f"{run_dir} is not a mils run directory (no run.db/config.json of a run); "
+                "nothing was changed. Pass the `out` directory of an earlier run"
             )
-        store = cls(run_dir)
+        try:
+            store = cls(run_dir)
+        except StoreError as exc:
+            raise StoreError(f"{exc}; {_salvage_hint(run_dir)}") from None
+        damage = store._quick_check()
+        if damage:
+            store.close()
+            raise StoreError(
+                f"the run database {run_dir / 'run.db'} is damaged ({damage}); nothing was "
+                f"written to it. {_salvage_hint(run_dir)}"
+            )
         if not store.samples():
             store.close()
             raise StoreError(
@@ -208,6 +298,15 @@ class RunStore:
             for column in columns:
                 if column not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+    def _quick_check(self) -> str | None:
+        """What `PRAGMA quick_check` finds wrong with the database, or None."""
+        try:
+            with self._lock:
+                rows = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchmany(3)]
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        return None if rows == ["ok"] else "; ".join(map(str, rows))
 
     def close(self) -> None:
         with self._lock:
@@ -440,6 +539,51 @@ class RunStore:
                 line["best_artefact"] = artefact
             lines.append(line)
         return lines
+
+
+def _readable(db: sqlite3.Connection, query: str) -> list[tuple[Any, ...]]:
+    """The rows of `query` up to the first that cannot be read."""
+    rows: list[tuple[Any, ...]] = []
+    try:
+        for row in db.execute(query):
+            rows.append(tuple(row))
+    except sqlite3.DatabaseError:
+        pass
+    return rows
+
+
+def _is_ours(run_dir: Path) -> bool:
+    """A run of ours: config.json carries our format mark, or run.db has our tables."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        if isinstance(config, dict) and config.get("format") == RUN_FORMAT:
+            return True
+    except (OSError, ValueError):
+        pass
+    return _tables(run_dir / "run.db") >= {"samples", "steps", "candidates"}
+
+
+def _tables(db_path: Path) -> set[str]:
+    """Table names of an SQLite file (read-only peek), or {} if it is not one."""
+    if not db_path.is_file():
+        return set()
+    try:
+        # immutable: a peek into someone else's database must not leave -shm/-wal files
+        db = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+        try:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            return {name for (name,) in rows}
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return set()
+
+
+def _salvage_hint(run_dir: Path) -> str:
+    return (
+        f"copy every readable committed step into a new run with "
+        f"`mils salvage {run_dir} NEW_DIR`, then resume that"
+    )
 
 
 def _holds_samples(db_path: Path) -> bool:

@@ -163,6 +163,7 @@ def open_run(
         scorer=scorer if isinstance(scorer, ScorerSettings) else None,
     )
     run_dir = Path(out)
+    RunStore.check_new(run_dir)  # before anything is written there (logs included)
 
     def create() -> RunStore:
         entries = [(s.id, s.inputs) for s in samples]
@@ -224,18 +225,20 @@ def load_run_config(out: str | os.PathLike[str]) -> RunConfig:
         StoreError: `out` is not a run directory.
         ConfigError: its config.json is not a run configuration.
     """
-    path = Path(out) / "config.json"
+    run_dir = Path(out)
+    if not RunStore.is_run(run_dir):
+        raise StoreError(
+            f"{out} is not a mils run directory (no run.db/config.json of a run); nothing "
+            "was changed. Pass the `out` directory of an earlier run"
+        )
+    path = run_dir / "config.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StoreError(
-            f"{out} is not a run directory (no config.json); pass the `out` directory of "
-            "an earlier run"
-        ) from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a run configuration")
+        raise ConfigError(
+            f"cannot read {path} ({exc}); it was damaged or edited: restore it, or copy the "
+            f"run with `mils salvage {out} NEW_DIR` after writing a valid one"
+        ) from None
     return RunConfig.from_json(data)
 
 

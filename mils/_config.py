@@ -8,8 +8,11 @@ HTTP headers (which may carry credentials) are not saved; credentials written in
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+import re
+import types
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,46 +59,111 @@ class RunConfig:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Rebuild a saved configuration (keys it no longer knows are ignored).
+    def from_json(cls, data: Any) -> RunConfig:
+        """Rebuild a saved configuration; keys it no longer knows are ignored.
 
         Raises:
-            ConfigError: the file does not hold a run configuration.
+            ConfigError: a key is missing or holds a value of the wrong type or range; the
+                message names the key (`loop.steps`).
         """
         try:
-            endpoints = data.get("endpoints", {})
+            data = _section(data, "the file")
+            if not isinstance(data.get("task"), str):
+                raise ConfigError(f"task is {data.get('task')!r}; it must name a task")
+            endpoints = _section(data.get("endpoints", {}), "endpoints")
             return cls(
-                task=str(data["task"]),
-                loop=from_dict(LoopConfig, data.get("loop", {})),
-                concurrency=from_dict(ConcurrencyConfig, data.get("concurrency", {})),
-                retry=from_dict(RetryConfig, data.get("retry", {})),
+                task=data["task"],
+                loop=typed(LoopConfig, data.get("loop", {}), "loop"),
+                concurrency=typed(ConcurrencyConfig, data.get("concurrency", {}), "concurrency"),
+                retry=typed(RetryConfig, data.get("retry", {}), "retry"),
                 generator=generator_settings(endpoints.get("generator", {})),
                 scorer=scorer_settings(endpoints.get("scorer", {})),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"config.json is not a mils run configuration ({type(exc).__name__}: {exc})"
-            ) from None
+        except ConfigError as exc:
+            # Name keys of the file, not parameters (`steps`) that the CLI would show as flags.
+            said = re.sub(r"`(\w+)`", r"\1", str(exc))
+            raise ConfigError(f"config.json: {said}; correct the file") from None
 
 
-def generator_settings(saved: Mapping[str, Any]) -> tuple[GeneratorSettings, ...]:
-    """One GeneratorSettings per saved base URL (validated: ConfigError)."""
+def generator_settings(saved: Any) -> tuple[GeneratorSettings, ...]:
+    """One GeneratorSettings per saved base URL (validated: ConfigError naming the key)."""
+    saved = _section(saved, "endpoints.generator")
     if not saved:
         return ()
+    urls = saved.get("base_urls")
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(
+            f"endpoints.generator.base_urls is {urls!r}; it must be a list of URLs"
+        )
     values = {k: v for k, v in saved.items() if k in _GENERATOR_FIELDS}
-    urls: Sequence[str] = saved["base_urls"]
-    if values.get("api_key_file"):
+    if isinstance(values.get("api_key_file"), str):
         values["api_key_file"] = Path(values["api_key_file"])
-    return tuple(GeneratorSettings(base_url=url, **values) for url in urls)
+    return tuple(
+        typed(GeneratorSettings, {**values, "base_url": url}, "endpoints.generator") for url in urls
+    )
 
 
-def scorer_settings(saved: Mapping[str, Any]) -> ScorerSettings | None:
+def scorer_settings(saved: Any) -> ScorerSettings | None:
+    saved = _section(saved, "endpoints.scorer")
     if not saved:
         return None
     values = dict(saved)
     if "image_model" in values:  # the name before targets other than images
         values.setdefault("target_model", values.pop("image_model"))
-    return from_dict(ScorerSettings, values)
+    if "url" not in values:
+        raise ConfigError("endpoints.scorer has no url")
+    return typed(ScorerSettings, values, "endpoints.scorer")  # type: ignore[no-any-return]
 
 
-_GENERATOR_FIELDS = {f.name for f in dataclasses.fields(GeneratorSettings)} - {"base_url"}
+_GENERATOR_FIELDS = {f.name for f in dataclasses.fields(GeneratorSettings)}
+
+
+def typed(cls: type[Any], values: Any, section: str) -> Any:
+    """Build config dataclass `cls` from JSON, refusing a value of the wrong type by name.
+
+    Keys `cls` does not know are ignored (a newer version may have dropped them); the
+    range checks of `cls` itself run as usual.
+    """
+    values = _section(values, section)
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in values and not _fits(values[field.name], hints[field.name]):
+            raise ConfigError(
+                f"{section}.{field.name} is {values[field.name]!r}, not "
+                f"{_describe(hints[field.name])} (delete the key for the default)"
+            )
+    return from_dict(cls, dict(values))
+
+
+def _section(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} is {type(value).__name__} {value!r:.60}, not an object")
+    return value
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether a JSON value can stand for a field of type `tp`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp in (str, Path):
+        return isinstance(value, (str, Path))
+    if origin is not None and issubclass(origin, collections.abc.Mapping):
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    args = typing.get_args(tp) or (tp,)
+    return " or ".join(names.get(a, "null" if a is type(None) else str(a)) for a in args)

@@ -2,6 +2,7 @@
 
     mils caption INPUTS... [--out RUN_DIR] [endpoints] [loop] [concurrency]
     mils resume RUN_DIR [endpoint overrides]
+    mils salvage RUN_DIR NEW_DIR
     mils local up | down | status
     mils demo
 
@@ -48,7 +49,9 @@ from mils.engine import (
     LoopConfig,
     MilsError,
     RetryConfig,
+    RunStore,
     RunSummary,
+    StoreError,
     configure_logging,
 )
 from mils.engine.config import from_dict
@@ -223,6 +226,13 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("run_dir", type=Path)
     _endpoint_args(res, defaults=False)
     _run_args(res, defaults=False)
+
+    sal = sub.add_parser(
+        "salvage",
+        help="copy every readable committed step of a damaged run into a new run directory",
+    )
+    sal.add_argument("run_dir", type=Path)
+    sal.add_argument("new_dir", type=Path, help="where the new run goes (new or empty)")
 
     loc = sub.add_parser("local", help="start/stop the offline local stack (llama.cpp + Triton)")
     loc.add_argument("action", choices=("up", "down", "status"))
@@ -453,9 +463,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return _cmd_caption(args, loop=replace(DEMO_LOOP, steps=steps))
 
 
+def _cmd_salvage(args: argparse.Namespace) -> int:
+    if not RunStore.is_run(args.run_dir):
+        raise StoreError(f"{args.run_dir} is not a mils run directory; nothing to salvage")
+    copied = RunStore.salvage(args.run_dir, args.new_dir)
+    print(
+        f"copied {copied['samples']} samples, {copied['steps']} committed steps and "
+        f"{copied['candidates']} candidates into {args.new_dir}; continue with:\n"
+        f"  mils resume {args.new_dir}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "caption": _cmd_caption,
     "resume": _cmd_resume,
+    "salvage": _cmd_salvage,
     "local": cmd_local,
     "demo": _cmd_demo,
 }

@@ -66,7 +66,7 @@ def test_create_refuses_an_existing_run(store: RunStore) -> None:
 
 def test_open_refuses_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     """Resuming the wrong folder says what to pass."""
-    with pytest.raises(StoreError, match="not a run directory"):
+    with pytest.raises(StoreError, match="is not a mils run directory"):
         RunStore.open(tmp_path)
 
 
@@ -92,4 +92,5 @@ def test_export_writes_one_line_per_sample_with_trajectory(store: RunStore) -> N
 
 def test_config_and_pool_are_saved(store: RunStore) -> None:
     """The run carries what it needs to resume."""
-    assert store.config() == {"task": "t"} and store.pool() == ["p1", "p2"]
+    assert store.config() == {"format": "mils-run", "task": "t"}
+    assert store.pool() == ["p1", "p2"]
