@@ -49,6 +49,21 @@ _TRANSIENT = {
     "429": "429",
 }
 _NOT_LOADED = ("unknown model", "is not found", "not ready", "is not loaded")
+_KEEPALIVE = grpcclient.KeepAliveOptions()
+# tritonclient's own channel options, plus a reconnect back-off capped at 1 s: gRPC's default
+# (1 s growing 1.6x to 120 s) left a restarted Triton unused for 4-12 s after it was ready,
+# long enough for samples to exhaust their retries.
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.keepalive_time_ms", _KEEPALIVE.keepalive_time_ms),
+    ("grpc.keepalive_timeout_ms", _KEEPALIVE.keepalive_timeout_ms),
+    ("grpc.keepalive_permit_without_calls", _KEEPALIVE.keepalive_permit_without_calls),
+    ("grpc.http2.max_pings_without_data", _KEEPALIVE.http2_max_pings_without_data),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,7 +157,7 @@ class TritonScorer:
         if self._client is not None:
             return self
         if self.protocol == "grpc":
-            self._client = grpcclient.InferenceServerClient(self.url)
+            self._client = grpcclient.InferenceServerClient(self.url, channel_args=_CHANNEL_ARGS)
         else:
             self._client = httpclient.InferenceServerClient(self.url, conn_timeout=self.timeout)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -20,6 +22,10 @@ from fault_proxy import FaultProxy
 
 from benchmarks.llm_server import LoadLLMServer
 from mils.adapters.local_stack import TritonServer
+from mils.adapters.triton_scorer import TritonScorer
+from mils.engine.config import RetryConfig
+from mils.engine.errors import EndpointUnavailable
+from mils.engine.retry import Retrier
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +174,39 @@ def test_bad_target_embeddings_fail_their_own_sample_only(
     expected = {"z_nanimage": "non-finite", "z_wrongdim": "dim", "z_errimage": "bad_image"}
     for sid, words in expected.items():
         assert res[sid]["status"] == "failed" and words in res[sid]["error"], res[sid]
+
+
+async def test_grpc_scorer_follows_a_restarted_triton_within_a_short_retry_window(
+    tmp_path: Path,
+) -> None:
+    """After Triton was down for seconds (the client failing all along) and comes back on
+    the same port, a scorer call succeeds within a ~2 s retry window: the gRPC channel's
+    reconnect back-off is capped at 1 s instead of growing to many seconds."""
+    repo = model_repository(tmp_path / "models")
+    first = TritonServer(
+        model_repository=repo, models=("toyclip_text",), log_path=tmp_path / "t1.log"
+    ).start()
+    ports = {"grpc_port": first.grpc_port, "http_port": first.http_port}
+    scorer = TritonScorer(
+        first.grpc_url, text_model="toyclip_text", target_model="toyclip_text", target_input="TEXT"
+    )
+    second = None
+    try:
+        await scorer.open()
+        await scorer.embed_texts(["a red car"])
+        first.stop(timeout=0)
+        for _ in range(10):  # the channel fails and backs off while the server is away
+            with contextlib.suppress(EndpointUnavailable):
+                await scorer.embed_texts(["a red car"])
+            await asyncio.sleep(0.5)
+        second = TritonServer(
+            model_repository=repo, models=("toyclip_text",), log_path=tmp_path / "t2.log", **ports
+        ).start()
+        short = Retrier(RetryConfig(attempts=9, initial_s=0.25, max_s=0.25, jitter_s=0.0))
+        vectors = await short.call(scorer.embed_texts, ["a red car"])
+        assert vectors.shape[0] == 1
+    finally:
+        await scorer.aclose()
+        for server in (first, second):
+            if server is not None:
+                server.stop()
