@@ -94,8 +94,12 @@ class _Sink:
 
     def msg(self, event: dict[str, Any]) -> None:
         if self._file is not None:
-            self._file.write(json.dumps(event, default=str) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(json.dumps(event, default=str) + "\n")
+                self._file.flush()
+            except OSError as exc:  # a full disk must not turn every log call into a crash
+                self._file = None
+                self._console.write(f"log file disabled: cannot write it ({exc.strerror})\n")
         if _LEVELS.get(event.get("level", "info"), 20) >= self._console_level:
             shown = {k: v for k, v in event.items() if k != "timestamp"}
             # On a terminal, first clear the progress line the event would run into.

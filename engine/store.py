@@ -27,7 +27,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -462,7 +462,6 @@ class RunStore:
             terms = json.dumps(dict(evaluation.terms)) if evaluation.terms else None
             path = None
             if (artefact := evaluation.artefact) is not None:
-                folder.mkdir(parents=True, exist_ok=True)
                 name = f"{step:04d}-{pos:04d}{artefact.suffix}"
                 _write_atomic(folder / name, artefact.data)
                 path = f"{ARTEFACTS}/{sample_id}/{name}"
@@ -481,11 +480,8 @@ class RunStore:
     def export_results(self) -> Path:
         """Write results.jsonl (atomically): one line per sample with its trajectory."""
         path = self.run_dir / "results.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as out:
-            for line in self._results("", ()):
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        lines = (json.dumps(line, ensure_ascii=False) + "\n" for line in self._results("", ()))
+        _write_atomic(path, lines)
         return path
 
     def _results(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -600,10 +596,27 @@ def _holds_samples(db_path: Path) -> bool:
         return False
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
+def _write_atomic(path: Path, data: str | bytes | Iterable[str]) -> None:
+    """Write `path` whole or not at all; a failure (a full disk) leaves no temporary file.
+
+    Raises:
+        StoreError: the file cannot be written; the message says what to do.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, (str, bytes)):
+            tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        else:
+            with tmp.open("w", encoding="utf-8") as out:
+                out.writelines(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot write {path}: {exc.strerror or exc}; free space on its disk (or pass "
+            "another `out`), then run the same command again: committed steps are kept"
+        ) from None
 
 
 def _display(inputs: Mapping[str, str]) -> str:

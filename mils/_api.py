@@ -328,7 +328,7 @@ class Run:
             log.warning("initial_pool_duplicates_dropped", dropped=self._pool_repeats)
         store = await asyncio.to_thread(self._open_store)
         self._stack.callback(store.close)
-        self._stack.push_async_callback(asyncio.to_thread, store.export_results)
+        self._stack.push_async_callback(_export, store)
         retrier = Retrier(self.config.retry)
         generators = await self._generators()
         objective = await self._objective(retrier)
@@ -555,6 +555,15 @@ def _readers(task: Task) -> dict[str, MediaReader]:
             )
         readers[spec.name] = _READERS[spec.kind]()
     return readers
+
+
+async def _export(store: RunStore) -> None:
+    """Write results.jsonl; a failure (a full disk) is logged, not raised over the run's
+    own outcome: the store keeps every result, and the next resume writes the file."""
+    try:
+        await asyncio.to_thread(store.export_results)
+    except StoreError as exc:
+        log.error("results_not_exported", error=str(exc))
 
 
 def _succeeded(task: asyncio.Task[Any]) -> bool:

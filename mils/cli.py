@@ -353,6 +353,9 @@ def _run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
 def _report(summary: RunSummary, run_dir: Path) -> int:
     """Print the best text per sample (stdout) and the run's summary (stderr)."""
     results = run_dir / "results.jsonl"
+    if not results.is_file():
+        print(f"{results} could not be written; `mils resume {run_dir}` writes it", file=sys.stderr)
+        return EXIT_CONFIG
     with results.open(encoding="utf-8") as lines:
         for row in map(json.loads, lines):
             if row["status"] == "failed":
