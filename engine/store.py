@@ -257,7 +257,9 @@ class RunStore:
             )
         try:
             store = cls(run_dir)
-        except StoreError as exc:
+        except RunLocked:
+            raise
+        except StoreError as exc:  # the database cannot even be opened
             raise StoreError(f"{exc}; {_salvage_hint(run_dir)}") from None
         damage = store._quick_check()
         if damage:

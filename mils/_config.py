@@ -112,7 +112,7 @@ def scorer_settings(saved: Any) -> ScorerSettings | None:
         values.setdefault("target_model", values.pop("image_model"))
     if "url" not in values:
         raise ConfigError("endpoints.scorer has no url")
-    return typed(ScorerSettings, values, "endpoints.scorer")  # type: ignore[no-any-return]
+    return typed(ScorerSettings, values, "endpoints.scorer")
 
 
 _GENERATOR_FIELDS = {f.name for f in dataclasses.fields(GeneratorSettings)}
