@@ -85,12 +85,17 @@ def _to_sink(_: Any, __: str, event: MutableMapping[str, Any]) -> tuple[Any, ...
 class _Sink:
     """Writes every event as JSON to the log file and, from `console_level`, to the console."""
 
-    def __init__(self, log_file: TextIO | None, console: TextIO, console_level: int) -> None:
+    def __init__(self, log_file: TextIO | None, console: TextIO | None, console_level: int) -> None:
         self._file = log_file
-        self._console = console
+        self._fixed_console = console
         self._console_level = console_level
-        self._render = structlog.dev.ConsoleRenderer(colors=console.isatty())
-        self._clear = "\r\033[K" if console.isatty() else ""
+        self._render = structlog.dev.ConsoleRenderer(colors=self._console.isatty())
+
+    @property
+    def _console(self) -> TextIO:
+        # sys.stderr looked up at each write: a live display that redirects it (rich) then
+        # prints log lines above itself.
+        return self._fixed_console or sys.stderr
 
     def msg(self, event: dict[str, Any]) -> None:
         if self._file is not None:
@@ -102,8 +107,7 @@ class _Sink:
                 self._console.write(f"log file disabled: cannot write it ({exc.strerror})\n")
         if _LEVELS.get(event.get("level", "info"), 20) >= self._console_level:
             shown = {k: v for k, v in event.items() if k != "timestamp"}
-            # On a terminal, first clear the progress line the event would run into.
-            self._console.write(self._clear + self._render(None, "", shown) + "\n")
+            self._console.write(self._render(None, "", shown) + "\n")
             self._console.flush()
 
     debug = info = warning = warn = error = critical = exception = msg
@@ -114,7 +118,7 @@ def configure_logging(
 ) -> None:
     """Configure structlog for the process (file gets every level from debug up)."""
     handle = log_file.open("a", encoding="utf-8") if log_file else None
-    sink = _Sink(handle, console or sys.stderr, _LEVELS[console_level])
+    sink = _Sink(handle, console, _LEVELS[console_level])
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

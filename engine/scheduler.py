@@ -25,6 +25,7 @@ import structlog
 
 from mils.engine.config import ConcurrencyConfig, LoopConfig
 from mils.engine.errors import ConfigError, InputError, MilsError, StoreError
+from mils.engine.limiter import LimiterStatistics
 from mils.engine.logs import get_logger
 from mils.engine.objectives import Evaluation, Objective
 from mils.engine.optimizer import SampleOptimizer, StepPlan
@@ -101,6 +102,10 @@ class RunStatistics:
     generator_waiting: int
     score_in_flight: int
     score_queued: int
+    endpoints: tuple[LimiterStatistics, ...] = ()
+    """Per generator endpoint: requests in flight, limit, waiting, latency."""
+    faults: dict[str, int] = field(default_factory=dict)
+    """Endpoint faults seen so far in this run, by kind."""
 
     @property
     def steps_per_s(self) -> float:
@@ -153,6 +158,7 @@ class _Counts:
     over_limit: int = 0
     truncated: int = 0
     started: float = field(default_factory=time.monotonic)
+    faults_before: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -208,10 +214,10 @@ class Scheduler:
         """Run every sample not yet done; return what happened."""
         finished = {row.id for row in self._store.samples() if row.status == DONE}
         todo = [sample for sample in samples if sample.id not in finished]
-        self._counts = counts = _Counts(total=len(todo))
+        faults_before = Counter(self._retrier.statistics().faults)
+        self._counts = counts = _Counts(total=len(todo), faults_before=faults_before)
         self._cancel_requested.clear()
         self._stopping = False
-        faults_before = Counter(self._retrier.statistics().faults)
         requests_before = self._generator_requests()
         stats_before = self._objective.statistics()
         log.info("run_started", samples=len(samples), todo=len(todo), pool=len(pool))
@@ -272,6 +278,7 @@ class Scheduler:
         gen = self._router.statistics()
         obj = self._objective.statistics()
         counts = self._counts
+        faults = Counter(self._retrier.statistics().faults) - counts.faults_before
         return RunStatistics(
             total=counts.total,
             done=counts.done,
@@ -284,6 +291,8 @@ class Scheduler:
             generator_waiting=sum(stat.waiting for stat in gen),
             score_in_flight=obj.in_flight,
             score_queued=obj.queued,
+            endpoints=tuple(gen),
+            faults=dict(faults),
         )
 
     def _generator_requests(self) -> int:

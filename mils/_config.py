@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import json
 import re
+import tomllib
 import types
 import typing
 from dataclasses import asdict, dataclass
@@ -58,9 +60,24 @@ class RunConfig:
             },
         }
 
+    def to_toml(self) -> str:
+        """The settings as a TOML file that `read_toml` (and `mils ... --config`) accepts."""
+        data = self.to_json()
+        endpoints = data.pop("endpoints")
+        sections = {**data, **{k: v for k, v in endpoints.items() if v}}
+        lines = [f"task = {_toml_value(sections.pop('task'))}"]
+        for name, values in sections.items():
+            lines += ["", f"[{name}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        return "\n".join(lines) + "\n"
+
     @classmethod
-    def from_json(cls, data: Any) -> RunConfig:
+    def from_json(cls, data: Any, *, source: str | None = "config.json") -> RunConfig:
         """Rebuild a saved configuration; keys it no longer knows are ignored.
+
+        Args:
+            source: the file the data came from, named in errors (None: the errors name
+                parameters, for a caller that built `data` from its own options).
 
         Raises:
             ConfigError: a key is missing or holds a value of the wrong type or range; the
@@ -80,9 +97,11 @@ class RunConfig:
                 scorer=scorer_settings(endpoints.get("scorer", {})),
             )
         except ConfigError as exc:
+            if source is None:
+                raise
             # Name keys of the file, not parameters (`steps`) that the CLI would show as flags.
             said = re.sub(r"`(\w+)`", r"\1", str(exc))
-            raise ConfigError(f"config.json: {said}; correct the file") from None
+            raise ConfigError(f"{source}: {said}; correct the file") from None
 
 
 def generator_settings(saved: Any) -> tuple[GeneratorSettings, ...]:
@@ -92,9 +111,7 @@ def generator_settings(saved: Any) -> tuple[GeneratorSettings, ...]:
         return ()
     urls = saved.get("base_urls")
     if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
-        raise ConfigError(
-            f"endpoints.generator.base_urls is {urls!r}; it must be a list of URLs"
-        )
+        raise ConfigError(f"endpoints.generator.base_urls is {urls!r}; it must be a list of URLs")
     values = {k: v for k, v in saved.items() if k in _GENERATOR_FIELDS}
     if isinstance(values.get("api_key_file"), str):
         values["api_key_file"] = Path(values["api_key_file"])
@@ -167,3 +184,57 @@ def _describe(tp: Any) -> str:
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     args = typing.get_args(tp) or (tp,)
     return " or ".join(names.get(a, "null" if a is type(None) else str(a)) for a in args)
+
+
+_FILE_KEYS: dict[str, set[str]] = {
+    "loop": {f.name for f in dataclasses.fields(LoopConfig)},
+    "concurrency": {f.name for f in dataclasses.fields(ConcurrencyConfig)},
+    "retry": {f.name for f in dataclasses.fields(RetryConfig)},
+    "generator": (_GENERATOR_FIELDS - {"base_url", "extra_headers"}) | {"base_urls"},
+    "scorer": {f.name for f in dataclasses.fields(ScorerSettings)},
+}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A settings file (TOML: `task`, then [loop], [generator], [scorer], [concurrency],
+    [retry]) in the shape of config.json. Unknown keys are errors, named.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or holds an unknown key.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read the settings file {path}: {exc}; pass `config`") from None
+    for name, value in data.items():
+        if name == "task":
+            continue
+        if name not in _FILE_KEYS:
+            raise ConfigError(
+                f"{path}: unknown key {name!r}; the file takes task and the sections "
+                f"{', '.join(_FILE_KEYS)}"
+            )
+        section = _section(value, f"[{name}] of {path}")
+        unknown = sorted(set(section) - _FILE_KEYS[name])
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown key {name}.{unknown[0]}; [{name}] takes "
+                f"{', '.join(sorted(_FILE_KEYS[name]))}"
+            )
+    endpoints = {k: data.pop(k) for k in ("generator", "scorer") if k in data}
+    return {**data, "endpoints": endpoints} if endpoints else data
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml_value, value)) + "]"
+    if isinstance(value, dict):
+        pairs = (f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    raise TypeError(f"no TOML form for {value!r}")

@@ -1,0 +1,299 @@
+"""The `mils` command line's arguments: help written for users, options in groups.
+
+Run options (loop, endpoints, concurrency) default to None here: their defaults come from the
+task, a `--config` file or the saved run, in that order under the flags (see `_settings`).
+The help states each default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import mils
+from mils.adapters.openai_generator import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+)
+from mils.engine import ConcurrencyConfig, LoopConfig, RetryConfig
+from mils.tasks import TASKS
+
+__all__ = ["DEFAULT_GENERATOR_TIMEOUT", "DEMO_LOOP", "parser"]
+
+DEFAULT_GENERATOR_TIMEOUT = 300.0
+DEMO_LOOP = LoopConfig(steps=3, keep=12, requested=8)
+_LOOP = LoopConfig()
+_CONCURRENCY = ConcurrencyConfig()
+
+_CAPTION_EXAMPLES = """\
+examples:
+  mils local up && mils caption photos/ --steps 3     offline, on the local stack
+  mils caption photos/*.jpg --generator-url http://vllm:8000/v1 \\
+      --generator-model meta-llama/Llama-3.1-8B-Instruct --scorer-url triton:8001
+  mils caption photos/ --config run.toml --steps 5     a settings file, a flag on top
+  mils config show runs/r1 > run.toml                  the settings of an earlier run
+"""
+
+_RESUME_EXAMPLES = """\
+examples:
+  mils resume runs/r1                                  same endpoints as saved
+  mils resume runs/r1 --generator-url http://vllm2:8000/v1 --samples-in-flight 64
+"""
+
+
+def _limit(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
+def _subcommand(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, **kw: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _loop_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("the loop (defaults: the task's own; image-caption's shown)")
+    g.add_argument("--steps", metavar="N", type=int, help="optimisation steps per sample (10)")
+    g.add_argument(
+        "--keep", metavar="N", type=int, help="best candidates shown each step and kept (50)"
+    )
+    g.add_argument(
+        "--requested", metavar="N", type=int, help="new candidates asked for per step (50)"
+    )
+    g.add_argument(
+        "--exploration",
+        metavar="X",
+        type=float,
+        help="fraction of the shown slots given to random lower-ranked candidates, 0-1 (0)",
+    )
+    g.add_argument(
+        "--patience",
+        metavar="N",
+        type=int,
+        help="stop a sample after N steps without a better best (off)",
+    )
+    g.add_argument(
+        "--top-k",
+        metavar="K",
+        type=int,
+        help=f"K of the mean of the top K per step ({_LOOP.top_k})",
+    )
+    g.add_argument(
+        "--candidate-limit",
+        metavar="N",
+        type=int,
+        help="most new candidates scored per step; extra reply lines are scored up to it "
+        "(4 x --requested)",
+    )
+    g.add_argument(
+        "--seed", metavar="N", type=int, help=f"seed of the exploration draws ({_LOOP.seed})"
+    )
+
+
+def _endpoint_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("the generator (an OpenAI-compatible chat endpoint)")
+    g.add_argument(
+        "--generator-url",
+        action="append",
+        metavar="URL",
+        help="base URL, e.g. http://vllm:8000/v1; repeat for several endpoints "
+        "(default: the local stack of `mils local up`)",
+    )
+    g.add_argument(
+        "--generator-model",
+        metavar="NAME",
+        help="model name sent with each request (the local stack's, or 'default')",
+    )
+    g.add_argument(
+        "--temperature",
+        metavar="T",
+        type=float,
+        help=f"sampling temperature, 0-2 ({DEFAULT_TEMPERATURE})",
+    )
+    g.add_argument(
+        "--top-p", metavar="P", type=float, help=f"nucleus sampling mass, 0-1 ({DEFAULT_TOP_P})"
+    )
+    g.add_argument(
+        "--max-tokens",
+        metavar="N",
+        type=int,
+        help=f"most tokens per reply; a reply cut off loses its last line ({DEFAULT_MAX_TOKENS})",
+    )
+    g.add_argument(
+        "--generator-timeout",
+        type=float,
+        dest="read_timeout",
+        metavar="SECONDS",
+        help=f"wait for one reply before retrying it ({DEFAULT_GENERATOR_TIMEOUT:.0f} s)",
+    )
+    g.add_argument(
+        "--generator-api-key-env",
+        dest="api_key_env",
+        metavar="VAR",
+        help=f"environment variable holding the API key ({DEFAULT_API_KEY_ENV})",
+    )
+    g.add_argument(
+        "--generator-api-key-file",
+        dest="api_key_file",
+        metavar="FILE",
+        help="file holding the API key, used when the variable is unset (none)",
+    )
+    s = p.add_argument_group("the scorer (Triton Inference Server)")
+    s.add_argument(
+        "--scorer-url",
+        metavar="HOST:PORT",
+        help="Triton address, its gRPC port for grpc (default: the local stack)",
+    )
+    s.add_argument(
+        "--scorer-protocol", choices=("grpc", "http"), help="how to talk to Triton (grpc)"
+    )
+    s.add_argument("--text-model", metavar="NAME", help="Triton text encoder (clip_text)")
+    s.add_argument("--image-model", metavar="NAME", help="Triton image encoder (clip_image)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    c = p.add_argument_group("concurrency and retries")
+    c.add_argument(
+        "--samples-in-flight",
+        type=int,
+        metavar="N",
+        help=f"samples worked on at once; bounds memory ({_CONCURRENCY.samples_in_flight})",
+    )
+    c.add_argument(
+        "--generator-in-flight",
+        type=_limit,
+        metavar="N|auto",
+        help="requests in flight per generator endpoint; auto finds the endpoint's best "
+        "concurrency from its latency (auto)",
+    )
+    c.add_argument(
+        "--score-batch",
+        type=int,
+        metavar="N",
+        help=f"most texts per scorer request ({_CONCURRENCY.score_batch})",
+    )
+    c.add_argument(
+        "--score-wait-ms",
+        type=float,
+        metavar="MS",
+        help=f"how long a partial scorer batch waits to fill ({_CONCURRENCY.score_wait_ms:g} ms)",
+    )
+    c.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help=f"attempts per endpoint call on transient faults, the first included "
+        f"({RetryConfig().attempts})",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file of settings (as `mils config show` prints); flags override it",
+    )
+    o.add_argument(
+        "--progress",
+        choices=("auto", "bar", "plain", "json", "off"),
+        default="auto",
+        help="live progress: a bar on a terminal, else a plain line every few seconds; "
+        "json for machines (auto)",
+    )
+    o.add_argument(
+        "--no-progress", dest="progress", action="store_const", const="off", help="--progress off"
+    )
+    o.add_argument(
+        "--format",
+        choices=("tsv", "table", "jsonl"),
+        default="tsv",
+        help="the final listing of best texts on stdout (tsv)",
+    )
+    o.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="console log level; the run's log.jsonl has every level (warning)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    top = argparse.ArgumentParser(
+        prog="mils",
+        description="Run MILS: a text-only LLM proposes texts, a pretrained scorer scores "
+        "them against your images, the best go back into the prompt, and the loop repeats.",
+        epilog="tasks:\n"
+        + "\n".join(f"  {t.name:16} {t.summary}" for t in TASKS.values())
+        + "\n\n`mils COMMAND --help` describes each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"mils {mils.__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cap = _subcommand(sub, "caption", "caption images with the MILS loop", epilog=_CAPTION_EXAMPLES)
+    cap.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
+    cap.add_argument(
+        "--task",
+        metavar="NAME",
+        help="what to do: " + ", ".join(TASKS) + " (image-caption; see `mils tasks`)",
+    )
+    cap.add_argument(
+        "--out", type=Path, metavar="DIR", help="run directory, new or empty (runs/<task>-<time>)"
+    )
+    cap.add_argument(
+        "--init-pool", type=Path, metavar="FILE", help="initial pool, a text per line (the task's)"
+    )
+    _loop_args(cap)
+    _endpoint_args(cap)
+    _run_args(cap)
+
+    res = _subcommand(
+        sub, "resume", "continue every unfinished sample of a run", epilog=_RESUME_EXAMPLES
+    )
+    res.add_argument("run_dir", type=Path, help="the run directory (--out of `mils caption`)")
+    _endpoint_args(res)
+    _run_args(res)
+
+    status = _subcommand(sub, "status", "show a run's progress (also while it runs)")
+    status.add_argument("run_dir", type=Path)
+    runs = _subcommand(sub, "runs", "list the runs in a folder with their progress")
+    runs.add_argument("folder", type=Path, nargs="?", default=Path("runs"), help="(runs)")
+
+    config = _subcommand(sub, "config", "print a run's settings as a file --config accepts")
+    config.add_argument("action", choices=("show",))
+    config.add_argument("run_dir", type=Path)
+
+    _subcommand(sub, "tasks", "list the tasks, one line each")
+
+    sal = _subcommand(
+        sub, "salvage", "copy every readable committed step of a damaged run into a new run"
+    )
+    sal.add_argument("run_dir", type=Path)
+    sal.add_argument("new_dir", type=Path, help="where the new run goes (new or empty)")
+
+    loc = _subcommand(sub, "local", "start, stop or show the offline local stack")
+    loc.add_argument("action", choices=("up", "down", "status"))
+    loc.add_argument(
+        "--model-repository",
+        type=Path,
+        metavar="DIR",
+        help="Triton model repository to serve (the one shipped with mils)",
+    )
+
+    demo = _subcommand(sub, "demo", "caption bundled sample images on a throwaway local stack")
+    demo.add_argument("--out", type=Path, help="run directory (runs/demo-<time>)")
+    demo.add_argument("--steps", type=int, default=DEMO_LOOP.steps, help="(%(default)s)")
+    return top
