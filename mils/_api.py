@@ -183,6 +183,7 @@ def open_run(
 def resume_run(
     out: str | os.PathLike[str],
     *,
+    task: Task | None = None,
     generator: GeneratorArg | None = None,
     scorer: ScorerArg | None = None,
     concurrency: ConcurrencyConfig | None = None,
@@ -194,7 +195,8 @@ def resume_run(
     """Continue every unfinished sample of the run in `out` from its last committed step.
 
     Endpoints, concurrency and retries default to what the run saved; pass them to change
-    them (servers moved, a run made with your own objects). The task and the loop stay.
+    them (servers moved, a run made with your own objects). The loop stays; the task is
+    found by its saved name, or pass the `Task` a run was opened with if it is your own.
     """
     run_dir = Path(out)
     saved = load_run_config(run_dir)
@@ -211,7 +213,7 @@ def resume_run(
     return Run(
         run_dir,
         lambda: RunStore.open(run_dir),
-        get_task(config.task),
+        task or get_task(config.task),
         config,
         _Parts(generator_objects, scorer, renderer, media_scorer),
         on_event,
