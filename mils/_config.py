@@ -24,7 +24,7 @@ from mils.engine import ConcurrencyConfig, ConfigError, LoopConfig, RetryConfig
 from mils.engine.config import from_dict
 from mils.engine.logs import redact_url
 
-__all__ = ["RunConfig"]
+__all__ = ["RunConfig", "read_toml"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,11 +90,11 @@ class RunConfig:
             endpoints = _section(data.get("endpoints", {}), "endpoints")
             return cls(
                 task=data["task"],
-                loop=typed(LoopConfig, data.get("loop", {}), "loop"),
-                concurrency=typed(ConcurrencyConfig, data.get("concurrency", {}), "concurrency"),
-                retry=typed(RetryConfig, data.get("retry", {}), "retry"),
-                generator=generator_settings(endpoints.get("generator", {})),
-                scorer=scorer_settings(endpoints.get("scorer", {})),
+                loop=_typed(LoopConfig, data.get("loop", {}), "loop"),
+                concurrency=_typed(ConcurrencyConfig, data.get("concurrency", {}), "concurrency"),
+                retry=_typed(RetryConfig, data.get("retry", {}), "retry"),
+                generator=_generator_settings(endpoints.get("generator", {})),
+                scorer=_scorer_settings(endpoints.get("scorer", {})),
             )
         except ConfigError as exc:
             if source is None:
@@ -104,7 +104,7 @@ class RunConfig:
             raise ConfigError(f"{source}: {said}; correct the file") from None
 
 
-def generator_settings(saved: Any) -> tuple[GeneratorSettings, ...]:
+def _generator_settings(saved: Any) -> tuple[GeneratorSettings, ...]:
     """One GeneratorSettings per saved base URL (validated: ConfigError naming the key)."""
     saved = _section(saved, "endpoints.generator")
     if not saved:
@@ -116,11 +116,12 @@ def generator_settings(saved: Any) -> tuple[GeneratorSettings, ...]:
     if isinstance(values.get("api_key_file"), str):
         values["api_key_file"] = Path(values["api_key_file"])
     return tuple(
-        typed(GeneratorSettings, {**values, "base_url": url}, "endpoints.generator") for url in urls
+        _typed(GeneratorSettings, {**values, "base_url": url}, "endpoints.generator")
+        for url in urls
     )
 
 
-def scorer_settings(saved: Any) -> ScorerSettings | None:
+def _scorer_settings(saved: Any) -> ScorerSettings | None:
     saved = _section(saved, "endpoints.scorer")
     if not saved:
         return None
@@ -129,13 +130,13 @@ def scorer_settings(saved: Any) -> ScorerSettings | None:
         values.setdefault("target_model", values.pop("image_model"))
     if "url" not in values:
         raise ConfigError("endpoints.scorer has no url")
-    return typed(ScorerSettings, values, "endpoints.scorer")
+    return _typed(ScorerSettings, values, "endpoints.scorer")
 
 
 _GENERATOR_FIELDS = {f.name for f in dataclasses.fields(GeneratorSettings)}
 
 
-def typed(cls: type[Any], values: Any, section: str) -> Any:
+def _typed(cls: type[Any], values: Any, section: str) -> Any:
     """Build config dataclass `cls` from JSON, refusing a value of the wrong type by name.
 
     Keys `cls` does not know are ignored (a newer version may have dropped them); the
