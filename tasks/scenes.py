@@ -39,6 +39,7 @@ __all__ = [
     "SceneObject",
     "Split",
     "Verdict",
+    "canonical",
     "change_one",
     "check_caption",
     "describe",
@@ -170,6 +171,9 @@ class Split(enum.Enum):
 
     TRAIN = 0
     HELD_OUT = 1
+    """Measurements (R@1, near misses) and tests."""
+    DEMO = 2
+    """`mils demo`: held out too, and apart from what the measurements use."""
 
 
 def make_scene(rng: random.Random) -> Scene:
@@ -337,6 +341,13 @@ GRAMMAR: Grammar = _train_template
 """The grammar the scorer trains on."""
 PARAPHRASE: Grammar = _paraphrase_template
 """A grammar never used in training: how the scorer reads unseen phrasings."""
+
+
+def canonical(scene: Scene) -> str:
+    """The plain ground truth: objects in reading order, every attribute, the background."""
+    order = sorted(scene.objects, key=lambda o: POSITIONS.index(o.position))
+    parts = [f"a {o.size} {o.colour} {o.shape} in the {o.position}" for o in order]
+    return ", ".join(parts) + f" on a {scene.background} background"
 
 
 def describe(scene: Scene, rng: random.Random, grammar: Grammar = GRAMMAR) -> str:
