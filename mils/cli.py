@@ -30,6 +30,7 @@ import structlog
 import mils
 from mils._api import Run, load_run_config, open_run, resume_run
 from mils._config import generator_settings, scorer_settings
+from mils._demo import print_scene_report, write_demo_pool, write_demo_scenes
 from mils._display import show_progress
 from mils._local import (
     LOCAL_IMAGE_MODEL,
@@ -39,7 +40,7 @@ from mils._local import (
     local_urls,
     model_repository,
 )
-from mils.adapters import GeneratorSettings, ScorerSettings, bundled_samples, expand_inputs
+from mils.adapters import GeneratorSettings, ScorerSettings, expand_inputs
 from mils.adapters.local_stack import LlamaServer, TritonServer
 from mils.adapters.openai_generator import DEFAULT_MAX_TOKENS
 from mils.engine import (
@@ -231,7 +232,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Triton model repository to serve (default: the one shipped with mils)",
     )
 
-    demo = sub.add_parser("demo", help="caption bundled sample images on a throwaway local stack")
+    demo = sub.add_parser("demo", help="caption generated scenes on a throwaway local stack")
     demo.add_argument("--out", type=Path, help="run directory (default runs/demo-<time>)")
     demo.add_argument("--steps", type=int, default=DEMO_LOOP.steps)
     return parser
@@ -414,7 +415,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     steps = args.steps
     configure_logging(console_level="warning")
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    images = bundled_samples(STATE_DIR / "samples")
+    truth = write_demo_scenes(STATE_DIR / "samples")
+    pool = write_demo_pool(STATE_DIR / "samples" / "scene-pool.txt")
     logs = STATE_DIR / "logs"
     print("starting the local stack (llama.cpp + SmolLM2, Triton) ...", file=sys.stderr)
     with (
@@ -428,7 +430,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         args = _parser().parse_args(
             [
                 "caption",
-                *map(str, images),
+                *map(str, truth),
+                "--init-pool",
+                str(pool),
                 "--generator-url",
                 llama.base_url,
                 "--generator-model",
@@ -449,7 +453,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 str(out),
             ]
         )
-        return _cmd_caption(args, loop=replace(DEMO_LOOP, steps=steps))
+        status = _cmd_caption(args, loop=replace(DEMO_LOOP, steps=steps))
+    print_scene_report(out, truth)
+    return status
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
