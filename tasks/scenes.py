@@ -474,6 +474,8 @@ def _lexicon() -> dict[str, tuple[str, str]]:
     for word, n in {"a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "pair": 2, "both": 2}.items():
         lex[word] = ("count", str(n))
     lex |= {"three": ("count", "3"), "1": ("count", "1"), "2": ("count", "2"), "3": ("count", "3")}
+    for form in ("background", "backdrop", "backgrounds"):
+        lex[form] = ("background_word", "")
     return lex
 
 
@@ -515,7 +517,8 @@ def _items(caption: str) -> list[tuple[str, str]]:
 
 
 def _mentions(caption: str) -> tuple[list[_Mention], str | None]:
-    """The objects a caption describes, and the background it names.
+    """The objects a caption describes, and the background it names (a background colour
+    next to the word "background" or "backdrop" wins over one elsewhere).
 
     Adjectives and a count bind to the next shape word. A position binds to the last object
     when that object still lacks one ("a red circle in the top left"), else to the next
@@ -523,9 +526,11 @@ def _mentions(caption: str) -> tuple[list[_Mention], str | None]:
     """
     mentions: list[_Mention] = []
     colour = size = background = None
+    named = False  # the background found so far stands next to "background"
     count: int | None = None
     waiting: list[str] = []  # positions said before their object
-    for kind, value in _items(caption):
+    items = _items(caption)
+    for i, (kind, value) in enumerate(items):
         if kind in ("shape", "plural_shape"):
             plural = kind == "plural_shape"
             n = count if count is not None and (plural or count == 1) else (None if plural else 1)
@@ -544,7 +549,10 @@ def _mentions(caption: str) -> tuple[list[_Mention], str | None]:
         elif kind == "count":
             count = int(value)
         elif kind == "background":
-            background = value
+            beside = {items[j][0] for j in (i - 1, i + 1) if 0 <= j < len(items)}
+            if background is None or "background_word" in beside or not named:
+                named = "background_word" in beside
+                background = value
     return mentions, background
 
 

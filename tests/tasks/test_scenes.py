@@ -148,6 +148,8 @@ def test_partial_and_wrong_captions_get_their_verdicts() -> None:
     assert wrong_place["position"] == wrong_place["background"] == "wrong"
     assert wrong_place["shape"] == wrong_place["colour"] == wrong_place["count"] == "right"
     assert set(verdicts("two dogs playing on a sunny beach").values()) == {"missing"}
+    outlined = verdicts("a red circle and a blue square, black outlines, on a white background")
+    assert outlined["background"] == "right"  # the colour beside "background" is the one
     three = check_caption(SCENE, "three red circles in the top left, center and bottom right")
     assert three.verdicts["count"] is Verdict.WRONG and three.verdicts["shape"] is Verdict.WRONG
     assert not three.exact and three.mentioned == 3
