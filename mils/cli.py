@@ -30,7 +30,6 @@ import structlog
 import mils
 from mils._api import Run, load_run_config, open_run, resume_run
 from mils._config import generator_settings, scorer_settings
-from mils._demo import print_scene_report, write_demo_pool, write_demo_scenes
 from mils._display import show_progress
 from mils._local import (
     LOCAL_IMAGE_MODEL,
@@ -412,6 +411,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    # Imported here: the scenes need Pillow (the `local` extra), which `mils caption` does not.
+    from mils._demo import print_scene_report, write_demo_pool, write_demo_scenes
+
     steps = args.steps
     configure_logging(console_level="warning")
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
