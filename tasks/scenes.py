@@ -35,6 +35,7 @@ __all__ = [
     "SIDE",
     "SIZES",
     "CaptionCheck",
+    "Grammar",
     "Scene",
     "SceneObject",
     "Split",
