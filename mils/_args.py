@@ -293,7 +293,7 @@ def parser() -> argparse.ArgumentParser:
         help="Triton model repository to serve (the one shipped with mils)",
     )
 
-    demo = _subcommand(sub, "demo", "caption bundled sample images on a throwaway local stack")
+    demo = _subcommand(sub, "demo", "caption generated scenes on a throwaway local stack")
     demo.add_argument("--out", type=Path, help="run directory (runs/demo-<time>)")
     demo.add_argument("--steps", type=int, default=DEMO_LOOP.steps, help="(%(default)s)")
     return top

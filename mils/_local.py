@@ -40,7 +40,10 @@ def model_repository(path: Path | None = None) -> Path:
     )
 
 
-LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL = "toyclip_text", "toyclip_image"
+# The scene scorer, trained here on the closed world of `mils.tasks.scenes` (the only
+# meaningful image-text model that exists offline). The toyclip pair stays in the
+# repository for tests that need an encoder without weights.
+LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL = "scene_text", "scene_image"
 
 
 def local_urls() -> dict[str, str]:

@@ -41,7 +41,7 @@ from mils._local import (
 )
 from mils._settings import run_settings
 from mils._status import print_runs, print_status
-from mils.adapters import bundled_samples, expand_inputs
+from mils.adapters import expand_inputs
 from mils.adapters.local_stack import LlamaServer, TritonServer
 from mils.engine import ConfigError, LoopConfig, MilsError, RunStore, StoreError, configure_logging
 from mils.engine.logs import get_logger
@@ -183,9 +183,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    # Imported here: the scenes need Pillow (the `local` extra), which `mils caption` does not.
+    from mils._demo import print_scene_report, write_demo_pool, write_demo_scenes
+
     configure_logging(console_level="warning")
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    images = bundled_samples(STATE_DIR / "samples")
+    truth = write_demo_scenes(STATE_DIR / "samples")
+    pool = write_demo_pool(STATE_DIR / "samples" / "scene-pool.txt")
     logs = STATE_DIR / "logs"
     print("starting the local stack (llama.cpp + SmolLM2, Triton) ...", file=sys.stderr)
     with (
@@ -197,6 +201,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         LlamaServer(log_path=logs / "demo-llama.log") as llama,
     ):
         flags = {
+            "--init-pool": pool,
             "--generator-url": llama.base_url,
             "--generator-model": "smollm2",
             "--scorer-url": triton.grpc_url,
@@ -210,8 +215,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "--requested": DEMO_LOOP.requested,
             "--out": out,
         }
-        argv = ["caption", *map(str, images), *(str(x) for kv in flags.items() for x in kv)]
-        return _cmd_caption(parser().parse_args(argv))
+        argv = ["caption", *map(str, truth), *(str(x) for kv in flags.items() for x in kv)]
+        status = _cmd_caption(parser().parse_args(argv))
+    print_scene_report(out, truth)
+    return status
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -27,7 +27,14 @@ from benchmarks.llm_server import LLMCostModel, LoadLLMServer
 from mils.adapters.local_stack import LlamaServer, TritonServer
 
 REPO = Path(__file__).resolve().parents[1]
-TRITON_MODELS = ("toyclip_text", "toyclip_image", "clip_text", "clip_image")
+TRITON_MODELS = (
+    "toyclip_text",
+    "toyclip_image",
+    "clip_text",
+    "clip_image",
+    "scene_text",
+    "scene_image",
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +47,8 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def triton_server(
     tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    """Real Triton serving the toyclip pair and the clip pair (on the tiny CLIP)."""
+    """Real Triton serving the toyclip pair, the clip pair (on the tiny CLIP) and the scene
+    scorer (with its committed weights)."""
     server = TritonServer(
         model_repository=REPO / "triton_models",
         models=TRITON_MODELS,

@@ -10,6 +10,8 @@ tasks do not import each other; nothing imports the repository folders by their 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +67,11 @@ def test_engine_imports_only_itself_from_mils() -> None:
         module for _, module in _imports(REPO / "engine") if module.split(".")[0] == "mils"
     ]
     assert first_party and all(m.startswith("mils.engine") for m in first_party)
+
+
+def test_cli_imports_no_optional_dependency() -> None:
+    """`import mils.cli` needs only the core dependencies: Pillow (the `local` extra, used by
+    the demo's scenes) and torch load only where they are used."""
+    code = "import sys, mils.cli; print(sorted({'PIL', 'torch', 'skimage'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

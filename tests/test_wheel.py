@@ -97,7 +97,8 @@ def test_cli_and_api_work_beside_a_projects_own_tasks_engine_adapters(
 
 
 def test_wheel_carries_the_model_repository(fresh: Path, project: Path) -> None:
-    """Every Triton model folder of the repository is inside the installed package."""
+    """Every Triton model folder of the repository, and the scene scorer's weights, are inside
+    the installed package."""
     found = run(
         fresh,
         ["-c", "from mils._local import model_repository; print(model_repository())"],
@@ -110,6 +111,9 @@ def test_wheel_carries_the_model_repository(fresh: Path, project: Path) -> None:
         if model.is_dir() and not model.name.startswith("_"):
             assert (installed / model.name / "config.pbtxt").is_file(), model.name
             assert (installed / model.name / "1" / "model.py").is_file(), model.name
+    # The scene scorer's shared network code and trained weights (a folder, not a model).
+    for part in ("network.py", "weights.pt"):
+        assert (installed / "_scene_clip" / part).is_file(), part
 
 
 def test_local_stack_starts_from_the_wheel(fresh: Path, project: Path) -> None:

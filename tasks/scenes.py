@@ -1,0 +1,626 @@
+"""The closed world: generated scenes whose ground truth is known, and captions checked against it.
+
+No real CLIP-family weights can be downloaded where the offline stack runs, so its scorer is
+trained here on this world, and the demo and the quality benchmark use it to say not only how
+a caption scores but whether it is *right*. A scene is one to three objects, each a shape, a
+colour, a size and a position from small fixed sets, on a background colour; it is a pure value,
+rendered deterministically from its own seed, so the same scene is the same image on every
+machine. Descriptions come from a small grammar (word order, synonyms, counts); a second grammar,
+never used for training (`PARAPHRASE`), measures how the scorer reads phrasings it has not seen.
+
+Needs only Pillow and numpy, so the torch-free engine process can import it.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import itertools
+import random
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "BACKGROUNDS",
+    "COLOURS",
+    "GRAMMAR",
+    "KINDS",
+    "PARAPHRASE",
+    "POSITIONS",
+    "SHAPES",
+    "SIDE",
+    "SIZES",
+    "CaptionCheck",
+    "Grammar",
+    "Scene",
+    "SceneObject",
+    "Split",
+    "Verdict",
+    "canonical",
+    "change_one",
+    "check_caption",
+    "describe",
+    "make_scene",
+    "near_miss",
+    "scenes",
+]
+
+SIDE = 64
+"""Width and height of a rendered scene in pixels."""
+
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 35, 35),
+    "orange": (245, 135, 20),
+    "yellow": (235, 215, 30),
+    "green": (40, 165, 60),
+    "blue": (40, 90, 225),
+    "purple": (135, 55, 185),
+    "pink": (245, 145, 195),
+    "brown": (125, 80, 40),
+}
+SIZES = ("small", "large")
+POSITIONS = ("top left", "top right", "center", "bottom left", "bottom right")
+# Background colours share no name with object colours, so a caption's colour words are
+# unambiguous: black, gray and white always speak of the background.
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "black": (20, 20, 24),
+    "gray": (128, 128, 128),
+    "white": (238, 238, 235),
+}
+KINDS = ("shape", "colour", "size", "position", "count", "background")
+"""The attribute kinds a caption is checked on."""
+
+_CENTRES = {
+    "top left": (16, 16),
+    "top right": (48, 16),
+    "center": (32, 32),
+    "bottom left": (16, 48),
+    "bottom right": (48, 48),
+}
+_RADIUS = {"small": 6.5, "large": 11.5}
+_JITTER = 2
+_NOISE = 6.0  # grey levels of pixel noise: the background is a texture, not a flat fill
+
+
+@dataclass(frozen=True, slots=True)
+class SceneObject:
+    """One object of a scene."""
+
+    shape: str
+    colour: str
+    size: str
+    position: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    """A scene: its objects (at distinct positions), its background, and the seed of its pixels.
+
+    The seed only places the small jitter and the background noise; two scenes with the same
+    attributes and different seeds show the same thing.
+    """
+
+    objects: tuple[SceneObject, ...]
+    background: str
+    seed: int
+
+    def render(self) -> Image.Image:
+        """The scene as a SIDE x SIDE RGB image (drawn at 4x, then downsampled: smooth edges)."""
+        rng = np.random.default_rng(self.seed)
+        scale = 4
+        image = Image.new("RGB", (SIDE * scale, SIDE * scale), BACKGROUNDS[self.background])
+        draw = ImageDraw.Draw(image)
+        for obj in self.objects:
+            cx, cy = _CENTRES[obj.position]
+            dx, dy = rng.integers(-_JITTER, _JITTER + 1, size=2)
+            radius = _RADIUS[obj.size] * scale
+            _draw_shape(
+                draw, obj.shape, (cx + dx) * scale, (cy + dy) * scale, radius, COLOURS[obj.colour]
+            )
+        small = image.resize((SIDE, SIDE), Image.Resampling.BOX)
+        pixels = np.asarray(small, dtype=np.float32)
+        pixels = pixels + rng.normal(0.0, _NOISE, size=(SIDE, SIDE, 1)).astype(np.float32)
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+    def png(self) -> bytes:
+        """The rendered scene, PNG-encoded."""
+        buffer = io.BytesIO()
+        self.render().save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    fill: tuple[int, int, int],
+) -> None:
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        h = r * 0.85
+        draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=fill)
+    elif shape == "diamond":
+        w = r * 0.75
+        draw.polygon([(cx, cy - r), (cx + w, cy), (cx, cy + r), (cx - w, cy)], fill=fill)
+    elif shape == "star":
+        points = []
+        for i in range(10):
+            angle = -np.pi / 2 + i * np.pi / 5
+            radius = r if i % 2 == 0 else r * 0.45
+            points.append((cx + radius * np.cos(angle), cy + radius * np.sin(angle)))
+        draw.polygon(points, fill=fill)
+    elif shape == "cross":
+        w = r * 0.33
+        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
+        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+
+
+class Split(enum.Enum):
+    """Disjoint streams of scenes: training never sees a held-out scene's seed."""
+
+    TRAIN = 0
+    HELD_OUT = 1
+    """Measurements (R@1, near misses) and tests."""
+    DEMO = 2
+    """`mils demo`: held out too, and apart from what the measurements use."""
+
+
+def make_scene(rng: random.Random) -> Scene:
+    """A random scene: 1-3 objects at distinct positions, any background."""
+    count = rng.choice((1, 2, 2, 3, 3))
+    positions = rng.sample(POSITIONS, count)
+    objects = tuple(
+        SceneObject(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), position)
+        for position in positions
+    )
+    return Scene(objects, rng.choice(list(BACKGROUNDS)), rng.getrandbits(63))
+
+
+def scenes(split: Split, start: int = 0) -> Iterator[Scene]:
+    """The scenes of `split`, from index `start` on: the same sequence on every call."""
+    for index in itertools.count(start):
+        yield make_scene(random.Random(f"{split.name}:{index}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Descriptions
+
+
+@dataclass(frozen=True, slots=True)
+class _Words:
+    """The words one grammar picks from, per attribute value."""
+
+    shapes: dict[str, tuple[tuple[str, str], ...]]  # shape -> (singular, plural) choices
+    colours: dict[str, tuple[str, ...]]
+    sizes: dict[str, tuple[str, ...]]
+    positions: dict[str, tuple[str, ...]]
+    backgrounds: dict[str, tuple[str, ...]]
+
+
+_TRAIN_WORDS = _Words(
+    shapes={
+        "circle": (("circle", "circles"), ("disc", "discs"), ("dot", "dots")),
+        "square": (("square", "squares"), ("box", "boxes"), ("block", "blocks")),
+        "triangle": (("triangle", "triangles"),),
+        "diamond": (("diamond", "diamonds"), ("rhombus", "rhombuses")),
+        "star": (("star", "stars"),),
+        "cross": (("cross", "crosses"), ("plus sign", "plus signs"), ("plus", "pluses")),
+    },
+    colours={c: (c,) for c in COLOURS} | {"purple": ("purple", "violet"), "gray": ("gray",)},
+    sizes={"small": ("small", "little", "tiny"), "large": ("large", "big")},
+    positions={
+        "top left": ("top left", "upper left", "top-left"),
+        "top right": ("top right", "upper right", "top-right"),
+        "center": ("center", "middle"),
+        "bottom left": ("bottom left", "lower left", "bottom-left"),
+        "bottom right": ("bottom right", "lower right", "bottom-right"),
+    },
+    backgrounds={"black": ("black",), "gray": ("gray", "grey"), "white": ("white",)},
+)
+# The paraphrase grammar adds words the training grammar never uses, each sharing character
+# n-grams with a training word (centre/center, smallish/small, corner). A synonym that shares
+# none ("huge" for large) cannot be read by any n-gram model and is left out.
+_PARAPHRASE_WORDS = replace(
+    _TRAIN_WORDS,
+    sizes={"small": ("small", "smallish", "tiny"), "large": ("large", "big")},
+    positions={
+        "top left": ("top left corner", "upper-left corner", "top left"),
+        "top right": ("top right corner", "upper-right corner", "top right"),
+        "center": ("centre", "very middle", "center"),
+        "bottom left": ("bottom left corner", "lower-left corner", "bottom left"),
+        "bottom right": ("bottom right corner", "lower-right corner", "bottom right"),
+    },
+    backgrounds={"black": ("black",), "gray": ("grey", "gray"), "white": ("white",)},
+)
+_COUNTS = {1: "one", 2: "two", 3: "three"}
+
+
+def _groups(scene: Scene) -> list[tuple[SceneObject, list[str]]]:
+    """Objects alike in shape, colour and size, grouped: (example, their positions)."""
+    groups: dict[tuple[str, str, str], tuple[SceneObject, list[str]]] = {}
+    for obj in scene.objects:
+        key = (obj.shape, obj.colour, obj.size)
+        groups.setdefault(key, (obj, []))[1].append(obj.position)
+    return list(groups.values())
+
+
+def _noun(words: _Words, obj: SceneObject, rng: random.Random, plural: bool) -> str:
+    singular, plural_form = rng.choice(words.shapes[obj.shape])
+    return plural_form if plural else singular
+
+
+def _adjectives(words: _Words, obj: SceneObject, rng: random.Random) -> str:
+    size, colour = rng.choice(words.sizes[obj.size]), rng.choice(words.colours[obj.colour])
+    return f"{size} {colour}" if rng.random() < 0.75 else f"{colour} {size}"
+
+
+def _places(words: _Words, positions: Sequence[str], rng: random.Random) -> str:
+    names = [f"the {rng.choice(words.positions[p])}" for p in positions]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _phrase(words: _Words, obj: SceneObject, positions: list[str], rng: random.Random) -> str:
+    """One group as a noun phrase with its position(s): "two small red circles in the ..."."""
+    n = len(positions)
+    det = _COUNTS[n] if n > 1 else rng.choice(("a", "a", "one"))
+    noun = _noun(words, obj, rng, plural=n > 1)
+    prep = rng.choice(("in", "at")) if n == 1 or rng.random() < 0.5 else "in"
+    return f"{det} {_adjectives(words, obj, rng)} {noun} {prep} {_places(words, positions, rng)}"
+
+
+def _join(parts: Sequence[str], rng: random.Random) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    if rng.random() < 0.5:
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
+    return rng.choice((", ", "; ")).join(parts)
+
+
+def _train_template(scene: Scene, rng: random.Random) -> str:
+    words = _TRAIN_WORDS
+    groups = _groups(scene)
+    rng.shuffle(groups)
+    body = _join([_phrase(words, obj, places, rng) for obj, places in groups], rng)
+    bg = rng.choice(words.backgrounds[scene.background])
+    prefix = rng.choice(("", "", "a picture of ", "an image of ", "there is ", "a photo of "))
+    style = rng.random()
+    if style < 0.45:
+        text = f"{prefix}{body} on a {bg} background"
+    elif style < 0.65:
+        text = f"a {bg} background with {body}"
+    elif style < 0.8:
+        text = f"{prefix}{body}"
+    else:
+        text = f"{prefix}{body}, {bg} background"
+    return text[0].upper() + text[1:] if rng.random() < 0.3 else text
+
+
+def _paraphrase_template(scene: Scene, rng: random.Random) -> str:
+    """Sentence shapes the training grammar never produces: position first, lists, chat."""
+    words = _PARAPHRASE_WORDS
+    groups = _groups(scene)
+    rng.shuffle(groups)
+    bg = rng.choice(words.backgrounds[scene.background])
+    style = rng.randrange(4)
+    if style == 0:  # "In the top left corner there is a small red circle. ..."
+        sentences = []
+        for obj, places in groups:
+            n = len(places)
+            det = _COUNTS[n] if n > 1 else "a"
+            verb = "there are" if n > 1 else rng.choice(("there is", "you can see", "sits"))
+            noun = _noun(words, obj, rng, plural=n > 1)
+            where = _places(words, places, rng)
+            sentences.append(f"In {where} {verb} {det} {_adjectives(words, obj, rng)} {noun}.")
+        return " ".join(sentences) + f" The background is {bg}."
+    if style == 1:  # "top left: small red circle; centre: big blue star (grey background)"
+        items = [
+            f"{rng.choice(words.positions[o.position])}: {_adjectives(words, o, rng)} "
+            f"{_noun(words, o, rng, plural=False)}"
+            for o in scene.objects
+        ]
+        return "; ".join(items) + f" ({bg} background)"
+    phrases = [_phrase(words, obj, places, rng) for obj, places in groups]
+    if style == 2:
+        opener = rng.choice(("I think this image shows", "It looks like", "Honestly, I see"))
+        return f"{opener} {_join(phrases, rng)}, all on a plain {bg} backdrop."
+    return f"Against a {bg} backdrop: {_join(phrases, rng)}. Nothing else is visible."
+
+
+Grammar = Callable[[Scene, random.Random], str]
+GRAMMAR: Grammar = _train_template
+"""The grammar the scorer trains on."""
+PARAPHRASE: Grammar = _paraphrase_template
+"""A grammar never used in training: how the scorer reads unseen phrasings."""
+
+
+def canonical(scene: Scene) -> str:
+    """The plain ground truth: objects in reading order, every attribute, the background."""
+    order = sorted(scene.objects, key=lambda o: POSITIONS.index(o.position))
+    parts = [f"a {o.size} {o.colour} {o.shape} in the {o.position}" for o in order]
+    return ", ".join(parts) + f" on a {scene.background} background"
+
+
+def describe(scene: Scene, rng: random.Random, grammar: Grammar = GRAMMAR) -> str:
+    """One true description of `scene`; `rng` picks the phrasing."""
+    return grammar(scene, rng)
+
+
+def change_one(scene: Scene, rng: random.Random) -> Scene:
+    """`scene` with exactly one attribute changed: an object's shape, colour, size or position,
+    or the background. Described with the same phrasing, it is a near miss."""
+    kind = rng.choice(("shape", "colour", "size", "position", "background"))
+    if kind == "background":
+        other = rng.choice([b for b in BACKGROUNDS if b != scene.background])
+        return replace(scene, background=other)
+    index = rng.randrange(len(scene.objects))
+    obj = scene.objects[index]
+    if kind == "shape":
+        obj = replace(obj, shape=rng.choice([s for s in SHAPES if s != obj.shape]))
+    elif kind == "colour":
+        obj = replace(obj, colour=rng.choice([c for c in COLOURS if c != obj.colour]))
+    elif kind == "size":
+        obj = replace(obj, size=next(s for s in SIZES if s != obj.size))
+    else:
+        taken = {o.position for o in scene.objects}
+        obj = replace(obj, position=rng.choice([p for p in POSITIONS if p not in taken]))
+    objects = (*scene.objects[:index], obj, *scene.objects[index + 1 :])
+    return replace(scene, objects=objects)
+
+
+def near_miss(scene: Scene, seed: int, grammar: Grammar = GRAMMAR) -> tuple[str, str]:
+    """A true description of `scene` and, in the same phrasing, one of a `change_one` of it.
+
+    A changed background is invisible to a phrasing that leaves the background out; such
+    changes are drawn again, so the two texts always differ.
+    """
+    rng = random.Random(seed)
+    true = describe(scene, random.Random(seed), grammar)
+    while True:
+        changed = describe(change_one(scene, rng), random.Random(seed), grammar)
+        if changed != true:
+            return true, changed
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a free-text caption
+
+
+class Verdict(enum.Enum):
+    """What a caption says about one attribute kind of a scene."""
+
+    RIGHT = "right"
+    """Stated, and right for every object."""
+    WRONG = "wrong"
+    """Stated wrongly for at least one object (or the wrong number of objects)."""
+    MISSING = "missing"
+    """Not stated (for some object) and nothing stated wrongly."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptionCheck:
+    """Which attributes of a scene a caption gets right."""
+
+    verdicts: dict[str, Verdict]
+    """Attribute kind (KINDS) -> verdict."""
+    mentioned: int
+    """How many objects the caption describes."""
+
+    @property
+    def exact(self) -> bool:
+        """Every object's shape, colour, size and position right, the count right, and the
+        background right or not mentioned (many true descriptions leave it out)."""
+        objects_right = all(self.verdicts[k] is Verdict.RIGHT for k in KINDS[:5])
+        return objects_right and self.verdicts["background"] is not Verdict.WRONG
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of attribute kinds right."""
+        return sum(v is Verdict.RIGHT for v in self.verdicts.values()) / len(self.verdicts)
+
+
+def _lexicon() -> dict[str, tuple[str, str]]:
+    """Word (or two words joined by a space) -> (kind, value)."""
+    lex: dict[str, tuple[str, str]] = {}
+    for shape, forms in {
+        "circle": "circle circles disc discs disk disks dot dots ball balls ring rings",
+        "square": "square squares box boxes block blocks rectangle rectangles cube cubes",
+        "triangle": "triangle triangles pyramid pyramids",
+        "diamond": "diamond diamonds rhombus rhombuses lozenge lozenges",
+        "star": "star stars",
+        "cross": "cross crosses plus pluses plus_sign plus_signs",
+    }.items():
+        for form in forms.split():
+            lex[form.replace("_", " ")] = ("shape", shape)
+    for colour, forms in {
+        "red": "red crimson scarlet",
+        "orange": "orange",
+        "yellow": "yellow golden gold",
+        "green": "green lime",
+        "blue": "blue navy azure",
+        "purple": "purple violet lilac",
+        "pink": "pink magenta",
+        "brown": "brown",
+        "black": "black",
+        "gray": "gray grey",
+        "white": "white",
+    }.items():
+        for form in forms.split():
+            kind = "background" if colour in BACKGROUNDS else "colour"
+            lex[form] = (kind, colour)
+    for size, forms in {
+        "small": "small little tiny smallish",
+        "large": "large big huge giant",
+    }.items():
+        for form in forms.split():
+            lex[form] = ("size", size)
+    for vertical, synonyms in {"top": ("top", "upper"), "bottom": ("bottom", "lower")}.items():
+        for word in synonyms:
+            for side in ("left", "right"):
+                lex[f"{word} {side}"] = ("position", f"{vertical} {side}")
+                lex[f"{side} {word}"] = ("position", f"{vertical} {side}")
+    for form in ("center", "centre", "middle", "central"):
+        lex[form] = ("position", "center")
+    for word, n in {"a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "pair": 2, "both": 2}.items():
+        lex[word] = ("count", str(n))
+    lex |= {"three": ("count", "3"), "1": ("count", "1"), "2": ("count", "2"), "3": ("count", "3")}
+    for form in ("background", "backdrop", "backgrounds"):
+        lex[form] = ("background_word", "")
+    return lex
+
+
+_LEXICON = _lexicon()
+# A plural is a shape word that is another shape word plus "s" or "es" ("plus" is not).
+_PLURAL_SHAPES = {
+    w
+    for w, (kind, _) in _LEXICON.items()
+    if kind == "shape" and (w[:-1] in _LEXICON or (w.endswith("es") and w[:-2] in _LEXICON))
+}
+
+
+@dataclass(slots=True)
+class _Mention:
+    shape: str
+    colour: str | None
+    size: str | None
+    count: int | None  # None: a plural without a number ("red circles")
+    positions: list[str]
+
+    def full(self) -> bool:
+        return len(self.positions) >= (self.count or 3)
+
+
+def _items(caption: str) -> list[tuple[str, str]]:
+    """The caption's attribute words in order, as (kind, value); two-word entries first."""
+    tokens = re.findall(r"[a-z]+|\d+", caption.lower())
+    items, i = [], 0
+    while i < len(tokens):
+        pair = " ".join(tokens[i : i + 2])
+        word = pair if pair in _LEXICON else tokens[i]
+        if word in _LEXICON:
+            kind, value = _LEXICON[word]
+            if kind == "shape" and word in _PLURAL_SHAPES:
+                kind = "plural_shape"
+            items.append((kind, value))
+        i += 1 + (word == pair)
+    return items
+
+
+def _mentions(caption: str) -> tuple[list[_Mention], str | None]:
+    """The objects a caption describes, and the background it names (a background colour
+    next to the word "background" or "backdrop" wins over one elsewhere).
+
+    Adjectives and a count bind to the next shape word. A position binds to the last object
+    when that object still lacks one ("a red circle in the top left"), else to the next
+    ("... and in the center a blue star").
+    """
+    mentions: list[_Mention] = []
+    colour = size = background = None
+    named = False  # the background found so far stands next to "background"
+    count: int | None = None
+    waiting: list[str] = []  # positions said before their object
+    items = _items(caption)
+    for i, (kind, value) in enumerate(items):
+        if kind in ("shape", "plural_shape"):
+            plural = kind == "plural_shape"
+            n = count if count is not None and (plural or count == 1) else (None if plural else 1)
+            mentions.append(_Mention(value, colour, size, n, waiting))
+            colour = size = count = None
+            waiting = []
+        elif kind == "position":
+            if mentions and not mentions[-1].full() and not (colour or size or count):
+                mentions[-1].positions.append(value)
+            else:
+                waiting.append(value)
+        elif kind == "colour":
+            colour = value
+        elif kind == "size":
+            size = value
+        elif kind == "count":
+            count = int(value)
+        elif kind == "background":
+            beside = {items[j][0] for j in (i - 1, i + 1) if 0 <= j < len(items)}
+            if background is None or "background_word" in beside or not named:
+                named = "background_word" in beside
+                background = value
+    return mentions, background
+
+
+def _expand(mentions: list[_Mention]) -> list[SceneObject | _Partial]:
+    objects: list[SceneObject | _Partial] = []
+    for m in mentions:
+        n = m.count if m.count is not None else max(2, len(m.positions))
+        for i in range(n):
+            position = m.positions[i] if i < len(m.positions) else None
+            objects.append(_Partial(m.shape, m.colour, m.size, position))
+    return objects
+
+
+@dataclass(frozen=True, slots=True)
+class _Partial:
+    shape: str
+    colour: str | None
+    size: str | None
+    position: str | None
+
+
+_OBJECT_KINDS = ("shape", "colour", "size", "position")
+
+
+def _agreement(said: _Partial | SceneObject, true: SceneObject) -> int:
+    """How well a described object fits a true one (shape counts double: it names the thing)."""
+    weights = {"shape": 2, "colour": 1, "size": 1, "position": 1}
+    return sum(w * (getattr(said, k) == getattr(true, k)) for k, w in weights.items())
+
+
+def check_caption(scene: Scene, caption: str) -> CaptionCheck:
+    """Which attributes of `scene` the free-text `caption` gets right.
+
+    The caption's objects are matched to the scene's (the pairing that agrees most); each
+    object attribute kind is RIGHT when every scene object's value is stated and right, WRONG
+    when some matched object states it wrongly (or an object is described that is not there),
+    MISSING otherwise. Count is RIGHT when the caption describes as many objects as there are.
+    """
+    mentions, background = _mentions(caption)
+    said = _expand(mentions)
+    truth = list(scene.objects)
+    k = min(len(said), len(truth))
+    best: list[tuple[_Partial | SceneObject, SceneObject]] = []
+    best_score = -1
+    for chosen in itertools.permutations(range(len(truth)), k):
+        for picked in itertools.combinations(range(len(said)), k):
+            pairs = [(said[s], truth[t]) for s, t in zip(picked, chosen, strict=True)]
+            score = sum(_agreement(s, t) for s, t in pairs)
+            if score > best_score:
+                best, best_score = pairs, score
+    verdicts: dict[str, Verdict] = {}
+    for kind in _OBJECT_KINDS:
+        stated = [(getattr(s, kind), getattr(t, kind)) for s, t in best if getattr(s, kind)]
+        if any(a != b for a, b in stated) or (kind == "shape" and len(said) > len(truth)):
+            verdicts[kind] = Verdict.WRONG
+        elif len(stated) == len(truth):
+            verdicts[kind] = Verdict.RIGHT
+        else:
+            verdicts[kind] = Verdict.MISSING
+    verdicts["count"] = (
+        Verdict.MISSING if not said else Verdict.RIGHT if len(said) == len(truth) else Verdict.WRONG
+    )
+    verdicts["background"] = (
+        Verdict.MISSING
+        if background is None
+        else Verdict.RIGHT
+        if background == scene.background
+        else Verdict.WRONG
+    )
+    return CaptionCheck(verdicts={k: verdicts[k] for k in KINDS}, mentioned=len(said))

@@ -1,0 +1,52 @@
+"""`mils demo`'s closed-world parts: its scenes, its pool and its checked report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mils._demo import print_scene_report, write_demo_pool, write_demo_scenes
+from mils.tasks.scenes import canonical, check_caption
+
+
+def test_demo_scenes_are_the_same_pngs_every_time(tmp_path: Path) -> None:
+    """Six 64x64 PNGs, byte-identical on a second call, each with its own scene."""
+    first = write_demo_scenes(tmp_path / "a")
+    second = write_demo_scenes(tmp_path / "b")
+    assert len(first) == 6 and len(set(first.values())) == 6
+    for (a, scene), b in zip(first.items(), second, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+        with Image.open(a) as image:
+            assert image.size == (64, 64)
+        assert a.read_bytes() == scene.png()
+
+
+def test_demo_pool_lines_each_describe_one_object_and_no_demo_scene(tmp_path: Path) -> None:
+    """The pool is 300 distinct one-object descriptions; none is exactly right for a demo
+    scene of several objects, so what the demo finds there is the loop's work."""
+    lines = write_demo_pool(tmp_path / "pool.txt").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 300
+    for scene in write_demo_scenes(tmp_path / "scenes").values():
+        assert not any(check_caption(scene, line).exact for line in lines if len(scene.objects) > 1)
+
+
+def test_report_prints_truth_and_verdicts_per_scene(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each result line is matched to its scene by file name and checked against it."""
+    truth = write_demo_scenes(tmp_path / "samples", count=2)
+    (path_a, scene_a), (path_b, scene_b) = truth.items()
+    rows = [
+        {"sample_id": path_a.stem, "source": str(path_a), "best_text": canonical(scene_a)},
+        {"sample_id": path_b.stem, "source": str(path_b), "best_text": "a dog on a beach"},
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print_scene_report(tmp_path, truth)
+    out = capsys.readouterr().out
+    assert f"truth:   {canonical(scene_b)}" in out
+    assert "EXACT; right: shape, colour, size, position, count, background" in out
+    assert "missing: shape, colour, size, position, count, background" in out
+    assert out.rstrip().endswith("1/2 captions exactly right")

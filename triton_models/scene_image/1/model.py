@@ -1,0 +1,64 @@
+"""Scene scorer, image tower, for the Triton python backend: encoded images in, unit vectors out.
+
+The network and its weights live in `../../_scene_clip/` (shared with the training script,
+imported from there by path). Decoding (Pillow) and resizing to 64x64 happen here, so
+clients send the encoded file; bytes Pillow cannot decode fail their request only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+NETWORK = Path(__file__).resolve().parents[2] / "_scene_clip" / "network.py"
+
+
+def load_network_module():
+    """`_scene_clip/network.py` as a module (that folder is not a package)."""
+    spec = importlib.util.spec_from_file_location("mils_scene_network", NETWORK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class TritonPythonModel:
+    """Every image of every request in one forward pass; a bad request fails alone."""
+
+    def initialize(self, args: dict) -> None:
+        torch.set_num_threads(1)  # the server shares the machine with the engine and the LLM
+        self.network = load_network_module()
+        self.encoder = self.network.load().image
+
+    def execute(self, requests: list) -> list:
+        groups: list[list[np.ndarray] | Exception] = []
+        for request in requests:
+            items = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
+            try:
+                groups.append([self.network.decode_image(bytes(item)) for item in items])
+            except ValueError as exc:
+                groups.append(ValueError(f"scene_image: {exc}"))
+        flat = [im for group in groups if isinstance(group, list) for im in group]
+        embeddings = self.embed(flat) if flat else np.zeros((0, 0), np.float32)
+        responses, start = [], 0
+        for group in groups:
+            if isinstance(group, Exception):
+                # INVALID_ARG (HTTP 400): the input is at fault, retrying cannot help.
+                error = pb_utils.TritonError(str(group), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+                continue
+            out = pb_utils.Tensor("EMBEDDING", embeddings[start : start + len(group)])
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+            start += len(group)
+        return responses
+
+    @torch.inference_mode()
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        pixels = torch.from_numpy(np.stack(images))
+        out = torch.nn.functional.normalize(self.encoder(pixels), dim=-1)
+        return out.float().numpy()
