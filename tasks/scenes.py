@@ -271,13 +271,23 @@ def _places(words: _Words, positions: Sequence[str], rng: random.Random) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _phrase(words: _Words, obj: SceneObject, positions: list[str], rng: random.Random) -> str:
-    """One group as a noun phrase with its position(s): "two small red circles in the ..."."""
+def _phrase(
+    words: _Words,
+    obj: SceneObject,
+    positions: list[str],
+    rng: random.Random,
+    place_first: bool = False,
+) -> str:
+    """One group as a noun phrase with its position(s): "two small red circles in the ...",
+    or, `place_first`, "in the top left, a small red circle"."""
     n = len(positions)
     det = _COUNTS[n] if n > 1 else rng.choice(("a", "a", "one"))
     noun = _noun(words, obj, rng, plural=n > 1)
     prep = rng.choice(("in", "at")) if n == 1 or rng.random() < 0.5 else "in"
-    return f"{det} {_adjectives(words, obj, rng)} {noun} {prep} {_places(words, positions, rng)}"
+    thing, places = f"{det} {_adjectives(words, obj, rng)} {noun}", _places(words, positions, rng)
+    if place_first:
+        return f"{prep} {places}{rng.choice((',', ''))} {thing}"
+    return f"{thing} {prep} {places}"
 
 
 def _join(parts: Sequence[str], rng: random.Random) -> str:
@@ -292,10 +302,17 @@ def _train_template(scene: Scene, rng: random.Random) -> str:
     words = _TRAIN_WORDS
     groups = _groups(scene)
     rng.shuffle(groups)
-    body = _join([_phrase(words, obj, places, rng) for obj, places in groups], rng)
+    place_first = rng.random() < 0.2
+    phrases = [_phrase(words, obj, places, rng, place_first) for obj, places in groups]
+    body = _join(phrases, rng)
     bg = rng.choice(words.backgrounds[scene.background])
     prefix = rng.choice(("", "", "a picture of ", "an image of ", "there is ", "a photo of "))
     style = rng.random()
+    if style < 0.15:  # one sentence per group
+        sentences = [p[0].upper() + p[1:] + "." for p in phrases]
+        return " ".join(sentences) + rng.choice(("", f" {bg.capitalize()} background."))
+    if place_first:
+        return body + rng.choice((f", {bg} background", f" on a {bg} background", ""))
     if style < 0.45:
         text = f"{prefix}{body} on a {bg} background"
     elif style < 0.65:
