@@ -36,7 +36,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import openai
 
@@ -102,6 +102,10 @@ class GeneratorSettings:
     """Environment variable holding the API key."""
     api_key_file: Path | None = None
     """File holding the API key; used when the environment variable is unset or empty."""
+    prompt_mode: Literal["chat", "completion"] = "chat"
+    """How the generator is asked: "chat" (an instruction through the chat template, for
+    instruct models) or "completion" (a continuation of the scored list, for base and tiny
+    models, which follow it far better)."""
     extra_body: Mapping[str, Any] | None = None
     """Server-specific request fields (e.g. vLLM's `top_k`, `repetition_penalty`)."""
     extra_headers: Mapping[str, str] | None = field(default=None, repr=False)
@@ -127,6 +131,11 @@ class GeneratorSettings:
             raise ConfigError("generator model is empty; pass `model` NAME")
         _check_range("temperature", self.temperature, 0.0, 2.0, low_open=False)
         _check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        if self.prompt_mode not in ("chat", "completion"):
+            raise ConfigError(
+                f"generator prompt_mode is {self.prompt_mode!r}; pass `prompt_mode` chat or "
+                "completion"
+            )
         if self.max_tokens < 1:
             raise ConfigError(
                 f"generator max_tokens is {self.max_tokens}; it must be at least 1 "
@@ -270,6 +279,23 @@ class OpenAIGenerator:
             )
         return _reply(completion, s.endpoint)
 
+    @property
+    def prompt_mode(self) -> str:
+        """ "chat" (an instruction, for instruct models) or "completion" (a continuation)."""
+        return self._settings.prompt_mode
+
+    async def continue_text(self, prompt: str) -> Reply:
+        """Return one plain completion (`/v1/completions`) of `prompt`, stopped at a blank
+        line: the continuation prompting mode. Raises as `complete` does."""
+        s = self._settings
+        body = {k: v for k, v in self._fixed_body.items() if k != "messages"}
+        body = {**body, "prompt": prompt, "stop": ["\n\n"]}
+        with _map_openai_exceptions(s, self._redact):
+            completion = await self._client.post(
+                "/completions", body=body, cast_to=object, options=self._options
+            )
+        return _reply(completion, s.endpoint)
+
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._client.close()
@@ -303,7 +329,8 @@ def _reply(completion: object, endpoint: str) -> Reply:
         )
     first = choices[0] if isinstance(choices[0], dict) else {}
     message = first.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
+    # A chat reply holds message.content; a plain completion holds text.
+    content = message.get("content") if isinstance(message, dict) else first.get("text")
     if not isinstance(content, str):
         raise EndpointUnavailable(
             f"generator {endpoint} replied with no text content "

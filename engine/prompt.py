@@ -22,6 +22,7 @@ from mils.engine.protocols import ChatMessage, TaskSpec
 __all__ = [
     "MAX_CANDIDATE_CHARS",
     "ParsedReply",
+    "build_continuation",
     "build_messages",
     "parse_candidates",
     "parse_reply",
@@ -91,6 +92,22 @@ def build_messages(
         {"role": "system", "content": task.system_prompt},
         {"role": "user", "content": prompt},
     ]
+
+
+def build_continuation(
+    task: TaskSpec, shown: Sequence[tuple[float, str]], *, higher_is_better: bool = True
+) -> tuple[str, str]:
+    """The continuation prompt of one step, and the start of the reply it ends with.
+
+    The task's header, then the shown candidates worst to best as `score: text`, then a
+    score a little better than the best, to be continued: small base models carry such a
+    list on far more reliably than they follow an instruction. Prepend the returned start
+    to the reply before parsing it.
+    """
+    best = max(s for s, _ in shown) if higher_is_better else min(s for s, _ in shown)
+    start = f"{best + (0.01 if higher_is_better else -0.01):.3f}:"
+    listing = render_candidates(shown, higher_is_better=higher_is_better)
+    return f"{task.completion_header}\n{listing}\n{start}", start
 
 
 def _clean(text: str, *, strip_annotations: bool) -> str:

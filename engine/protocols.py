@@ -63,6 +63,16 @@ class Generator(Protocol):
         """
         ...
 
+    @property
+    def prompt_mode(self) -> str:
+        """ "chat" (`complete` is used) or "completion" (`continue_text` is used)."""
+        ...
+
+    async def continue_text(self, prompt: str) -> Reply:
+        """Return a plain continuation of `prompt`, stopped at a blank line. Raises as
+        `complete` does."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -152,6 +162,11 @@ class TaskSpec(Protocol):
     @property
     def max_candidate_chars(self) -> int:
         """Longer reply lines are not candidates (counted, logged, dropped)."""
+        ...
+
+    @property
+    def completion_header(self) -> str:
+        """First line of a continuation prompt: what the scored lines below are."""
         ...
 
     @property

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from mils.engine.config import DEFAULT_COOLDOWN_S
-from mils.engine.errors import EndpointUnavailable
+from mils.engine.errors import ConfigError, EndpointUnavailable
 from mils.engine.limiter import EndpointLimiter, LimiterStatistics
 from mils.engine.logs import get_logger
 from mils.engine.protocols import ChatMessage, Generator, Reply
@@ -52,6 +52,10 @@ class GeneratorRouter:
     ) -> None:
         if not generators:
             raise ValueError("at least one generator endpoint is needed")
+        if len({g.prompt_mode for g in generators}) > 1:
+            raise ConfigError(
+                "the generator endpoints mix prompting modes; give them all the same `prompt_mode`"
+            )
         self._endpoints = [
             _Endpoint(g, EndpointLimiter(g.endpoint, limit), cooldown_s=cooldown_s)
             for g in generators
@@ -60,12 +64,23 @@ class GeneratorRouter:
         self._base_cooldown_s = cooldown_s
         self._turn = 0
 
+    @property
+    def prompt_mode(self) -> str:
+        return self._endpoints[0].generator.prompt_mode
+
     async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
         """One chat completion on the least loaded healthy endpoint (one attempt)."""
+        return await self._attempt(lambda generator: generator.complete(messages))
+
+    async def continue_text(self, prompt: str) -> Reply:
+        """One plain continuation on the least loaded healthy endpoint (one attempt)."""
+        return await self._attempt(lambda generator: generator.continue_text(prompt))
+
+    async def _attempt(self, call: Callable[[Generator], Awaitable[Reply]]) -> Reply:
         endpoint = await self._choose()
         try:
             async with endpoint.limiter.slot():
-                reply = await endpoint.generator.complete(messages)
+                reply = await call(endpoint.generator)
         except EndpointUnavailable:
             self._failed(endpoint)
             raise

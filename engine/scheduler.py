@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -29,7 +29,7 @@ from mils.engine.limiter import LimiterStatistics
 from mils.engine.logs import get_logger
 from mils.engine.objectives import Evaluation, Objective
 from mils.engine.optimizer import SampleOptimizer, StepPlan
-from mils.engine.prompt import build_messages, parse_reply
+from mils.engine.prompt import build_continuation, build_messages, parse_reply
 from mils.engine.protocols import Generator, MediaReader, Reply, TaskSpec
 from mils.engine.retry import Retrier
 from mils.engine.router import GeneratorRouter
@@ -386,14 +386,7 @@ class Scheduler:
     async def _step(self, sample_id: str, optimizer: SampleOptimizer, target: Any) -> None:
         """One step: ask, parse, score what is new, commit."""
         plan = optimizer.plan_step()
-        messages = build_messages(
-            self._task,
-            plan.shown,
-            self._loop.requested,
-            higher_is_better=self._objective.higher_is_better,
-        )
-        # One attempt per try; a retry may land on another endpoint.
-        reply = await self._retrier.call(self._router.complete, messages)
+        reply = await self._ask(plan)
         fresh = self._candidates(optimizer, plan, reply)
         evaluations = await self._objective.evaluate(target, fresh)
         new = [(text, e) for text, e in zip(fresh, evaluations, strict=True) if e]
@@ -406,6 +399,19 @@ class Scheduler:
         best_score, best_text = record.best
         self._on_event(StepCommitted(sample_id, record.step, best_text, best_score, len(new)))
         log.debug("step_committed", step=record.step, best=round(best_score, 4), new=len(new))
+
+    async def _ask(self, plan: StepPlan) -> Reply:
+        """The generator's reply to this step, in the endpoints' prompting mode. One
+        attempt per try: a retry may land on another endpoint."""
+        direction = self._objective.higher_is_better
+        if self._router.prompt_mode == "completion":
+            prompt, start = build_continuation(self._task, plan.shown, higher_is_better=direction)
+            reply = await self._retrier.call(self._router.continue_text, prompt)
+            return replace(reply, text=start + reply.text)  # the reply continues the start
+        messages = build_messages(
+            self._task, plan.shown, self._loop.requested, higher_is_better=direction
+        )
+        return await self._retrier.call(self._router.complete, messages)
 
     def _candidates(self, optimizer: SampleOptimizer, plan: StepPlan, reply: Reply) -> list[str]:
         """The texts of `reply` worth scoring; what is dropped on the way is counted."""

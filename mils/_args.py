@@ -118,6 +118,12 @@ def _endpoint_args(p: argparse.ArgumentParser) -> None:
         help="model name sent with each request (the local stack's, or 'default')",
     )
     g.add_argument(
+        "--prompt-mode",
+        choices=("chat", "completion"),
+        help="how the generator is asked: chat (an instruction, for instruct models) or "
+        "completion (it continues the scored list; for base and tiny models) (chat)",
+    )
+    g.add_argument(
         "--temperature",
         metavar="T",
         type=float,

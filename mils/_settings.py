@@ -25,7 +25,14 @@ _WHERE: dict[str, tuple[str, str]] = {
     "retries": ("retry", "attempts"),
     **{
         name: ("generator", name)
-        for name in ("temperature", "top_p", "max_tokens", "read_timeout", "api_key_env")
+        for name in (
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "read_timeout",
+            "api_key_env",
+            "prompt_mode",
+        )
     },
     "api_key_file": ("generator", "api_key_file"),
     "generator_url": ("generator", "base_urls"),

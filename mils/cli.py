@@ -62,6 +62,7 @@ _FLAGS = {
     "base_url": "--generator-url",
     "config": "--config",
     "model": "--generator-model",
+    "prompt_mode": "--prompt-mode",
     "out": "--out",
     "pool": "--init-pool",
     "read_timeout": "--generator-timeout",

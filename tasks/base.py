@@ -95,6 +95,9 @@ class Task:
     """Default initial pool, one text per line."""
     max_candidate_chars: int = MAX_CANDIDATE_CHARS
     """Longer reply lines are not candidates."""
+    completion_header: str = ""
+    """First line of the continuation prompt (the "completion" prompting mode): what the
+    scored lines below it are, and that they run from worst to best."""
     strip_annotations: bool = False
     """Remove a trailing "(remark)" and "!" from reply lines before scoring (captions)."""
     loop: LoopConfig = field(default_factory=LoopConfig)

@@ -32,6 +32,10 @@ TASK = Task(
     system_prompt=SYSTEM_PROMPT,
     prompt_template=PROMPT_TEMPLATE,
     pool_file=DATA_DIR / "image_captions.txt",
+    completion_header=(
+        "Short captions of one photograph, each with its similarity to the photograph "
+        "(higher is better), from worst to best:"
+    ),
     strip_annotations=True,
     loop=LoopConfig(steps=10, keep=50, requested=50),  # the MILS paper's image captioning
 )

@@ -46,7 +46,8 @@ class FakeScorer:
 
 
 class FakeGenerator:
-    """Replies with numbered lines made by `reply(n_call)`."""
+    """Replies with numbered lines made by `reply(n_call)`; in the "completion" prompting
+    mode `reply(n_call)` is the continuation of the prompt."""
 
     endpoint = "fake://generator"
 
@@ -55,11 +56,18 @@ class FakeGenerator:
         self.prompts: list[str] = []
         self.truncated = False
         """Mark every reply as cut off by the token limit."""
+        self.prompt_mode = "chat"
         self._reply = reply or (lambda n: "\n".join(f"{i}. caption {n}-{i}" for i in range(1, 4)))
 
     async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
         self.calls += 1
         self.prompts.append(messages[-1]["content"])
+        await asyncio.sleep(0)
+        return Reply(self._reply(self.calls), truncated=self.truncated)
+
+    async def continue_text(self, prompt: str) -> Reply:
+        self.calls += 1
+        self.prompts.append(prompt)
         await asyncio.sleep(0)
         return Reply(self._reply(self.calls), truncated=self.truncated)
 

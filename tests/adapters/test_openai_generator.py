@@ -114,6 +114,9 @@ def make_handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.send(200, b"<html>hello</html>", ctype="text/html")
             elif scenario == "empty-choices":
                 self.send_json(200, {**completion("x"), "choices": []})
+            elif scenario == "continue":
+                text = {"index": 0, "text": " a cat\n0.9: a dog", "finish_reason": "stop"}
+                self.send_json(200, {**completion(None), "choices": [text]})
             elif scenario == "length":
                 self.send_json(200, completion("1. A cat.\n2. A do", finish_reason="length"))
             elif scenario == "null-content":
@@ -183,6 +186,21 @@ async def test_good_reply_sends_the_settings(fake_server: FakeServer, secret_env
     assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.5, 0.9, 3000)
     assert body["top_k"] == 40 and headers["x-tenant"] == "mils"
     assert headers["authorization"] == f"Bearer {SECRET}"
+
+
+async def test_continuation_mode_posts_a_plain_prompt_stopped_at_a_blank_line(
+    fake_server: FakeServer,
+) -> None:
+    """`continue_text` sends the prompt to /completions with the sampling settings and a
+    blank-line stop, and returns the completion's text."""
+    settings = settings_for(fake_server.base_url, "continue", prompt_mode="completion")
+    async with OpenAIGenerator(settings) as generator:
+        assert generator.prompt_mode == "completion"
+        reply = await generator.continue_text("Captions:\n0.5: a cow\n0.6:")
+    assert reply.text == " a cat\n0.9: a dog" and not reply.truncated
+    body = fake_server.requests[0]
+    assert body["prompt"] == "Captions:\n0.5: a cow\n0.6:" and body["stop"] == ["\n\n"]
+    assert "messages" not in body and body["temperature"] == 0.5
 
 
 async def test_a_reply_cut_off_by_the_token_limit_says_so(fake_server: FakeServer) -> None:
@@ -392,3 +410,16 @@ async def test_real_smollm2_server_replies(llama_server: Any) -> None:
             )
         ).text
     assert isinstance(text, str) and text.strip()
+
+
+async def test_real_smollm2_server_continues_a_scored_list(llama_server: Any) -> None:
+    """llama.cpp's /v1/completions continues a continuation prompt with text."""
+    settings = GeneratorSettings(
+        base_url=llama_server.base_url, model="smollm2", max_tokens=48, prompt_mode="completion"
+    )
+    async with OpenAIGenerator(settings) as generator:
+        reply = await generator.continue_text(
+            "Short captions of one photograph, from worst to best:\n"
+            "0.210: a dog on grass\n0.340: a red car on a street\n0.350:"
+        )
+    assert reply.text.strip()

@@ -6,6 +6,7 @@ import pytest
 
 from mils.engine.prompt import (
     MAX_CANDIDATE_CHARS,
+    build_continuation,
     parse_candidates,
     parse_reply,
     render_candidates,
@@ -105,3 +106,19 @@ def test_lines_over_the_limit_are_counted() -> None:
     """A task's length limit drops longer lines and says how many."""
     parsed = parse_reply("1. short one\n2. " + "x" * 50, max_chars=20)
     assert (parsed.candidates, parsed.too_long) == (["short one"], 1)
+
+
+def test_continuation_prompt_lists_worst_to_best_and_starts_a_better_line() -> None:
+    """The header, the scored lines worst first, then a score just above the best to be
+    continued (just below it when lower is better)."""
+
+    class Spec:
+        completion_header = "Captions, worst to best:"
+
+    prompt, start = build_continuation(Spec(), [(0.5, "b"), (0.25, "a")])  # type: ignore[arg-type]
+    assert prompt.splitlines() == ["Captions, worst to best:", "0.250: a", "0.500: b", "0.510:"]
+    assert start == "0.510:"
+    _, lower = build_continuation(Spec(), [(0.5, "b"), (0.25, "a")], higher_is_better=False)  # type: ignore[arg-type]
+    assert lower == "0.240:"
+    reply = start + " a red kite\n0.52: a blue kite"
+    assert parse_candidates(reply) == ["a red kite", "a blue kite"]

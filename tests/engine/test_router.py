@@ -16,6 +16,8 @@ MESSAGES: list[ChatMessage] = [{"role": "user", "content": "hi"}]
 
 
 class Endpoint:
+    prompt_mode = "chat"
+
     def __init__(self, name: str, delay: float = 0.0, failing: bool = False) -> None:
         self.endpoint = name
         self.delay = delay

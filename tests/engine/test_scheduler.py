@@ -237,3 +237,19 @@ async def test_step_zero_records_the_initial_pool_and_resume_skips_it(tmp_path: 
     assert trajectory[0]["best_score"] == best_of_pool
     assert all(t["best_score"] >= best_of_pool for t in trajectory)
     store.close()
+
+
+async def test_completion_mode_continues_the_scored_list(tmp_path: Path) -> None:
+    """With a generator in the "completion" prompting mode each step sends a continuation
+    prompt, and the continued lines (the first one without its score) are the candidates."""
+    samples = [Sample("s", {"image": "img"})]
+    store = open_store(tmp_path / "run", samples)
+    gen = FakeGenerator(lambda n: f" caption {n}-a\n0.99: caption {n}-b")
+    gen.prompt_mode = "completion"
+    summary = await scheduler(store, gen).run(samples, POOL)
+    assert (summary.steps, summary.candidates_scored) == (3, 6)
+    header, *listed, start = gen.prompts[0].splitlines()
+    assert header == get_task("image-caption").completion_header
+    assert len(listed) == 5 and start.endswith(":") and float(start[:-1]) > float(listed[-1][:5])
+    assert {"caption 1-a", "caption 1-b"} <= set(store.progress("s").scored_texts)
+    store.close()
