@@ -11,12 +11,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoImageProcessor, AutoModel
+
+# The repository's shared model code (triton_models/_common), found from this file.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _common.batching import respond
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
@@ -61,19 +67,7 @@ class TritonPythonModel:
                 images.append([decode(bytes(item)) for item in items])
             except ValueError as exc:
                 images.append(ValueError(f"clip_image: {exc}"))
-        flat = [im for group in images if isinstance(group, list) for im in group]
-        embeddings = self.embed(flat) if flat else np.zeros((0, 0), np.float32)
-        responses, start = [], 0
-        for group in images:
-            if isinstance(group, Exception):
-                # INVALID_ARG (HTTP 400): the input is at fault, retrying cannot help.
-                error = pb_utils.TritonError(str(group), pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-                continue
-            out = pb_utils.Tensor("EMBEDDING", embeddings[start : start + len(group)])
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-            start += len(group)
-        return responses
+        return respond(images, self.embed)
 
     @torch.inference_mode()
     def embed(self, images: list[Image.Image]) -> np.ndarray:

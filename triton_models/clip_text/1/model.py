@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from transformers import AutoModel, AutoTokenizer
+
+# The repository's shared model code (triton_models/_common), found from this file.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _common.batching import respond
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
@@ -51,18 +57,7 @@ class TritonPythonModel:
                 texts.append([bytes(item).decode("utf-8") for item in items])
             except UnicodeDecodeError as exc:
                 texts.append(ValueError(f"clip_text: TEXT is not valid UTF-8: {exc}"))
-        flat = [t for group in texts if isinstance(group, list) for t in group]
-        embeddings = self.embed(flat) if flat else np.zeros((0, 0), np.float32)
-        responses, start = [], 0
-        for group in texts:
-            if isinstance(group, Exception):
-                error = pb_utils.TritonError(str(group), pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-                continue
-            out = pb_utils.Tensor("EMBEDDING", embeddings[start : start + len(group)])
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-            start += len(group)
-        return responses
+        return respond(texts, self.embed)
 
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> np.ndarray:

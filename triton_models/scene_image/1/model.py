@@ -15,6 +15,10 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+# The repository's shared model code (triton_models/_common), found from this file.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _common.batching import respond
+
 NETWORK = Path(__file__).resolve().parents[2] / "_scene_clip" / "network.py"
 
 
@@ -43,19 +47,7 @@ class TritonPythonModel:
                 groups.append([self.network.decode_image(bytes(item)) for item in items])
             except ValueError as exc:
                 groups.append(ValueError(f"scene_image: {exc}"))
-        flat = [im for group in groups if isinstance(group, list) for im in group]
-        embeddings = self.embed(flat) if flat else np.zeros((0, 0), np.float32)
-        responses, start = [], 0
-        for group in groups:
-            if isinstance(group, Exception):
-                # INVALID_ARG (HTTP 400): the input is at fault, retrying cannot help.
-                error = pb_utils.TritonError(str(group), pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-                continue
-            out = pb_utils.Tensor("EMBEDDING", embeddings[start : start + len(group)])
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-            start += len(group)
-        return responses
+        return respond(groups, self.embed)
 
     @torch.inference_mode()
     def embed(self, images: list[np.ndarray]) -> np.ndarray:
