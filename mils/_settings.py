@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import asdict
 from typing import Any
 
-from mils._config import RunConfig, read_toml
+from mils._config import RunConfig
 from mils._local import LOCAL_IMAGE_MODEL, LOCAL_TEXT_MODEL, local_urls
 from mils.engine import ConfigError, LoopConfig
 from mils.tasks import Task
@@ -44,17 +44,19 @@ _WHERE: dict[str, tuple[str, str]] = {
 }
 
 
-def run_settings(args: argparse.Namespace, *, saved: RunConfig | None, task: Task) -> RunConfig:
-    """The settings of a new run (`saved` None) or a resumed one.
+def run_settings(
+    args: argparse.Namespace, *, saved: RunConfig | None, task: Task, file: dict[str, Any]
+) -> RunConfig:
+    """The settings of a new run (`saved` None) or a resumed one; `file` is the --config
+    file's content (`read_toml`), or {}.
 
     Raises:
         ConfigError: a setting is invalid, the config file holds an unknown key, or there
             are no endpoints and no local stack.
     """
     data: dict[str, Any] = saved.to_json() if saved else {"loop": asdict(task.loop)}
-    data["task"] = task.name
-    if args.config is not None:
-        _overlay(data, read_toml(args.config))
+    _overlay(data, file)
+    data["task"] = task.name  # what the caller chose (flag, file or saved run)
     for dest, (section, key) in _WHERE.items():
         value = getattr(args, dest, None)
         if value is None:

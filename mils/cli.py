@@ -146,8 +146,9 @@ def _run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
-    task = get_task(args.task or _file_task(args.config) or "image-caption")
-    settings = run_settings(args, saved=None, task=task)
+    file = read_toml(args.config) if args.config else {}
+    task = get_task(args.task or file.get("task") or "image-caption")
+    settings = run_settings(args, saved=None, task=task, file=file)
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ConfigError("no inputs; pass image files, directories or glob patterns")
@@ -166,13 +167,10 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     return _drive(run, args)
 
 
-def _file_task(path: Path | None) -> str | None:
-    return read_toml(path).get("task") if path is not None else None
-
-
 def _cmd_resume(args: argparse.Namespace) -> int:
     saved = load_run_config(args.run_dir)
-    settings = run_settings(args, saved=saved, task=get_task(saved.task))
+    file = read_toml(args.config) if args.config else {}
+    settings = run_settings(args, saved=saved, task=get_task(saved.task), file=file)
     run = resume_run(
         args.run_dir,
         generator=settings.generator,
