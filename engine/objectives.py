@@ -31,6 +31,7 @@ import numpy as np
 from mils.engine.config import ConcurrencyConfig
 from mils.engine.errors import ConfigError, InvalidResponse
 from mils.engine.logs import get_logger
+from mils.engine.observe import RequestObserver
 from mils.engine.optimizer import Scored
 from mils.engine.protocols import MediaScorer, Renderer, Scorer
 from mils.engine.retry import Retrier
@@ -79,6 +80,10 @@ class ObjectiveStatistics:
     """Scorer (or renderer) requests in flight now."""
     queued: int
     """Texts waiting for a batch."""
+    cache_hits: int = 0
+    """Texts whose value came from a cache (objectives without one: 0)."""
+    cache_misses: int = 0
+    """Texts that were not cached and went to the scorer."""
 
 
 class Objective(Protocol):
@@ -139,17 +144,24 @@ class EmbeddingObjective:
         target: name of the sample input the texts are compared with ("image").
         concurrency: batch size, wait and in-flight caps of the text batcher.
         retrier: the run's retry loop (its fault counts are the run's).
+        on_request: hears of every text batch sent to the scorer (`mils.engine.observe`).
     """
 
     higher_is_better = True
 
     def __init__(
-        self, scorer: Scorer, *, target: str, concurrency: ConcurrencyConfig, retrier: Retrier
+        self,
+        scorer: Scorer,
+        *,
+        target: str,
+        concurrency: ConcurrencyConfig,
+        retrier: Retrier,
+        on_request: RequestObserver | None = None,
     ) -> None:
         self._scorer = scorer
         self._target = target
         self._retrier = retrier
-        self._embeddings = TextEmbeddings(scorer, concurrency, retrier)
+        self._embeddings = TextEmbeddings(scorer, concurrency, retrier, on_request=on_request)
         self._pool_ready: asyncio.Future[None] | None = None
         self._pool_texts: list[str] = []
         self._pool_set: frozenset[str] = frozenset()
@@ -238,6 +250,8 @@ class EmbeddingObjective:
             unscorable=stats.invalid,
             in_flight=stats.batches_in_flight,
             queued=stats.queued,
+            cache_hits=stats.cache_hits,
+            cache_misses=stats.cache_misses,
         )
 
 

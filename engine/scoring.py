@@ -23,6 +23,7 @@ import numpy as np
 from mils.engine.config import ConcurrencyConfig
 from mils.engine.errors import InvalidResponse, MilsError
 from mils.engine.logs import get_logger
+from mils.engine.observe import RequestObserver, observed
 from mils.engine.protocols import Scorer
 from mils.engine.retry import Retrier
 
@@ -54,6 +55,9 @@ class EmbeddingStatistics:
     texts_embedded: int
     """Texts actually sent to the scorer."""
     cache_hits: int
+    """Texts found in the cache, or already on their way to the scorer for another sample."""
+    cache_misses: int
+    """Texts queued for the scorer (each unique text once while it stays cached)."""
     invalid: int
     """Texts whose embedding was NaN, infinite or zero (scored as unusable)."""
     batches: int
@@ -93,12 +97,21 @@ class TextEmbeddings:
     """Batched, cached text embedding for one scorer; an async context manager.
 
     The cache is per scorer instance, and a scorer's `name` identifies its model, so the
-    (scorer model, text) key of DESIGN.md holds.
+    (scorer model, text) key of DESIGN.md holds. `on_request`, if given, hears of every
+    batch attempt (see `mils.engine.observe`).
     """
 
-    def __init__(self, scorer: Scorer, config: ConcurrencyConfig, retrier: Retrier) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        config: ConcurrencyConfig,
+        retrier: Retrier,
+        *,
+        on_request: RequestObserver | None = None,
+    ) -> None:
         self._scorer = scorer
         self._retrier = retrier
+        self._on_request = on_request
         self._batch = min(config.score_batch, scorer.max_batch_size)
         self._wait_s = config.score_wait_ms / 1000
         self._slots = asyncio.Semaphore(config.score_in_flight)
@@ -107,7 +120,7 @@ class TextEmbeddings:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._requested = self._embedded = self._hits = self._batches = self._active = 0
-        self._invalid = 0
+        self._invalid = self._misses = 0
         self._dim: int | None = None
         """Embedding size, learnt from the first good batch (the initial pool)."""
 
@@ -148,6 +161,7 @@ class TextEmbeddings:
             else:
                 waits[text] = self._pending[text] = self._new_future()
                 self._queue.put_nowait(text)
+                self._misses += 1
         if waits:
             # asyncio.wait, not gather: cancelling this sample must not cancel futures
             # that other samples are waiting on too.
@@ -223,7 +237,7 @@ class TextEmbeddings:
         return np.concatenate(rows)
 
     async def _embed_checked(self, texts: list[str]) -> np.ndarray:
-        raw = await self._retrier.call(self._scorer.embed_texts, texts)
+        raw = await self._retrier.call(self._embed_once, texts)
         vectors = np.asarray(raw, dtype=np.float32)
         expected = (len(texts), self._dim or (vectors.shape[-1] if vectors.ndim else 0))
         if vectors.ndim != 2 or vectors.shape != expected:
@@ -235,11 +249,17 @@ class TextEmbeddings:
         self._dim = vectors.shape[1]
         return vectors
 
+    async def _embed_once(self, texts: list[str]) -> np.ndarray:
+        """One attempt at one batch (observed on its own: retries are separate requests)."""
+        name = self._scorer.name
+        return await observed(self._on_request, "scorer", name, self._scorer.embed_texts(texts))
+
     def statistics(self) -> EmbeddingStatistics:
         return EmbeddingStatistics(
             texts_requested=self._requested,
             texts_embedded=self._embedded,
             cache_hits=self._hits,
+            cache_misses=self._misses,
             invalid=self._invalid,
             batches=self._batches,
             batches_in_flight=self._active,

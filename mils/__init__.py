@@ -27,6 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mils._api import Run, SampleResult, StepResult, load_run_config, open_run, resume_run
 from mils._config import RunConfig
+from mils._metrics import MetricsConfig
 from mils.adapters import GeneratorSettings, ScorerSettings
 from mils.engine import (
     ConcurrencyConfig,
@@ -61,6 +62,7 @@ __all__ = [
     "GeneratorSettings",
     "InputError",
     "LoopConfig",
+    "MetricsConfig",
     "MilsError",
     "RetryConfig",
     "Run",

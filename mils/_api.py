@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from mils._config import RunConfig
+from mils._metrics import MetricsConfig, RunMetrics
 from mils.adapters import (
     GeneratorSettings,
     ImageReader,
@@ -44,6 +45,7 @@ from mils.engine import (
     MediaScorer,
     MilsError,
     Renderer,
+    RequestObserver,
     RetryConfig,
     RunStore,
     Scorer,
@@ -131,6 +133,7 @@ def open_run(
     renderer: Renderer | None = None,
     media_scorer: MediaScorer | None = None,
     on_event: Callable[[Event], None] | None = None,
+    metrics: MetricsConfig | None = None,
 ) -> Run:
     """Start a new run in the directory `out` (created; refused if it holds a run already).
 
@@ -146,6 +149,8 @@ def open_run(
         pool: the initial pool: texts, or a file with one per line; default: the task's.
         renderer, media_scorer: the two halves of a render-then-score task's objective.
         on_event: called on the event loop for every committed step and finished sample.
+        metrics: Prometheus metrics of the run, served on a port and/or added to your
+            registry while the run is open (`MetricsConfig`).
 
     Raises:
         ConfigError: a setting, the pool or the inputs are unusable (nothing was written).
@@ -177,6 +182,7 @@ def open_run(
         _Parts(generator_objects, scorer, renderer, media_scorer),
         on_event,
         pool_repeats=repeated,
+        metrics=metrics,
     )
 
 
@@ -191,12 +197,14 @@ def resume_run(
     renderer: Renderer | None = None,
     media_scorer: MediaScorer | None = None,
     on_event: Callable[[Event], None] | None = None,
+    metrics: MetricsConfig | None = None,
 ) -> Run:
     """Continue every unfinished sample of the run in `out` from its last committed step.
 
     Endpoints, concurrency and retries default to what the run saved; pass them to change
     them (servers moved, a run made with your own objects). The loop stays; the task is
     found by its saved name, or pass the `Task` a run was opened with if it is your own.
+    `metrics` is not saved: pass it again.
     """
     run_dir = Path(out)
     saved = load_run_config(run_dir)
@@ -217,6 +225,7 @@ def resume_run(
         config,
         _Parts(generator_objects, scorer, renderer, media_scorer),
         on_event,
+        metrics=metrics,
     )
 
 
@@ -279,6 +288,7 @@ class Run:
         parts: _Parts,
         on_event: Callable[[Event], None] | None,
         pool_repeats: int = 0,
+        metrics: MetricsConfig | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.task = task
@@ -288,6 +298,8 @@ class Run:
         self._on_event = on_event
         self._pool_repeats = pool_repeats
         """Repeated pool lines dropped; logged once the run opens (so into its log)."""
+        self._metrics_config = metrics
+        self._metrics: RunMetrics | None = None
         self._stack = contextlib.AsyncExitStack()
         self._live: _Live | None = None
         self.summary: RunSummary | None = None
@@ -328,12 +340,13 @@ class Run:
     async def _start(self) -> None:
         if self._pool_repeats:
             log.warning("initial_pool_duplicates_dropped", dropped=self._pool_repeats)
+        on_request = await self._start_metrics()
         store = await asyncio.to_thread(self._open_store)
         self._stack.callback(store.close)
         self._stack.push_async_callback(_export, store)
         retrier = Retrier(self.config.retry)
         generators = await self._generators()
-        objective = await self._objective(retrier)
+        objective = await self._objective(retrier, on_request)
         scheduler = Scheduler(
             task=self.task,
             loop=self.config.loop,
@@ -344,11 +357,26 @@ class Run:
             readers=_readers(self.task),
             store=store,
             on_event=self._event,
+            on_request=on_request,
         )
         samples = [Sample(row.id, row.inputs) for row in store.samples()]
         live = _Live(store, scheduler, asyncio.create_task(scheduler.run(samples, store.pool())))
         live.runner.add_done_callback(lambda _: live.finished.put_nowait(None))
         self._live = live
+
+    async def _start_metrics(self) -> RequestObserver | None:
+        """Register (and serve) the metrics first: a port in use stops the run before it
+        writes anything; they stay until the run's resources are closed."""
+        if self._metrics_config is None:
+            return None
+        metrics = RunMetrics(
+            self._metrics_config, run=self.run_dir.name, statistics=self._live_statistics
+        )
+        self._metrics = await self._stack.enter_async_context(metrics)
+        return metrics.observe
+
+    def _live_statistics(self) -> RunStatistics | None:
+        return self._live.scheduler.statistics() if self._live is not None else None
 
     async def _generators(self) -> list[Generator]:
         if self._parts.generators:
@@ -363,12 +391,16 @@ class Run:
             for settings in self.config.generator
         ]
 
-    async def _objective(self, retrier: Retrier) -> Objective:
+    async def _objective(self, retrier: Retrier, on_request: RequestObserver | None) -> Objective:
         spec = self.task.objective
         if isinstance(spec, EmbeddingSpec):
             scorer = await self._scorer(retrier)
             return EmbeddingObjective(
-                scorer, target=spec.target, concurrency=self.config.concurrency, retrier=retrier
+                scorer,
+                target=spec.target,
+                concurrency=self.config.concurrency,
+                retrier=retrier,
+                on_request=on_request,
             )
         if self._parts.renderer is None or self._parts.media_scorer is None:
             raise ConfigError(
@@ -451,6 +483,12 @@ class Run:
     def statistics(self) -> RunStatistics:
         """A snapshot of the run's progress (samples, steps, requests in flight)."""
         return self._opened().scheduler.statistics()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the run's Prometheus metrics are served while it is open
+        ("http://127.0.0.1:PORT/metrics"), or None (no `port` in `metrics`, or not open)."""
+        return self._metrics.url if self._metrics is not None else None
 
     def _opened(self) -> _Live:
         if self._live is None:

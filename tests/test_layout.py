@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-VENDOR_SDKS = {"openai", "httpx", "tritonclient", "grpc", "aiohttp", "torch", "transformers"}
+VENDOR_SDKS = {
+    "openai",
+    "httpx",
+    "tritonclient",
+    "grpc",
+    "aiohttp",
+    "torch",
+    "transformers",
+    "prometheus_client",
+}
 
 
 def _imports(folder: Path) -> Iterator[tuple[Path, str]]:
