@@ -9,12 +9,14 @@ place, `_map_openai_exceptions`, into the tree in `engine.errors`:
     connection reset         -> EndpointUnavailable(kind="reset")
     closed mid-reply         -> EndpointUnavailable(kind="protocol") (truncated body, ...)
     timeout (or 408)         -> EndpointUnavailable(kind="timeout")
-    429                      -> EndpointUnavailable(kind="429", retry_after=Retry-After)
+    429                      -> EndpointUnavailable(kind="429", retry_after=the wait asked
+                                for: `parse_retry_after`); the router pauses the endpoint
     5xx                      -> EndpointUnavailable(kind="5xx")
     200 with a garbage body  -> EndpointUnavailable(kind="non_json" | "empty_choices" |
                                 "no_content")
     401 / 403 / 404          -> ConfigError (wrong key, URL or model: fatal, fix and rerun)
-    other 4xx                -> InvalidResponse (this item fails, the run goes on)
+    other 4xx                -> RequestRefused (this item fails, the run goes on; the same
+                                refusal for every first request stops the run instead)
 
 A 200 whose body is not a usable completion (an HTML gateway page, invalid JSON, no choices,
 no content) is retried like a 5xx: behind shared gateways and overloaded servers it is a
@@ -31,6 +33,7 @@ import contextlib
 import email.utils
 import math
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,7 +43,7 @@ from typing import Any, Literal
 
 import openai
 
-from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse
+from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, RequestRefused
 from mils.engine.logs import get_logger, redact_url
 from mils.engine.protocols import ChatMessage, Reply
 
@@ -261,7 +264,8 @@ class OpenAIGenerator:
         Raises:
             EndpointUnavailable: connect error, reset, timeout, 429, 5xx or a garbage 200
                 body; worth retrying.
-            InvalidResponse: the endpoint refused the request (4xx).
+            RequestRefused: the endpoint refused the request (another 4xx).
+            InvalidResponse: the reply cannot be used.
             ConfigError: the endpoint rejected the key (401/403) or the URL/model (404).
         """
         s = self._settings
@@ -403,8 +407,9 @@ def _status_error(
     said = redact(_body_excerpt(exc))
     if status == 429:
         retry_after = parse_retry_after(exc.response.headers)
+        asked = f"it asks to wait {retry_after:g} s" if retry_after is not None else "no wait given"
         return EndpointUnavailable(
-            f"generator {endpoint} is rate limiting (HTTP 429, retry after {retry_after}s): {said}",
+            f"generator {endpoint} is rate limiting (HTTP 429, {asked}): {said}",
             endpoint=endpoint,
             kind="429",
             retry_after=retry_after,
@@ -431,9 +436,11 @@ def _status_error(
             f"generator {endpoint} answered HTTP 404: {said}; check `base_url` "
             "(it usually ends in /v1) and that `model` names a served model"
         )
-    return InvalidResponse(
+    return RequestRefused(
         f"generator {endpoint} refused the request (HTTP {status}): {said}",
         endpoint=endpoint,
+        status=status,
+        detail=said,
     )
 
 
@@ -454,16 +461,42 @@ def _body_excerpt(exc: openai.APIStatusError) -> str:
     return text[:_BODY_EXCERPT_CHARS] or "(empty body)"
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date.
+_PROVIDER_PREFIX = "llm_provider-"
+"""LiteLLM's proxy passes its provider's headers on under this prefix."""
+_RESETS = ("requests", "tokens")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
-    Returns None when absent or unparseable; never negative.
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a rate-limited client should wait, from the response headers.
+
+    In order: `retry-after-ms`; `Retry-After` in seconds or as an HTTP date; the same two
+    with LiteLLM's `llm_provider-` prefix (a proxy passing on its provider's answer); then
+    the rate-limit reset headers (`x-ratelimit-reset-requests` / `-tokens`, OpenAI style
+    durations such as `1s`, `6m0s`, `20ms`, or seconds), of the limit whose
+    `x-ratelimit-remaining-*` is 0, else the sooner. Names are matched in any case.
+
+    Returns None when none is there or parseable; never negative.
     """
-    millis = headers.get("retry-after-ms")
+    lowered = {name.lower(): value.strip() for name, value in headers.items()}
+    for prefix in ("", _PROVIDER_PREFIX):
+        seconds = _retry_after(lowered, prefix)
+        if seconds is not None:
+            return seconds
+    for prefix in ("", _PROVIDER_PREFIX):
+        seconds = _ratelimit_reset(lowered, prefix)
+        if seconds is not None:
+            return seconds
+    return None
+
+
+def _retry_after(headers: Mapping[str, str], prefix: str) -> float | None:
+    millis = headers.get(f"{prefix}retry-after-ms")
     if millis is not None:
         with contextlib.suppress(ValueError):
             return _non_negative(float(millis) / 1000.0)
-    value = headers.get("retry-after")
+    value = headers.get(f"{prefix}retry-after")
     if value is None:
         return None
     with contextlib.suppress(ValueError):
@@ -473,6 +506,33 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     return _non_negative(when.timestamp() - time.time())
+
+
+def _ratelimit_reset(headers: Mapping[str, str], prefix: str) -> float | None:
+    """The reset time of the exhausted limit (requests or tokens), else the sooner one."""
+    resets: dict[str, float] = {}
+    for limit in _RESETS:
+        seconds = _duration(headers.get(f"{prefix}x-ratelimit-reset-{limit}", ""))
+        if seconds is not None:
+            resets[limit] = seconds
+    exhausted = [
+        seconds
+        for limit, seconds in resets.items()
+        if headers.get(f"{prefix}x-ratelimit-remaining-{limit}") == "0"
+    ]
+    if exhausted:
+        return max(exhausted)
+    return min(resets.values(), default=None)
+
+
+def _duration(text: str) -> float | None:
+    """Seconds of a Go-style duration ("1s", "6m0s", "1h2m3.5s", "20ms") or a number."""
+    with contextlib.suppress(ValueError):
+        return _non_negative(float(text))
+    parts = _DURATION.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    return _non_negative(sum(float(number) * _UNIT_S[unit] for number, unit in parts))
 
 
 def _non_negative(seconds: float) -> float | None:

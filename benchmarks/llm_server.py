@@ -22,6 +22,14 @@ Endpoints:
     POST /v1/chat/completions   non-streaming chat completion with `usage`
     GET  /stats                 requests, busy_slot_seconds, capacity, peak_concurrency, ...
 
+Hosted-API faults (`LLMFaults`, for tests), as a gateway such as LiteLLM answers them:
+    a rate limit    at most N chat requests per fixed window of W seconds; the others get
+                    HTTP 429, carrying the time to the window's end in `Retry-After`, in
+                    LiteLLM's `llm_provider-retry-after`, or in no header
+    a refusal       every chat request gets one fixed client error (e.g. 400 with
+                    LiteLLM's "Invalid model name passed in model=...")
+/stats counts both (`rate_limited`, `refused`) beside the requests served.
+
 Run it:  python -m benchmarks.llm_server --port 8000 --capacity 32 --prefill-ms 40 \
              --decode-tokens-per-s 2000 --seed 0
 or start it from Python with `LoadLLMServer(...)` (a managed subprocess on a free port).
@@ -33,6 +41,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -55,6 +64,7 @@ __all__ = [
     "DEFAULT_LINES",
     "DEFAULT_PREFILL_MS",
     "LLMCostModel",
+    "LLMFaults",
     "LLMStats",
     "LoadLLMServer",
     "candidate_lines",
@@ -145,6 +155,53 @@ class LLMCostModel:
         return self.prefill_ms / 1000.0 + completion_tokens / self.decode_tokens_per_s
 
 
+RETRY_HEADERS = ("retry-after", "llm_provider-retry-after", "none")
+"""Where a 429 says how long to wait: the standard header, LiteLLM's prefixed copy of its
+provider's, or nowhere."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LLMFaults:
+    """The faults of a hosted API behind a gateway: a rate limit, a refusal of everything."""
+
+    rate_limit: int = 0
+    """Chat requests served per window; the rest get 429 until it ends (0: no limit)."""
+    rate_window_s: float = 60.0
+    """Length of a rate-limit window (a fixed window from its first request, as an RPM limit)."""
+    retry_header: str = "retry-after"
+    """The header a 429 carries the wait in (whole seconds to the window's end): one of
+    `RETRY_HEADERS`."""
+    refuse_status: int = 0
+    """Answer every chat request with this HTTP status (0: none)."""
+    refuse_message: str = ""
+    """The error message of a refusal."""
+
+    def __post_init__(self) -> None:
+        if self.rate_limit < 0 or self.rate_window_s <= 0 or self.retry_header not in RETRY_HEADERS:
+            raise ValueError(f"need rate_limit >= 0, rate_window_s > 0, a known header: {self}")
+        if self.refuse_status and not 400 <= self.refuse_status < 600:
+            raise ValueError(f"refuse_status must be an HTTP error status, got {self}")
+
+
+class _RateWindow:
+    """A fixed-window request limit: `limit` requests from a window's first one, then 429s."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit, self.window_s = limit, window_s
+        self.started = -math.inf
+        self.admitted = 0
+
+    def admit(self) -> float | None:
+        """None when the request may go; else the seconds until the window ends."""
+        now = time.monotonic()
+        if now - self.started >= self.window_s:
+            self.started, self.admitted = now, 0
+        if self.admitted < self.limit:
+            self.admitted += 1
+            return None
+        return self.started + self.window_s - now
+
+
 @dataclass(slots=True)
 class LLMStats:
     """The server's own accounting (what /stats returns)."""
@@ -159,6 +216,10 @@ class LLMStats:
     queued: int = 0
     peak_concurrency: int = 0
     peak_queued: int = 0
+    rate_limited: int = 0
+    """Chat requests answered 429 (`LLMFaults.rate_limit`)."""
+    refused: int = 0
+    """Chat requests answered with `LLMFaults.refuse_status`."""
 
 
 def lines_requested(prompt: str, default: int = DEFAULT_LINES) -> int:
@@ -292,10 +353,35 @@ def _completion(
     return completion, max(used, 1)
 
 
-def make_app(model: LLMCostModel) -> web.Application:
-    """The aiohttp application serving the three endpoints."""
+def _error(status: int, message: str, kind: str, headers: dict[str, str]) -> web.Response:
+    """An error as LiteLLM's proxy words it (its message, a type, the status as `code`)."""
+    body = {"error": {"message": message, "type": kind, "param": "None", "code": str(status)}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _fault(faults: LLMFaults, window: _RateWindow | None, stats: LLMStats) -> web.Response | None:
+    """The fault answer to one chat request, or None to serve it."""
+    if faults.refuse_status:
+        stats.refused += 1
+        return _error(faults.refuse_status, faults.refuse_message, "None", {})
+    wait = window.admit() if window is not None else None
+    if wait is None:
+        return None
+    stats.rate_limited += 1
+    header = {} if faults.retry_header == "none" else {faults.retry_header: str(math.ceil(wait))}
+    message = (
+        f"Rate limit reached: {faults.rate_limit} requests per {faults.rate_window_s:g} s. "
+        "Please try again later."
+    )
+    return _error(429, message, "rate_limit_error", header)
+
+
+def make_app(model: LLMCostModel, faults: LLMFaults | None = None) -> web.Application:
+    """The aiohttp application serving the three endpoints (with `faults`, if given)."""
     slots = _Slots(model)
     seen: dict[bytes, int] = {}  # prompt digest -> requests with it so far
+    faults = faults or LLMFaults()
+    window = _RateWindow(faults.rate_limit, faults.rate_window_s) if faults.rate_limit else None
 
     async def models(_: web.Request) -> web.Response:
         data = [{"id": model.model, "object": "model", "created": 0, "owned_by": "mils-bench"}]
@@ -308,6 +394,9 @@ def make_app(model: LLMCostModel) -> web.Application:
             raise web.HTTPBadRequest(text='{"error": {"message": "body is not JSON"}}') from None
         if body.get("stream"):
             raise web.HTTPBadRequest(text='{"error": {"message": "streaming not supported"}}')
+        refusal = _fault(faults, window, slots.stats)
+        if refusal is not None:
+            return refusal
         completion, tokens = _completion(model, body, seen)
         slots.stats.requests += 1
         slots.stats.prompt_tokens += completion["usage"]["prompt_tokens"]
@@ -338,11 +427,13 @@ class LoadLLMServer(ManagedServer):
         self,
         *,
         cost: LLMCostModel | None = None,
+        faults: LLMFaults | None = None,
         port: int | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self.cost = cost or LLMCostModel()
+        self.faults = faults or LLMFaults()
         self.port = port or free_port()
         if log_path is None:
             log_path = Path(tempfile.gettempdir()) / f"mils-load-llm-{os.getpid()}-{self.port}.log"
@@ -387,6 +478,7 @@ class LoadLLMServer(ManagedServer):
             str(c.default_lines),
             "--model",
             c.model,
+            *_fault_args(self.faults),
         ]
 
     def _env(self) -> dict[str, str]:
@@ -394,6 +486,13 @@ class LoadLLMServer(ManagedServer):
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         return env
+
+
+def _fault_args(faults: LLMFaults) -> list[str]:
+    f = faults
+    args = ["--rate-limit", str(f.rate_limit), "--rate-window", str(f.rate_window_s)]
+    args += ["--retry-header", f.retry_header, "--refuse-status", str(f.refuse_status)]
+    return [*args, "--refuse-message", f.refuse_message]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -410,6 +509,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--default-lines", type=int, default=DEFAULT_LINES)
     p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--rate-limit", type=int, default=0, help="requests per window; 0: none")
+    p.add_argument("--rate-window", type=float, default=60.0, help="window length (seconds)")
+    p.add_argument("--retry-header", choices=RETRY_HEADERS, default="retry-after")
+    p.add_argument("--refuse-status", type=int, default=0, help="refuse every request; 0: no")
+    p.add_argument("--refuse-message", default="")
     return p.parse_args(argv)
 
 
@@ -424,9 +528,16 @@ def main(argv: list[str] | None = None) -> None:
         default_lines=args.default_lines,
         model=args.model,
     )
+    faults = LLMFaults(
+        rate_limit=args.rate_limit,
+        rate_window_s=args.rate_window,
+        retry_header=args.retry_header,
+        refuse_status=args.refuse_status,
+        refuse_message=args.refuse_message,
+    )
     # backlog: a client opening hundreds of connections at once must not see refusals.
     web.run_app(
-        make_app(cost),
+        make_app(cost, faults),
         host=args.host,
         port=args.port,
         backlog=2048,

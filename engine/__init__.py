@@ -16,6 +16,8 @@ from mils.engine.errors import (
     InvalidResponse,
     MilsError,
     ModelNotReady,
+    RateLimitExceeded,
+    RequestRefused,
     RetriesExhausted,
     RunLocked,
     StoreError,
@@ -30,6 +32,7 @@ from mils.engine.objectives import (
     RenderThenScore,
     WeightedSum,
 )
+from mils.engine.observe import RequestObserved, RequestObserver
 from mils.engine.optimizer import SampleOptimizer, StepPlan, StepRecord, rank
 from mils.engine.prompt import parse_candidates, parse_reply, render_prompt
 from mils.engine.protocols import (
@@ -74,9 +77,13 @@ __all__ = [
     "ModelNotReady",
     "Objective",
     "ObjectiveStatistics",
+    "RateLimitExceeded",
     "RenderThenScore",
     "Renderer",
     "Reply",
+    "RequestObserved",
+    "RequestObserver",
+    "RequestRefused",
     "Retrier",
     "RetriesExhausted",
     "RetryConfig",

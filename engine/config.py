@@ -16,6 +16,7 @@ from mils.engine.errors import ConfigError
 __all__ = [
     "CANDIDATE_LIMIT_FACTOR",
     "DEFAULT_KEEP",
+    "DEFAULT_MAX_RATE_LIMIT_WAIT_S",
     "DEFAULT_REQUESTED",
     "DEFAULT_STEPS",
     "ConcurrencyConfig",
@@ -36,6 +37,7 @@ DEFAULT_SCORE_BATCH = 64
 DEFAULT_SCORE_WAIT_MS = 5.0
 DEFAULT_SCORE_IN_FLIGHT = 8
 DEFAULT_CACHE_SIZE = 50_000
+DEFAULT_MAX_RATE_LIMIT_WAIT_S = 600.0
 
 
 def _require(ok: bool, message: str) -> None:
@@ -143,9 +145,18 @@ class RetryConfig:
     """Cap on one backoff delay (a server's Retry-After is honoured up to 4x this)."""
     jitter_s: float = 0.5
     """Random extra delay added to each backoff."""
+    max_rate_limit_wait_s: float = DEFAULT_MAX_RATE_LIMIT_WAIT_S
+    """Longest a generator endpoint may stay rate limited (HTTP 429, no request served)
+    while the run waits for it; past it, calls to it fail. A 429 pauses the endpoint for
+    every caller and costs no retry attempt."""
 
     def __post_init__(self) -> None:
         _require(self.attempts >= 1, f"retry attempts must be >= 1, got {self.attempts}")
+        _require(
+            self.max_rate_limit_wait_s >= 0,
+            f"max_rate_limit_wait_s must be >= 0, got {self.max_rate_limit_wait_s}; pass "
+            "`max_rate_limit_wait_s` 0 (never wait) or more",
+        )
         _require(
             0 <= self.initial_s <= self.max_s,
             f"retry delays must satisfy 0 <= initial ({self.initial_s}) <= max ({self.max_s})",

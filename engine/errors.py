@@ -10,7 +10,11 @@ caller does next:
     │   ├── EndpointUnavailable  transient (connect error, timeout, 429, 5xx, UNAVAILABLE):
     │   │                        the only kind that is retried
     │   ├── RetriesExhausted     an EndpointUnavailable that outlived its retries: the sample fails
+    │   │   └── RateLimitExceeded  rate limited (429) past the run's wait bound: the sample fails
     │   ├── InvalidResponse      the endpoint answered with something unusable: the item fails
+    │   │   └── RequestRefused     a client error (HTTP 400, 422, ...): the item fails, unless
+    │   │                          every request is refused alike (the scheduler then stops the
+    │   │                          run with a ConfigError: a wrong model name, key or URL)
     │   └── ModelNotReady        a Triton model is missing or not loaded: fatal at start
     └── StoreError             the run directory cannot be used
         └── RunLocked          another engine process holds the run directory
@@ -29,6 +33,8 @@ __all__ = [
     "InvalidResponse",
     "MilsError",
     "ModelNotReady",
+    "RateLimitExceeded",
+    "RequestRefused",
     "RetriesExhausted",
     "RunLocked",
     "StoreError",
@@ -62,8 +68,10 @@ class EndpointError(MilsError):
 class EndpointUnavailable(EndpointError):
     """A transient fault worth retrying.
 
-    `retry_after` is the server's requested delay in seconds (HTTP Retry-After), if any.
-    `kind` is a short label for counting faults ("connect", "timeout", "429", "5xx", ...).
+    `retry_after` is the server's requested delay in seconds (HTTP Retry-After or a rate
+    limit's reset time), if any. `kind` is a short label for counting faults ("connect",
+    "timeout", "429", "5xx", ...). A generator's "429" is not retried call by call: the
+    router pauses the whole endpoint (`mils.engine.router`).
     """
 
     def __init__(
@@ -79,16 +87,64 @@ class RetriesExhausted(EndpointError):
 
     def __init__(self, last: EndpointUnavailable, *, attempts: int) -> None:
         super().__init__(
-            f"{last} (gave up after {attempts} attempts; check that the endpoint "
-            f"{last.endpoint} is up and reachable, or raise `retries`)",
+            f"{last} (gave up after {attempts} attempts; {_what_to_do(last)})",
             endpoint=last.endpoint,
         )
         self.last = last
         self.attempts = attempts
 
 
+class RateLimitExceeded(RetriesExhausted):
+    """An endpoint kept answering 429 for longer than the run may wait for it.
+
+    `limited_s` is how long it had been rate limited with no request served, `wait_s` how
+    much longer it asked for, `max_wait_s` the bound (`max_rate_limit_wait_s`).
+    """
+
+    def __init__(
+        self, last: EndpointUnavailable, *, limited_s: float, wait_s: float, max_wait_s: float
+    ) -> None:
+        EndpointError.__init__(
+            self,
+            f"{last} (gave up: rate limited for {limited_s:.0f} s with no request served, "
+            f"and {wait_s:.0f} s more would pass `max_rate_limit_wait_s` ({max_wait_s:g} s); "
+            f"{_what_to_do(last)})",
+            endpoint=last.endpoint,
+        )
+        self.last = last
+        self.attempts = 1
+        self.limited_s = limited_s
+        self.wait_s = wait_s
+        self.max_wait_s = max_wait_s
+
+
+def _what_to_do(last: EndpointUnavailable) -> str:
+    """The fix for an endpoint that stayed unavailable, by how it failed."""
+    if last.kind == "429":
+        return (
+            "to stay under the rate limit lower `generator_in_flight`, raise the provider's "
+            "limit for this key and model, or raise `max_rate_limit_wait_s` to wait longer"
+        )
+    return f"check that the endpoint {last.endpoint} is up and reachable, or raise `retries`"
+
+
 class InvalidResponse(EndpointError):
     """The endpoint answered, but the answer cannot be used."""
+
+
+class RequestRefused(InvalidResponse):
+    """The endpoint refused the request with a client error (HTTP 400, 422, ...).
+
+    One refused request fails its sample; the same refusal for every request (a model name
+    the server does not serve, a key it cannot check) is a setting, and the scheduler stops
+    the run instead (`mils.engine.refusals`). `status` is the HTTP status, `detail` the
+    server's own message.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, status: int, detail: str) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.status = status
+        self.detail = detail
 
 
 class ModelNotReady(EndpointError):

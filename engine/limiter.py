@@ -12,7 +12,13 @@ and raises the limit while fewer than `alpha` are queued, lowers it when more th
 are, so the server stays saturated with a short queue. The limit changes at most once per
 window of `limit` completions (about one round trip), so each change is judged by latencies
 measured under it; it doubles per window until the first sign of queueing (slow start),
-then moves by steps. Overload signals (429, 5xx, timeouts) halve it at once.
+then moves by steps. Overload signals (429, 5xx, timeouts) halve it at once, once per
+round: the overloads of requests sent before the last cut (a burst of 429s from requests
+already in flight) say nothing about the new limit, as in TCP's one cut per window.
+
+A limiter can also be paused (`pause`): a rate-limited endpoint (HTTP 429) gets no request
+at all until the time the server named, whatever its limit; every caller waits that one
+pause out in the limiter's queue instead of firing and failing on its own.
 """
 
 from __future__ import annotations
@@ -95,6 +101,11 @@ class LimiterStatistics:
     peak_in_flight: int
     latency_s: float | None
     """Smoothed latency of recent requests (adaptive limiters only)."""
+    paused_until: float | None = None
+    """While a rate limit pauses the endpoint: the wall-clock time (`time.time()`) it
+    takes requests again; None when it is not paused."""
+    rate_limited: int = 0
+    """Requests answered with HTTP 429."""
 
 
 _OVERLOAD_KINDS = frozenset({"429", "5xx", "timeout", "unavailable"})
@@ -123,6 +134,12 @@ class EndpointLimiter:
         self._adaptive = AdaptiveLimit(limit=float(initial), max_limit=max_limit)
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._in_flight = self._completed = self._overloads = self._peak = 0
+        self._rate_limited = 0
+        self._last_cut = -math.inf
+        """When the adaptive limit was last cut (monotonic)."""
+        self._paused_until = -math.inf
+        """Monotonic time the current pause ends."""
+        self._resume: asyncio.TimerHandle | None = None
 
     @property
     def limit(self) -> int:
@@ -133,6 +150,31 @@ class EndpointLimiter:
         """Outstanding requests (in flight and waiting) per unit of limit: for routing."""
         return (self._in_flight + len(self._waiters)) / self.limit
 
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the current pause; 0 when not paused."""
+        return max(0.0, self._paused_until - time.monotonic())
+
+    def pause(self, seconds: float) -> bool:
+        """Send no request for `seconds` from now (a pause only ever grows).
+
+        Requests already in flight go on; new ones and those waiting for a slot wait.
+        Returns whether the pause grew.
+        """
+        until = time.monotonic() + seconds
+        if until <= self._paused_until:
+            return False
+        self._paused_until = until
+        if self._resume is not None:
+            self._resume.cancel()
+        # The loop's clock is time.monotonic; the one live timer ends the pause it belongs to.
+        self._resume = asyncio.get_running_loop().call_at(until, self._end_pause)
+        return True
+
+    def _end_pause(self) -> None:
+        self._paused_until, self._resume = -math.inf, None
+        self._wake()
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one request slot for the block; its latency and outcome tune the limit."""
@@ -141,9 +183,12 @@ class EndpointLimiter:
         try:
             yield
         except EndpointUnavailable as exc:
+            self._rate_limited += exc.kind == "429"
             if exc.kind in _OVERLOAD_KINDS:
                 self._overloads += 1
-                self._adaptive.on_overload()
+                if started >= self._last_cut:  # sent under the current limit
+                    self._adaptive.on_overload()
+                    self._last_cut = time.monotonic()
             raise
         else:
             self._adaptive.on_success(time.monotonic() - started, self._in_flight)
@@ -152,8 +197,11 @@ class EndpointLimiter:
             self._completed += 1
             self._wake()
 
+    def _paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
     async def _acquire(self) -> None:
-        if self._in_flight < self.limit and not self._waiters:
+        if self._in_flight < self.limit and not self._waiters and not self._paused():
             self._take()
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -173,6 +221,8 @@ class EndpointLimiter:
         self._peak = max(self._peak, self._in_flight)
 
     def _wake(self) -> None:
+        if self._paused():
+            return  # the pause's own timer wakes the queue when it ends
         while self._waiters and self._in_flight < self.limit:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -180,6 +230,7 @@ class EndpointLimiter:
                 waiter.set_result(None)
 
     def statistics(self) -> LimiterStatistics:
+        left = self.paused_for
         return LimiterStatistics(
             endpoint=self.endpoint,
             limit=self.limit,
@@ -190,4 +241,6 @@ class EndpointLimiter:
             overloads=self._overloads,
             peak_in_flight=self._peak,
             latency_s=self._adaptive.rtt if self._fixed is None else None,
+            paused_until=time.time() + left if left > 0 else None,
+            rate_limited=self._rate_limited,
         )

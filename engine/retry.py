@@ -3,7 +3,9 @@
 Only `EndpointUnavailable` is retried (connect errors, timeouts, 429, 5xx, Triton
 UNAVAILABLE); everything else surfaces at once. Backoff is exponential with jitter and a
 cap; a server's Retry-After is honoured (up to four times the cap). A call that runs out
-of attempts raises `RetriesExhausted`, which fails the sample, not the run.
+of attempts raises `RetriesExhausted`, which fails the sample, not the run. A generator's
+429 never reaches this loop: the router pauses the endpoint and sends the request again
+(`mils.engine.router`), so a rate limit spends no attempt.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class Retrier:
         self._faults: Counter[str] = Counter()
         self._retries = 0
         self._exhausted = 0
+
+    @property
+    def config(self) -> RetryConfig:
+        return self._config
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await `fn(*args, **kwargs)`, retrying transient faults.

@@ -8,8 +8,11 @@ through the one retry loop. Each finished step is committed to the store before 
 plans its next one.
 
 A sample fails alone: input errors, exhausted retries and unusable replies are recorded as
-its reason and the run goes on. Configuration and store errors stop the run. One sample can
-be cancelled (`cancel_sample`); its committed steps stay and a resume continues it.
+its reason and the run goes on. Configuration and store errors stop the run, and so does a
+generator endpoint that refuses its first requests alike (`mils.engine.refusals`): until it
+has served one, a sample it refused waits for that verdict instead of failing. A rate limit
+pauses its endpoint for every sample (`mils.engine.router`). One sample can be cancelled
+(`cancel_sample`); its committed steps stay and a resume continues it.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from typing import Any
 import structlog
 
 from mils.engine.config import ConcurrencyConfig, LoopConfig
-from mils.engine.errors import ConfigError, InputError, MilsError, StoreError
+from mils.engine.errors import ConfigError, InputError, MilsError, RequestRefused, StoreError
 from mils.engine.limiter import LimiterStatistics
 from mils.engine.logs import get_logger
-from mils.engine.objectives import Evaluation, Objective
+from mils.engine.objectives import Evaluation, Objective, ObjectiveStatistics
+from mils.engine.observe import RequestObserver
 from mils.engine.optimizer import SampleOptimizer, StepPlan
 from mils.engine.prompt import build_continuation, build_messages, parse_reply
 from mils.engine.protocols import Generator, MediaReader, Reply, TaskSpec
+from mils.engine.refusals import RefusalGate
 from mils.engine.retry import Retrier
 from mils.engine.router import GeneratorRouter
 from mils.engine.store import CANCELLED, DONE, FAILED, RunStore
@@ -105,11 +110,30 @@ class RunStatistics:
     endpoints: tuple[LimiterStatistics, ...] = ()
     """Per generator endpoint: requests in flight, limit, waiting, latency."""
     faults: dict[str, int] = field(default_factory=dict)
-    """Endpoint faults seen so far in this run, by kind."""
+    """Endpoint faults seen so far in this run, by kind ("429": rate-limited requests)."""
+    retries: int = 0
+    """Endpoint calls retried after a transient fault."""
+    candidates_scored: int = 0
+    """New candidates scored and committed with their steps."""
+    texts_evaluated: int = 0
+    """Texts sent to the scorer (or renderer)."""
+    cache_hits: int = 0
+    """Texts whose embedding came from the run's cache (or was already on its way)."""
+    cache_misses: int = 0
+    """Texts the cache did not hold, queued for the scorer."""
 
     @property
     def steps_per_s(self) -> float:
         return self.steps / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def paused_until(self) -> float | None:
+        """While rate limits pause every generator endpoint: the wall-clock time
+        (`time.time()`) the first takes requests again; else None."""
+        pauses = [e.paused_until for e in self.endpoints]
+        if not pauses or None in pauses:
+            return None
+        return min(p for p in pauses if p is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +183,12 @@ class _Counts:
     truncated: int = 0
     started: float = field(default_factory=time.monotonic)
     faults_before: Counter[str] = field(default_factory=Counter)
+    retries_before: int = 0
+    objective_before: ObjectiveStatistics = field(
+        default_factory=lambda: ObjectiveStatistics(
+            texts_evaluated=0, unscorable=0, in_flight=0, queued=0
+        )
+    )
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -175,6 +205,8 @@ class Scheduler:
         readers: one reader per input name of the task.
         store: the run directory.
         on_event: called (on the event loop) for every committed step and finished sample.
+        on_request: called (on the event loop) after every generator request
+            (`mils.engine.observe`); the objective takes its own for the scorer.
     """
 
     def __init__(
@@ -189,6 +221,7 @@ class Scheduler:
         readers: Mapping[str, MediaReader],
         store: RunStore,
         on_event: Callable[[Event], None] | None = None,
+        on_request: RequestObserver | None = None,
     ) -> None:
         self._task = task
         self._loop = loop
@@ -199,11 +232,20 @@ class Scheduler:
         self._on_event = on_event or (lambda event: None)
         self._retrier = retrier
         generators = [generator] if not isinstance(generator, Sequence) else list(generator)
+        self._generator_names = {g.endpoint for g in generators}
+        self._refusals = RefusalGate()
         self._router = GeneratorRouter(
             generators,
             limit=concurrency.generator_in_flight,
             cooldown_s=concurrency.generator_cooldown_s,
+            max_rate_limit_wait_s=retrier.config.max_rate_limit_wait_s,
+            on_request=on_request,
+            on_served=self._refusals.served,
         )
+        self._running = 0
+        """Sample tasks not yet ended."""
+        self._launching = False
+        """Whether `_run_all` may still start samples."""
         self._counts = _Counts()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
@@ -214,12 +256,17 @@ class Scheduler:
         """Run every sample not yet done; return what happened."""
         finished = {row.id for row in self._store.samples() if row.status == DONE}
         todo = [sample for sample in samples if sample.id not in finished]
-        faults_before = Counter(self._retrier.statistics().faults)
-        self._counts = counts = _Counts(total=len(todo), faults_before=faults_before)
+        retry_before = self._retrier.statistics()
+        stats_before = self._objective.statistics()
+        self._counts = counts = _Counts(
+            total=len(todo),
+            faults_before=self._faults(),
+            retries_before=retry_before.retries,
+            objective_before=stats_before,
+        )
         self._cancel_requested.clear()
         self._stopping = False
         requests_before = self._generator_requests()
-        stats_before = self._objective.statistics()
         log.info("run_started", samples=len(samples), todo=len(todo), pool=len(pool))
         async with self._objective, asyncio.TaskGroup() as group:
             if todo:  # samples read and prepare their targets while the pool is scored
@@ -243,7 +290,7 @@ class Scheduler:
             candidates_over_limit=counts.over_limit,
             replies_truncated=counts.truncated,
             texts_unscorable=stats.unscorable - stats_before.unscorable,
-            faults=dict(Counter(self._retrier.statistics().faults) - faults_before),
+            faults=dict(self._faults() - counts.faults_before),
             cancelled=counts.cancelled,
             failures=list(counts.failures),
         )
@@ -278,7 +325,9 @@ class Scheduler:
         gen = self._router.statistics()
         obj = self._objective.statistics()
         counts = self._counts
-        faults = Counter(self._retrier.statistics().faults) - counts.faults_before
+        retry = self._retrier.statistics()
+        faults = self._faults() - counts.faults_before
+        before = counts.objective_before
         return RunStatistics(
             total=counts.total,
             done=counts.done,
@@ -293,14 +342,27 @@ class Scheduler:
             score_queued=obj.queued,
             endpoints=tuple(gen),
             faults=dict(faults),
+            retries=retry.retries - counts.retries_before,
+            candidates_scored=counts.candidates_scored,
+            texts_evaluated=obj.texts_evaluated - before.texts_evaluated,
+            cache_hits=obj.cache_hits - before.cache_hits,
+            cache_misses=obj.cache_misses - before.cache_misses,
         )
 
     def _generator_requests(self) -> int:
         return sum(stat.completed for stat in self._router.statistics())
 
+    def _faults(self) -> Counter[str]:
+        """Endpoint faults by kind: those the retry loop saw, and the generators' 429s
+        (handled by pausing the endpoint, not by retrying)."""
+        faults = Counter(self._retrier.statistics().faults)
+        faults["429"] += sum(stat.rate_limited for stat in self._router.statistics())
+        return +faults  # drops the zero
+
     async def _run_all(self, samples: Sequence[Sample]) -> None:
         window = asyncio.Semaphore(self._concurrency.samples_in_flight)
         self._tasks = {}
+        self._launching, self._running = True, 0
         async with asyncio.TaskGroup() as group:
             for sample in samples:
                 if not self._stopping:
@@ -310,9 +372,12 @@ class Scheduler:
                         window.release()
                     self._ended(sample, CANCELLED)
                     continue
+                self._running += 1
                 self._tasks[sample.id] = group.create_task(
                     self._guarded(sample, window), name=sample.id
                 )
+            self._launching = False
+            self._settle_if_stuck()
 
     def _ended(self, sample: Sample, status: str, error: str | None = None) -> None:
         counts = self._counts
@@ -326,9 +391,23 @@ class Scheduler:
         self._on_event(SampleFinished(sample.id, status, error))
 
     async def _guarded(self, sample: Sample, window: asyncio.Semaphore) -> None:
+        in_window = True
         try:
             with structlog.contextvars.bound_contextvars(sample_id=sample.id):
-                await self._run_sample(sample)
+                try:
+                    await self._run_sample(sample)
+                except RequestRefused as exc:
+                    if exc.endpoint not in self._generator_names:
+                        raise
+                    verdict = self._refusals.hold(exc)  # raises ConfigError: stop the run
+                    if verdict is not None:
+                        # Held, it makes room for another sample, whose request may decide.
+                        window.release()
+                        in_window = False
+                        self._settle_if_stuck()
+                        if (error := await verdict) is not None:
+                            raise error from exc
+                    raise
             self._ended(sample, DONE)
         except asyncio.CancelledError:
             if sample.id not in self._cancel_requested:
@@ -347,7 +426,17 @@ class Scheduler:
             await asyncio.to_thread(self._store.finish_sample, sample.id, error=reason)
             self._ended(sample, FAILED, reason)
         finally:
-            window.release()
+            if in_window:
+                window.release()
+            self._running -= 1
+            self._settle_if_stuck()
+
+    def _settle_if_stuck(self) -> None:
+        """Release held refusals when nothing else can decide on them: every running sample
+        is held and none is left to start."""
+        held = self._refusals.held
+        if held and not self._launching and held >= self._running:
+            self._refusals.settle()
 
     async def _read_inputs(self, sample: Sample) -> dict[str, bytes]:
         missing = sorted(set(self._readers) - set(sample.inputs))

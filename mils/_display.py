@@ -4,7 +4,8 @@ the listing of best texts, and the summary.
 On a terminal the live display (rich) is a progress bar with samples done and failed,
 steps/s and the ETA, and a line per generator endpoint (requests in flight, limit, waiting,
 latency); it fits the terminal's width, redraws in place, and log lines print above it.
-Elsewhere it is a plain line every few seconds, or a JSON line (`--progress json`).
+Elsewhere it is a plain line every few seconds, or a JSON line (`--progress json`). While a
+rate limit pauses a generator endpoint, each says until when.
 """
 
 from __future__ import annotations
@@ -92,19 +93,41 @@ def _panel(stats: RunStatistics, steps_per_sample: int) -> RenderableType:
         endpoints.add_row(e.endpoint, str(e.in_flight), str(e.limit), str(e.waiting), latency)
     endpoints.add_row("scorer", str(stats.score_in_flight), "", str(stats.score_queued), "")
     parts: list[RenderableType] = [head, endpoints]
+    pause = _pause_note(stats)
+    if pause:
+        parts.append(Text(pause, style="yellow", no_wrap=True, overflow="ellipsis"))
     if stats.faults:
         faults = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.faults.items()))
         parts.append(Text(f"faults: {faults}", no_wrap=True, overflow="ellipsis"))
     return Group(*parts)
 
 
+def _pause_note(stats: RunStatistics) -> str | None:
+    """Which generator endpoints a rate limit pauses, and until when; None if none."""
+    paused = [e for e in stats.endpoints if e.paused_until is not None]
+    if not paused:
+        return None
+    if stats.paused_until is not None:
+        left = max(0.0, stats.paused_until - time.time())
+        return (
+            f"rate limited (HTTP 429): generator paused until "
+            f"{time.strftime('%H:%M:%S', time.localtime(stats.paused_until))} "
+            f"(in {_clock(left)})"
+        )
+    return (
+        f"rate limited (HTTP 429): {len(paused)} of {len(stats.endpoints)} generator "
+        "endpoints paused"
+    )
+
+
 def _plain(stats: RunStatistics, steps_per_sample: int) -> str:
     faults = sum(stats.faults.values())
+    pause = _pause_note(stats)
     return (
         f"{_ended(stats)}/{stats.total} samples ({stats.failed} failed), {stats.steps} steps, "
         f"{stats.steps_per_s:.1f} steps/s, ETA {_clock(_eta_s(stats, steps_per_sample))}, "
         f"generator {stats.generator_in_flight}/{stats.generator_limit} in flight, "
-        f"{faults} faults"
+        f"{faults} faults" + (f"; {pause}" if pause else "")
     )
 
 
@@ -122,6 +145,7 @@ def _fields(stats: RunStatistics, steps_per_sample: int) -> dict[str, Any]:
         "generator_limit": stats.generator_limit,
         "score_queued": stats.score_queued,
         "faults": stats.faults,
+        "generator_paused_until": stats.paused_until,
     }
 
 

@@ -26,7 +26,13 @@ from mils.adapters.openai_generator import (
     OpenAIGenerator,
     parse_retry_after,
 )
-from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, MilsError
+from mils.engine.errors import (
+    ConfigError,
+    EndpointUnavailable,
+    InvalidResponse,
+    MilsError,
+    RequestRefused,
+)
 from mils.engine.protocols import ChatMessage
 
 SECRET = "sk-test-9f8e7d6c5b4a-SECRET"
@@ -102,6 +108,23 @@ def make_handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.send_json(429, error_body("slow down"), Retry_After=when)
             elif scenario == "429-none":
                 self.send_json(429, error_body("slow down"))
+            elif scenario == "429-litellm":  # LiteLLM passes its provider's headers on, prefixed
+                body = json.dumps(error_body("slow down")).encode()
+                self.send_response(429)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("llm_provider-retry-after", "60")  # an underscore, as sent
+                self.end_headers()
+                self.wfile.write(body)
+            elif scenario == "429-reset":  # OpenAI's rate-limit headers, no Retry-After
+                self.send_json(
+                    429,
+                    error_body("slow down"),
+                    x_ratelimit_remaining_requests="0",
+                    x_ratelimit_reset_requests="6m0s",
+                    x_ratelimit_remaining_tokens="1000",
+                    x_ratelimit_reset_tokens="1s",
+                )
             elif scenario.isdigit():
                 self.send_json(int(scenario), error_body(f"failure {scenario}"))
             elif scenario == "detail":
@@ -235,7 +258,13 @@ async def test_key_file_is_used_when_env_is_unset(
 
 @pytest.mark.parametrize(
     ("scenario", "retry_after", "low", "high"),
-    [("429-seconds", True, 7.0, 7.0), ("429-date", True, 20.0, 31.0), ("429-none", False, 0, 0)],
+    [
+        ("429-seconds", True, 7.0, 7.0),
+        ("429-date", True, 20.0, 31.0),
+        ("429-none", False, 0, 0),
+        ("429-litellm", True, 60.0, 60.0),
+        ("429-reset", True, 360.0, 360.0),
+    ],
 )
 async def test_429_is_retryable_with_retry_after(
     fake_server: FakeServer,
@@ -245,13 +274,18 @@ async def test_429_is_retryable_with_retry_after(
     low: float,
     high: float,
 ) -> None:
-    """429 is EndpointUnavailable(kind="429") with Retry-After parsed from seconds or a date."""
+    """429 is EndpointUnavailable(kind="429") with the wait asked for, from Retry-After in
+    seconds or as a date, LiteLLM's `llm_provider-retry-after`, or a rate-limit reset header;
+    the message says the wait, or that none was given (never "retry after Nones")."""
     err = await failure(settings_for(fake_server.base_url, scenario))
     assert isinstance(err, EndpointUnavailable) and err.kind == "429"
+    assert "None" not in str(err) and "slow down" in str(err)
     if retry_after:
         assert err.retry_after is not None and low <= err.retry_after <= high
+        assert f"it asks to wait {err.retry_after:g} s" in str(err)
     else:
         assert err.retry_after is None
+        assert "(HTTP 429, no wait given)" in str(err)
 
 
 @pytest.mark.parametrize("status", ["500", "502", "503"])
@@ -287,12 +321,15 @@ async def test_fastapi_style_error_body_is_quoted_plainly(
 
 
 @pytest.mark.parametrize("status", ["400", "422"])
-async def test_other_4xx_is_invalid_response(
+async def test_other_4xx_is_a_refusal_with_the_servers_message(
     fake_server: FakeServer, secret_env: str, status: str
 ) -> None:
-    """A 400-class refusal fails this item only: InvalidResponse with the server's message."""
+    """A 400-class refusal is RequestRefused (an InvalidResponse: this item fails) carrying
+    the status and the server's own message, for the scheduler to compare refusals."""
     err = await failure(settings_for(fake_server.base_url, status))
-    assert type(err) is InvalidResponse and f"failure {status}" in str(err)
+    assert type(err) is RequestRefused and isinstance(err, InvalidResponse)
+    assert f"failure {status}" in str(err)
+    assert err.status == int(status) and err.detail == f"failure {status}"
 
 
 @pytest.mark.parametrize(
@@ -394,6 +431,52 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
+
+
+def test_parse_retry_after_reads_litellm_prefixed_headers() -> None:
+    """LiteLLM's `llm_provider-` headers count, in any case; the proxy's own come first."""
+    assert parse_retry_after({"llm_provider-retry-after": "60"}) == 60.0
+    assert parse_retry_after({"LLM_Provider-Retry-After": "60"}) == 60.0
+    assert parse_retry_after({"llm_provider-retry-after-ms": "250"}) == 0.25
+    assert parse_retry_after({"retry-after": "5", "llm_provider-retry-after": "60"}) == 5.0
+    assert parse_retry_after({"llm_provider-x-ratelimit-reset-requests": "2s"}) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("20ms", 0.02),
+        ("1h2m3.5s", 3723.5),
+        ("2m59.56s", 179.56),
+        ("7", 7.0),
+        ("0.5", 0.5),
+        ("soon", None),
+        ("1x", None),
+        ("1s junk", None),
+        ("nan", None),
+        ("", None),
+    ],
+)
+def test_parse_retry_after_reads_ratelimit_reset_durations(
+    text: str, seconds: float | None
+) -> None:
+    """`x-ratelimit-reset-requests` in OpenAI's Go-style durations or seconds; junk is None."""
+    parsed = parse_retry_after({"x-ratelimit-reset-requests": text})
+    assert parsed == pytest.approx(seconds) if seconds is not None else parsed is None
+
+
+def test_parse_retry_after_picks_the_exhausted_limit() -> None:
+    """With both resets given, the one of the limit at 0 remaining counts, else the sooner;
+    an explicit Retry-After beats both."""
+    resets = {"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-reset-tokens": "1s"}
+    assert parse_retry_after(resets) == 1.0
+    assert parse_retry_after({**resets, "x-ratelimit-remaining-requests": "0"}) == 360.0
+    assert parse_retry_after({**resets, "x-ratelimit-remaining-tokens": "0"}) == 1.0
+    both = {**resets, "x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "0"}
+    assert parse_retry_after(both) == 360.0
+    assert parse_retry_after({**resets, "retry-after": "3"}) == 3.0
 
 
 @pytest.mark.integration

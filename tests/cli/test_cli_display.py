@@ -20,7 +20,7 @@ import pytest
 from cli_harness import SMALL_LOOP, endpoint_args, env
 from fault_proxy import FaultProxy
 
-from benchmarks.llm_server import LoadLLMServer
+from benchmarks.llm_server import LLMFaults, LoadLLMServer
 from mils.adapters.local_stack import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -131,3 +131,32 @@ def test_output_that_is_not_a_terminal_has_plain_lines(
             assert all(json.loads(line)["total"] == 6 for line in progress)
         else:
             assert all(line.startswith(tuple("0123456789")) for line in progress)
+
+
+def test_a_rate_limit_pause_shows_when_the_generator_resumes(
+    many_images: list[Path], rel_triton: TritonServer, tmp_path: Path
+) -> None:
+    """While a 429 pauses the only generator endpoint, the live display says so, with the
+    wall-clock time it resumes; the run still ends with every sample done."""
+    faults = LLMFaults(rate_limit=2, rate_window_s=4.0, retry_header="llm_provider-retry-after")
+    with LoadLLMServer(faults=faults, log_path=tmp_path / "llm.log") as llm:
+        argv = [
+            sys.executable,
+            "-m",
+            "mils",
+            "caption",
+            *map(str, many_images[:3]),
+            "--steps",
+            "2",
+            *SMALL_LOOP,
+            "--out",
+            str(tmp_path / "run"),
+            *endpoint_args(llm.base_url, rel_triton),
+        ]
+        code, output = run_in_terminal(argv, tmp_path)
+    lines = screen_lines(output)
+    assert code == 0, "\n".join(lines[-30:])
+    paused = [line for line in lines if "rate limited (HTTP 429)" in line]
+    assert paused, "\n".join(lines[-40:])
+    assert any(re.search(r"generator paused until \d\d:\d\d:\d\d \(in 0:0\d\)", x) for x in paused)
+    assert all(len(line) <= COLUMNS for line in paused)

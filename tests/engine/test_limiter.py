@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 
 import pytest
 
@@ -121,3 +123,45 @@ async def test_a_waiter_cancelled_then_passed_over_leaves_the_limiter_sound() ->
     assert outcomes[1:] == [None, None]
     stats = limiter.statistics()
     assert (stats.in_flight, stats.waiting, stats.completed) == (0, 0, 3)
+
+
+async def test_a_pause_holds_new_and_queued_requests_until_it_ends() -> None:
+    """While paused, no request gets a slot, whatever the limit; all go when it ends, and
+    the statistics say until when (wall clock)."""
+    limiter = EndpointLimiter("e", 4)
+    loop = asyncio.get_running_loop()
+    assert limiter.pause(0.2) and not limiter.pause(0.1)  # a pause only grows
+    paused = limiter.statistics().paused_until
+    assert paused is not None and 0.1 < paused - time.time() <= 0.2
+    started = loop.time()
+    entered: list[float] = []
+
+    async def request() -> None:
+        async with limiter.slot():
+            entered.append(loop.time() - started)
+
+    await asyncio.gather(*(request() for _ in range(6)))
+    assert len(entered) == 6 and min(entered) >= 0.19
+    assert limiter.statistics().paused_until is None and limiter.paused_for == 0
+
+
+async def test_a_burst_of_overloads_cuts_the_limit_once() -> None:
+    """Eight requests in flight all answered 429 halve the adaptive limit once, not eight
+    times: they were sent under the old limit; one sent after the cut halves it again."""
+    limiter = EndpointLimiter("e", None, initial=16)
+    release = asyncio.Event()
+
+    async def overloaded() -> None:
+        with contextlib.suppress(EndpointUnavailable):
+            async with limiter.slot():
+                await release.wait()
+                raise EndpointUnavailable("busy", endpoint="e", kind="429")
+
+    burst = [asyncio.ensure_future(overloaded()) for _ in range(8)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*burst)
+    stats = limiter.statistics()
+    assert stats.limit == 8 and stats.overloads == 8 and stats.rate_limited == 8
+    await overloaded()
+    assert limiter.statistics().limit == 4

@@ -10,7 +10,7 @@ from fakes import FakeGenerator, FakeReader, FakeScorer
 from structlog.testing import capture_logs
 
 from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
-from mils.engine.errors import EndpointUnavailable, InvalidResponse
+from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, RequestRefused
 from mils.engine.objectives import EmbeddingObjective
 from mils.engine.retry import Retrier
 from mils.engine.scheduler import Sample, Scheduler
@@ -253,3 +253,98 @@ async def test_completion_mode_continues_the_scored_list(tmp_path: Path) -> None
     assert len(listed) == 5 and start.endswith(":") and float(start[:-1]) > float(listed[-1][:5])
     assert {"caption 1-a", "caption 1-b"} <= set(store.progress("s").scored_texts)
     store.close()
+
+
+class RefusesAll(FakeGenerator):
+    """Refuses every request alike, as a proxy does for a model name it does not serve."""
+
+    async def complete(self, messages):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        await asyncio.sleep(0)
+        raise RequestRefused(
+            "refused (HTTP 400): Invalid model name passed in model=nope",
+            endpoint=self.endpoint,
+            status=400,
+            detail="Invalid model name passed in model=nope",
+        )
+
+
+@pytest.mark.parametrize("in_flight", [1, 4])
+async def test_a_generator_refusing_every_first_request_stops_the_run(
+    tmp_path: Path, in_flight: int
+) -> None:
+    """The same refusal for the first requests, none served, is a setting: the run stops
+    with a ConfigError quoting the server after a few requests, and no sample is marked
+    failed (a window smaller than the threshold included), so a resume runs them all."""
+    samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(40)]
+    store = open_store(tmp_path / "run", samples)
+    gen = RefusesAll()
+    with pytest.raises(ExceptionGroup) as caught:
+        await scheduler(store, gen, in_flight=in_flight).run(samples, POOL)
+    error = _leaf(caught.value)
+    assert isinstance(error, ConfigError)
+    assert "(HTTP 400: Invalid model name passed in model=nope)" in str(error)
+    assert gen.calls <= max(3, in_flight)
+    assert not [row for row in store.samples() if row.status == "failed"]
+    summary = await scheduler(store, FakeGenerator()).run(samples, POOL)
+    assert (summary.done, summary.failed) == (40, 0)
+    store.close()
+
+
+async def test_refusals_after_a_served_request_fail_their_samples_alone(tmp_path: Path) -> None:
+    """Once the endpoint has served, a refused request is that sample's problem: it fails
+    alone and the run goes on."""
+    samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(6)]
+    store = open_store(tmp_path / "run", samples)
+
+    class RefusesSome(FakeGenerator):
+        async def complete(self, messages):  # type: ignore[no-untyped-def]
+            if self.calls >= 1 and self.calls % 2:
+                self.calls += 1
+                raise RequestRefused("refused", endpoint=self.endpoint, status=400, detail="no")
+            return await super().complete(messages)
+
+    summary = await scheduler(store, RefusesSome(), in_flight=1).run(samples, POOL)
+    assert summary.failed >= 3 and summary.done + summary.failed == 6
+    assert all("refused" in reason for _, reason in summary.failures)
+    store.close()
+
+
+async def test_a_run_smaller_than_the_threshold_fails_its_refused_samples(
+    tmp_path: Path,
+) -> None:
+    """Two samples, both refused: nothing else can decide, so they fail alone (no hang)."""
+    samples = [Sample("a", {"image": "img1"}), Sample("b", {"image": "img2"})]
+    store = open_store(tmp_path / "run", samples)
+    summary = await asyncio.wait_for(scheduler(store, RefusesAll()).run(samples, POOL), 10)
+    assert (summary.done, summary.failed) == (0, 2)
+    store.close()
+
+
+async def test_a_rate_limit_costs_no_retry_and_is_counted(tmp_path: Path) -> None:
+    """A 429 pauses the endpoint and the request goes again: with one attempt per call
+    every sample still finishes; the summary counts the 429s, not as retries."""
+    samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(5)]
+    store = open_store(tmp_path / "run", samples)
+
+    class LimitedOnce(FakeGenerator):
+        async def complete(self, messages):  # type: ignore[no-untyped-def]
+            if self.calls == 0:
+                self.calls += 1
+                raise EndpointUnavailable(
+                    "slow down", endpoint=self.endpoint, kind="429", retry_after=0.05
+                )
+            return await super().complete(messages)
+
+    sched = scheduler(store, LimitedOnce())
+    sched._retrier = Retrier(RetryConfig(attempts=1))
+    summary = await sched.run(samples, POOL)
+    assert (summary.done, summary.failed, summary.faults) == (5, 0, {"429": 1})
+    assert sched.statistics().retries == 0
+    store.close()
+
+
+def _leaf(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
