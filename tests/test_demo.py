@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mils._demo import print_scene_report, write_demo_pool, write_demo_scenes
+from mils._demo import (
+    print_scene_report,
+    scene_references,
+    write_demo_pool,
+    write_demo_scenes,
+    write_scene_references,
+)
+from mils._references import load_references
 from mils.tasks.scenes import canonical, check_caption
 
 
@@ -36,7 +43,8 @@ def test_demo_pool_lines_each_describe_one_object_and_no_demo_scene(tmp_path: Pa
 def test_report_prints_truth_and_verdicts_per_scene(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each result line is matched to its scene by file name and checked against it."""
+    """Each result line is matched to its scene by file name and checked against it; the
+    summary gives exact captions and the fraction of object attributes right."""
     truth = write_demo_scenes(tmp_path / "samples", count=2)
     (path_a, scene_a), (path_b, scene_b) = truth.items()
     rows = [
@@ -49,4 +57,22 @@ def test_report_prints_truth_and_verdicts_per_scene(
     assert f"truth:   {canonical(scene_b)}" in out
     assert "EXACT; right: shape, colour, size, position, count, background" in out
     assert "missing: shape, colour, size, position, count, background" in out
-    assert out.rstrip().endswith("1/2 captions exactly right")
+    assert "\n1/2 captions exactly right; 0.50 of the objects' attributes" in out
+
+
+def test_scene_references_are_five_true_phrasings_in_coco_format(tmp_path: Path) -> None:
+    """Per scene: the ground truth and four more phrasings, all distinct and exactly right,
+    the same on every call; written as COCO captions that match the scenes by file name."""
+    truth = write_demo_scenes(tmp_path / "samples", count=3)
+    for scene in truth.values():
+        texts = scene_references(scene)
+        assert texts == scene_references(scene)
+        assert len(set(texts)) == 5 and texts[0] == canonical(scene)
+        assert all(check_caption(scene, text).exact for text in texts), texts
+    path = write_scene_references(tmp_path / "samples" / "references.json", truth)
+    data = json.loads(path.read_text())
+    assert [image["file_name"] for image in data["images"]] == [p.name for p in truth]
+    assert len({a["id"] for a in data["annotations"]}) == len(data["annotations"]) == 15
+    refs = load_references(path)
+    for source, scene in truth.items():
+        assert refs.match(source.stem, [str(source)]) == scene_references(scene)

@@ -6,6 +6,7 @@ After changing the help on purpose, rewrite the snapshots with MILS_UPDATE_HELP=
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -13,19 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from mils._args import parser
+
 SNAPSHOTS = Path(__file__).with_name("help")
-COMMANDS = [
-    [],
-    ["caption"],
-    ["resume"],
-    ["status"],
-    ["runs"],
-    ["config"],
-    ["tasks"],
-    ["salvage"],
-    ["local"],
-    ["demo"],
-]
+
+
+def _commands() -> list[list[str]]:
+    """`mils` and every subcommand the parser has (a new one cannot miss its snapshot)."""
+    sub = next(
+        a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    return [[], *([name] for name in sub.choices)]
+
+
+COMMANDS = _commands()
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0] if c else "mils")

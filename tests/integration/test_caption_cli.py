@@ -204,13 +204,20 @@ def test_no_endpoints_and_no_local_stack_says_what_to_do(tmp_path: Path) -> None
     assert "mils local up" in proc.stderr
 
 
-def test_local_stack_up_caption_down(images: list[Path], tmp_path: Path) -> None:
-    """`mils local up` starts both servers, `mils caption` finds them with no endpoint
-    flags, `mils local down` stops them (status then reports nothing)."""
-    up = mils(["local", "up"], cwd=tmp_path)
+def test_local_stack_up_caption_down(
+    images: list[Path], tiny_clip_dir: Path, tmp_path: Path
+) -> None:
+    """`mils local up` starts both servers (and the models `mils models pull` installed),
+    `mils caption` finds them with no endpoint flags, `mils local down` stops them (status
+    then reports nothing)."""
+    pulled = mils(["models", "pull", str(tiny_clip_dir), "--as", "tiny"], cwd=tmp_path)
+    assert pulled.returncode == 0, pulled.stderr
+    # The pulled pair is pinned to its weights: MILS_CLIP_MODEL is for the shipped clip_*.
+    up = mils(["local", "up"], cwd=tmp_path, extra_env={"MILS_CLIP_MODEL": "/nonexistent"})
     servers = load_state(tmp_path / ".mils" / "local.json")
     try:
         assert up.returncode == 0, up.stderr
+        assert "tiny_image, tiny_text" in up.stdout
         assert sorted(servers) == ["llama", "triton"]
         status = mils(["local", "status"], cwd=tmp_path)
         assert status.returncode == 0 and status.stdout.count("running") == 2
@@ -230,6 +237,17 @@ def test_local_stack_up_caption_down(images: list[Path], tmp_path: Path) -> None
         )
         assert proc.returncode == 0, proc.stderr
         assert results(run)["coffee"]["status"] == "done"
+        # asked the way the local model follows best (benchmarks/quality.py chose it)
+        generator = json.loads((run / "config.json").read_text())["endpoints"]["generator"]
+        assert generator["prompt_mode"] == "completion"
+        # The pulled CLIP pair (a tiny random one here) scores a run of its own.
+        proc = mils(
+            ["caption", str(images[2]), "--steps", "1", *SMALL_LOOP, "--out", str(tmp_path / "r2"),
+             "--no-progress", "--text-model", "tiny_text", "--image-model", "tiny_image"],
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert results(tmp_path / "r2")["coffee"]["status"] == "done"
     finally:
         down = mils(["local", "down"], cwd=tmp_path)
     assert down.returncode == 0

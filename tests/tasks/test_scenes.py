@@ -168,3 +168,13 @@ def test_counts_and_plurals_expand_to_objects() -> None:
     assert check_caption(scene, "two small red stars in the top left and the center").exact
     assert check_caption(scene, "a pair of tiny red stars, upper left and middle, grey").exact
     assert list(check_caption(scene, "").verdicts) == list(KINDS)
+
+
+def test_attributes_right_counts_each_object_attribute_stated_right() -> None:
+    """The finer measure: of SCENE's 8 object attributes, a true caption states 8, one with a
+    swapped colour 6, one naming one object fully 4, off-world text 0."""
+    assert check_caption(SCENE, canonical(SCENE)).attributes_right == 1.0
+    swapped = "a big blue circle in the top left and a small red square in the center"
+    assert check_caption(SCENE, swapped).attributes_right == 6 / 8
+    assert check_caption(SCENE, "a large red circle in the top left").attributes_right == 4 / 8
+    assert check_caption(SCENE, "two dogs playing on a sunny beach").attributes_right == 0.0

@@ -28,9 +28,12 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 
 def model_name_or_path(args: dict) -> str:
-    """MILS_CLIP_MODEL, else the config.pbtxt parameter, else the CLIP ViT-B/32 hub name."""
+    """MILS_CLIP_MODEL, else the config.pbtxt parameter, else the CLIP ViT-B/32 hub name;
+    the parameter alone when the config pins it (a pair installed by `mils models pull`)."""
     params = json.loads(args["model_config"]).get("parameters", {})
     configured = params.get("model_name_or_path", {}).get("string_value") or DEFAULT_MODEL
+    if params.get("pinned", {}).get("string_value") == "true":
+        return configured
     return os.environ.get("MILS_CLIP_MODEL") or configured
 
 
