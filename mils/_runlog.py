@@ -7,7 +7,7 @@ the sessions that finished, and a figure no event carried stays None, which a re
 as "not recorded", never as 0.
 
 The generator's adaptive in-flight limit is read from `progress` events (`gen_limit`), which
-earlier versions of the CLI logged every few seconds; a run without them has no limit history.
+a run logs at most every 5 s while steps commit; a very short run may hold one or none.
 """
 
 from __future__ import annotations

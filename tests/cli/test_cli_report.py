@@ -109,6 +109,7 @@ def test_the_page_shows_a_card_per_sample_and_runs_nothing(
         assert page.evaluate("typeof window.__mils_pwned") == "undefined"
         text = page.locator("body").inner_text()
         assert PAYLOAD in text and f"</li>{PAYLOAD}" in text and "<i>odd&.png" in text
+        assert "progress lines; plotted below" in text  # the run logged its generator limit
         missing = page.locator("article.card", has_text="scene-3.png")
         assert "missing: no file at this path now" in missing.inner_text()
         widths = page.eval_on_selector_all(
