@@ -344,7 +344,25 @@ def _reply(completion: object, endpoint: str) -> Reply:
         )
     # JSON may carry lone surrogates ("\\ud800"); they cannot be stored or printed.
     text = content.encode("utf-8", "replace").decode("utf-8")
-    return Reply(text, truncated=first.get("finish_reason") == "length")
+    usage = completion.get("usage") if isinstance(completion, dict) else None
+    prompt_tokens, completion_tokens = _usage(usage)
+    return Reply(
+        text,
+        truncated=first.get("finish_reason") == "length",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+
+
+def _usage(usage: object) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens of a reply's `usage`, or (None, None) when it has none
+    or they are not counts (the engine then estimates them)."""
+    if not isinstance(usage, dict):
+        return None, None
+    counts = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        return counts[0], counts[1]
+    return None, None
 
 
 @contextlib.contextmanager

@@ -20,7 +20,8 @@ number of lines is the N of "Write N new ..." in the prompt (else the last "N" b
 Endpoints:
     GET  /v1/models             the one served model
     POST /v1/chat/completions   non-streaming chat completion with `usage`
-    GET  /stats                 requests, busy_slot_seconds, capacity, peak_concurrency, ...
+    GET  /stats                 requests, prompt_tokens and completion_tokens (the sums of
+                                the replies' `usage`), busy_slot_seconds, capacity, ...
 
 Hosted-API faults (`LLMFaults`, for tests), as a gateway such as LiteLLM answers them:
     a rate limit    at most N chat requests per fixed window of W seconds; the others get
@@ -28,6 +29,7 @@ Hosted-API faults (`LLMFaults`, for tests), as a gateway such as LiteLLM answers
                     LiteLLM's `llm_provider-retry-after`, or in no header
     a refusal       every chat request gets one fixed client error (e.g. 400 with
                     LiteLLM's "Invalid model name passed in model=...")
+    no usage        replies carry no `usage` (as some servers and proxies send them)
 /stats counts both (`rate_limited`, `refused`) beside the requests served.
 
 Run it:  python -m benchmarks.llm_server --port 8000 --capacity 32 --prefill-ms 40 \
@@ -175,6 +177,8 @@ class LLMFaults:
     """Answer every chat request with this HTTP status (0: none)."""
     refuse_message: str = ""
     """The error message of a refusal."""
+    no_usage: bool = False
+    """Replies carry no `usage` (/stats still counts the tokens)."""
 
     def __post_init__(self) -> None:
         if self.rate_limit < 0 or self.rate_window_s <= 0 or self.retry_header not in RETRY_HEADERS:
@@ -399,8 +403,9 @@ def make_app(model: LLMCostModel, faults: LLMFaults | None = None) -> web.Applic
             return refusal
         completion, tokens = _completion(model, body, seen)
         slots.stats.requests += 1
-        slots.stats.prompt_tokens += completion["usage"]["prompt_tokens"]
-        slots.stats.completion_tokens += tokens
+        usage = completion.pop("usage") if faults.no_usage else completion["usage"]
+        slots.stats.prompt_tokens += usage["prompt_tokens"]
+        slots.stats.completion_tokens += usage["completion_tokens"]
         await slots.hold(model.slot_seconds(tokens))
         return web.json_response(completion)
 
@@ -492,6 +497,7 @@ def _fault_args(faults: LLMFaults) -> list[str]:
     f = faults
     args = ["--rate-limit", str(f.rate_limit), "--rate-window", str(f.rate_window_s)]
     args += ["--retry-header", f.retry_header, "--refuse-status", str(f.refuse_status)]
+    args += ["--no-usage"] if f.no_usage else []
     return [*args, "--refuse-message", f.refuse_message]
 
 
@@ -514,6 +520,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retry-header", choices=RETRY_HEADERS, default="retry-after")
     p.add_argument("--refuse-status", type=int, default=0, help="refuse every request; 0: no")
     p.add_argument("--refuse-message", default="")
+    p.add_argument("--no-usage", action="store_true", help="replies carry no usage")
     return p.parse_args(argv)
 
 
@@ -534,6 +541,7 @@ def main(argv: list[str] | None = None) -> None:
         retry_header=args.retry_header,
         refuse_status=args.refuse_status,
         refuse_message=args.refuse_message,
+        no_usage=args.no_usage,
     )
     # backlog: a client opening hundreds of connections at once must not see refusals.
     web.run_app(

@@ -7,7 +7,7 @@ neither the adapters nor the tasks. `mils` wires them together.
 
 from __future__ import annotations
 
-from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
+from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig, RetryConfig
 from mils.engine.errors import (
     ConfigError,
     EndpointError,
@@ -56,9 +56,11 @@ from mils.engine.scheduler import (
     StepCommitted,
 )
 from mils.engine.store import RunStore
+from mils.engine.usage import Usage
 
 __all__ = [
     "Artefact",
+    "Budget",
     "ChatMessage",
     "ConcurrencyConfig",
     "ConfigError",
@@ -101,6 +103,7 @@ __all__ = [
     "StepRecord",
     "StoreError",
     "TaskSpec",
+    "Usage",
     "WeightedSum",
     "configure_logging",
     "get_logger",

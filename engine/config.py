@@ -1,7 +1,8 @@
 """Run configuration as frozen, validated data.
 
-Three parts: `LoopConfig` (the MILS method, per sample), `ConcurrencyConfig` (how hard the
-engine drives its endpoints) and `RetryConfig` (transient-fault handling). Each validates
+Four parts: `LoopConfig` (the MILS method, per sample), `ConcurrencyConfig` (how hard the
+engine drives its endpoints), `RetryConfig` (transient-fault handling) and `Budget` (the
+generator's token prices and the spend at which a run stops). Each validates
 itself on construction and raises `ConfigError` naming the field and the fix.
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_MAX_RATE_LIMIT_WAIT_S",
     "DEFAULT_REQUESTED",
     "DEFAULT_STEPS",
+    "Budget",
     "ConcurrencyConfig",
     "LoopConfig",
     "RetryConfig",
@@ -162,6 +164,52 @@ class RetryConfig:
             f"retry delays must satisfy 0 <= initial ({self.initial_s}) <= max ({self.max_s})",
         )
         _require(self.jitter_s >= 0, f"retry jitter must be >= 0, got {self.jitter_s}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """What generator tokens cost, and the spend at which a run stops cleanly.
+
+    A limit counts the spend of the whole run directory, every session (`resume`) included,
+    read back from its committed steps; a run that reaches one sends no new generator
+    request, lets those in flight finish and commit, and leaves its samples resumable (with
+    a higher limit). Prices are currency units (say USD) per million tokens.
+    """
+
+    price_in: float | None = None
+    """Price of a million prompt tokens; None: tokens are counted, not priced."""
+    price_out: float | None = None
+    """Price of a million completion tokens; None: tokens are counted, not priced."""
+    max_cost: float | None = None
+    """Stop once the run's cost reaches this (needs `price_in` and `price_out`)."""
+    max_tokens_total: int | None = None
+    """Stop once the run's prompt plus completion tokens reach this."""
+    max_requests: int | None = None
+    """Send at most this many generator requests (one per step) over the whole run."""
+
+    def __post_init__(self) -> None:
+        for name in ("price_in", "price_out", "max_cost", "max_tokens_total", "max_requests"):
+            value = getattr(self, name)
+            _require(
+                value is None or value >= 0,
+                f"{name} must be >= 0 or unset, got {value}; pass `{name}` 0 or more",
+            )
+        _require(
+            self.max_cost is None or self.priced,
+            f"max_cost {self.max_cost} needs the prices of the generator's tokens; pass "
+            "`price_in` and `price_out` (per million tokens)",
+        )
+
+    @property
+    def priced(self) -> bool:
+        """Whether both prices are known, so tokens have a cost."""
+        return self.price_in is not None and self.price_out is not None
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """What these tokens cost, or None when unpriced."""
+        if self.price_in is None or self.price_out is None:
+            return None
+        return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1e6
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class Reply:
     text: str
     truncated: bool = False
     """The reply hit its token limit (finish_reason "length"): its last line is cut off."""
+    prompt_tokens: int | None = None
+    """Prompt tokens the server counted (its `usage`); None when it sent none."""
+    completion_tokens: int | None = None
+    """Completion tokens the server counted (its `usage`); None when it sent none."""
 
 
 class Generator(Protocol):

@@ -13,6 +13,10 @@ generator endpoint that refuses its first requests alike (`mils.engine.refusals`
 has served one, a sample it refused waits for that verdict instead of failing. A rate limit
 pauses its endpoint for every sample (`mils.engine.router`). One sample can be cancelled
 (`cancel_sample`); its committed steps stay and a resume continues it.
+
+Every generator request's tokens are counted (`mils.engine.usage`) and stored with its step.
+A `Budget` limit stops the run cleanly: once reached, no sample sends another request;
+requests in flight finish and commit, and the samples not done stay resumable.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from mils.engine.config import ConcurrencyConfig, LoopConfig
+from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
 from mils.engine.errors import ConfigError, InputError, MilsError, RequestRefused, StoreError
 from mils.engine.limiter import LimiterStatistics
 from mils.engine.logs import get_logger
@@ -39,6 +43,7 @@ from mils.engine.refusals import RefusalGate
 from mils.engine.retry import Retrier
 from mils.engine.router import GeneratorRouter
 from mils.engine.store import CANCELLED, DONE, FAILED, RunStore
+from mils.engine.usage import Usage, budget_reached, reply_usage
 
 __all__ = [
     "Event",
@@ -121,6 +126,10 @@ class RunStatistics:
     """Texts whose embedding came from the run's cache (or was already on its way)."""
     cache_misses: int = 0
     """Texts the cache did not hold, queued for the scorer."""
+    usage: Usage = field(default_factory=Usage)
+    """Generator requests answered in this session and their tokens."""
+    cost: float | None = None
+    """What `usage` cost at the run's `Budget` prices; None when unpriced."""
 
     @property
     def steps_per_s(self) -> float:
@@ -165,6 +174,20 @@ class RunSummary:
     faults: dict[str, int]
     cancelled: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    """Generator requests of this session's committed steps and their tokens."""
+    cost: float | None = None
+    """What `usage` cost at the run's `Budget` prices; None when unpriced."""
+    run_usage: Usage = field(default_factory=Usage)
+    """The same over the whole run directory, earlier sessions included."""
+    run_cost: float | None = None
+    budget_reached: str | None = None
+    """Which `Budget` limit stopped the run, and what was spent; None if none did. The
+    samples it stopped are counted as cancelled and stay resumable."""
+
+
+class _BudgetReached(Exception):
+    """A sample may not send its next request: the run's budget is spent."""
 
 
 @dataclass(slots=True)
@@ -181,6 +204,13 @@ class _Counts:
     too_long: int = 0
     over_limit: int = 0
     truncated: int = 0
+    usage: Usage = field(default_factory=Usage)
+    """Committed steps' generator usage."""
+    answered: Usage = field(default_factory=Usage)
+    """Every answered request's usage (committed or not): what a budget counts."""
+    sending: int = 0
+    """Generator requests sent and not yet answered."""
+    budget_reached: str | None = None
     started: float = field(default_factory=time.monotonic)
     faults_before: Counter[str] = field(default_factory=Counter)
     retries_before: int = 0
@@ -207,6 +237,7 @@ class Scheduler:
         on_event: called (on the event loop) for every committed step and finished sample.
         on_request: called (on the event loop) after every generator request
             (`mils.engine.observe`); the objective takes its own for the scorer.
+        budget: token prices and the spend at which the run stops (none by default).
     """
 
     def __init__(
@@ -222,8 +253,12 @@ class Scheduler:
         store: RunStore,
         on_event: Callable[[Event], None] | None = None,
         on_request: RequestObserver | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self._task = task
+        self._budget = budget or Budget()
+        self._spent_before = Usage()
+        """The run directory's usage from earlier sessions (read when `run` starts)."""
         self._loop = loop
         self._concurrency = concurrency
         self._objective = objective
@@ -266,10 +301,15 @@ class Scheduler:
         )
         self._cancel_requested.clear()
         self._stopping = False
+        self._spent_before = await asyncio.to_thread(self._store.usage)
+        if todo and (reached := self._budget_check()) is not None:
+            counts.budget_reached = reached  # spent before this session: start nothing
+            self._stopping = True
+            log.warning("budget_reached", reason=reached)
         requests_before = self._generator_requests()
         log.info("run_started", samples=len(samples), todo=len(todo), pool=len(pool))
         async with self._objective, asyncio.TaskGroup() as group:
-            if todo:  # samples read and prepare their targets while the pool is scored
+            if todo and not self._stopping:  # samples prepare targets while the pool scores
                 self._pool_ready = group.create_task(
                     self._objective.set_pool(pool), name="initial-pool"
                 )
@@ -293,6 +333,11 @@ class Scheduler:
             faults=dict(self._faults() - counts.faults_before),
             cancelled=counts.cancelled,
             failures=list(counts.failures),
+            usage=counts.usage,
+            cost=self._cost(counts.usage),
+            run_usage=self._spent_before + counts.usage,
+            run_cost=self._cost(self._spent_before + counts.usage),
+            budget_reached=counts.budget_reached,
         )
         log.info("run_finished", **{k: v for k, v in asdict(summary).items() if k != "failures"})
         return summary
@@ -347,7 +392,18 @@ class Scheduler:
             texts_evaluated=obj.texts_evaluated - before.texts_evaluated,
             cache_hits=obj.cache_hits - before.cache_hits,
             cache_misses=obj.cache_misses - before.cache_misses,
+            usage=counts.answered,
+            cost=self._cost(counts.answered),
         )
+
+    def _cost(self, usage: Usage) -> float | None:
+        return self._budget.cost(usage.prompt_tokens, usage.completion_tokens)
+
+    def _budget_check(self) -> str | None:
+        """Which budget limit the run has reached, counting requests in flight; or None."""
+        counts = self._counts
+        spent = self._spent_before + counts.answered
+        return budget_reached(self._budget, spent, sending=counts.sending)
 
     def _generator_requests(self) -> int:
         return sum(stat.completed for stat in self._router.statistics())
@@ -414,6 +470,8 @@ class Scheduler:
                 raise  # the whole run is being cancelled
             log.info("sample_cancelled", sample_id=sample.id)
             self._ended(sample, CANCELLED)
+        except _BudgetReached:
+            self._ended(sample, CANCELLED)  # its committed steps stay; a resume continues it
         except (ConfigError, StoreError):
             raise  # the whole run cannot go on
         except Exception as exc:  # one bad sample never takes down the run
@@ -475,32 +533,57 @@ class Scheduler:
     async def _step(self, sample_id: str, optimizer: SampleOptimizer, target: Any) -> None:
         """One step: ask, parse, score what is new, commit."""
         plan = optimizer.plan_step()
-        reply = await self._ask(plan)
+        reply, usage = await self._ask_within_budget(plan)
         fresh = self._candidates(optimizer, plan, reply)
         evaluations = await self._objective.evaluate(target, fresh)
         new = [(text, e) for text, e in zip(fresh, evaluations, strict=True) if e]
         if len(new) < len(fresh):
             log.warning("candidates_unscorable", step=plan.step, dropped=len(fresh) - len(new))
         record = optimizer.commit(plan, [(text, e.value) for text, e in new])
-        await asyncio.to_thread(self._store.commit_step, sample_id, record, _details(new))
+        await asyncio.to_thread(self._store.commit_step, sample_id, record, _details(new), usage)
+        self._counts.usage += usage
         self._counts.candidates_scored += len(new)
         self._counts.steps += 1
         best_score, best_text = record.best
         self._on_event(StepCommitted(sample_id, record.step, best_text, best_score, len(new)))
         log.debug("step_committed", step=record.step, best=round(best_score, 4), new=len(new))
 
-    async def _ask(self, plan: StepPlan) -> Reply:
-        """The generator's reply to this step, in the endpoints' prompting mode. One
-        attempt per try: a retry may land on another endpoint."""
+    async def _ask_within_budget(self, plan: StepPlan) -> tuple[Reply, Usage]:
+        """The step's reply and its usage, if the budget allows one more request.
+
+        Raises:
+            _BudgetReached: it does not; the run stops launching samples.
+        """
+        counts = self._counts
+        reached = counts.budget_reached or self._budget_check()
+        if reached is not None:
+            if counts.budget_reached is None:
+                counts.budget_reached = reached
+                log.warning("budget_reached", reason=reached)
+            self._stopping = True
+            raise _BudgetReached(reached)
+        counts.sending += 1
+        try:
+            reply, usage = await self._ask(plan)
+        finally:
+            counts.sending -= 1
+        counts.answered += usage
+        return reply, usage
+
+    async def _ask(self, plan: StepPlan) -> tuple[Reply, Usage]:
+        """The generator's reply to this step, in the endpoints' prompting mode, and its
+        usage. One attempt per try: a retry may land on another endpoint."""
         direction = self._objective.higher_is_better
         if self._router.prompt_mode == "completion":
             prompt, start = build_continuation(self._task, plan.shown, higher_is_better=direction)
             reply = await self._retrier.call(self._router.continue_text, prompt)
-            return replace(reply, text=start + reply.text)  # the reply continues the start
+            usage = reply_usage(reply, prompt)
+            return replace(reply, text=start + reply.text), usage  # the reply continues start
         messages = build_messages(
             self._task, plan.shown, self._loop.requested, higher_is_better=direction
         )
-        return await self._retrier.call(self._router.complete, messages)
+        reply = await self._retrier.call(self._router.complete, messages)
+        return reply, reply_usage(reply, "\n".join(m["content"] for m in messages))
 
     def _candidates(self, optimizer: SampleOptimizer, plan: StepPlan, reply: Reply) -> list[str]:
         """The texts of `reply` worth scoring; what is dropped on the way is counted."""

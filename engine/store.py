@@ -2,8 +2,9 @@
 
 Layout of a run directory:
 
-    run.db          samples, steps (one row per committed step), candidates (every scored text,
-                    with its named terms and artefact where the objective gives them)
+    run.db          samples, steps (one row per committed step, with the generator requests
+                    and tokens it took), candidates (every scored text, with its named terms
+                    and artefact where the objective gives them)
     config.json     the run's configuration (no secrets), enough to resume it
     pool.txt        the initial pool the run started from
     log.jsonl       structured logs
@@ -36,6 +37,7 @@ from typing import Any
 from mils.engine.errors import ConfigError, RunLocked, StoreError
 from mils.engine.objectives import Evaluation
 from mils.engine.optimizer import StepRecord
+from mils.engine.usage import Usage
 
 __all__ = [
     "CANCELLED",
@@ -83,8 +85,19 @@ CREATE TABLE IF NOT EXISTS candidates (
     PRIMARY KEY (sample_id, step, pos)
 );
 """
-# Columns added since the first release, for run directories written before them.
-_ADDED_COLUMNS = {"samples": ("inputs",), "candidates": ("terms", "artefact")}
+# Columns added since the first release (name -> SQL type), for run directories written
+# before them; every database gets them by ALTER TABLE, so rows are written by column name.
+_USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "estimated_requests")
+"""Per step: generator requests, their tokens, and how many of them were estimated."""
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "samples": {"inputs": "TEXT"},
+    "candidates": {"terms": "TEXT", "artefact": "TEXT"},
+    "steps": {name: "INTEGER NOT NULL DEFAULT 0" for name in _USAGE_COLUMNS},
+}
+_STEP_COLUMNS = (
+    "sample_id, step, best_text, best_score, mean_top_k, n_new, pool, created_at, "
+    + ", ".join(_USAGE_COLUMNS)
+)
 
 RUN_FORMAT = "mils-run"
 """The mark in config.json that tells our run directories from other folders."""
@@ -211,7 +224,7 @@ class RunStore:
         db = sqlite3.connect((src / "run.db").resolve().as_uri() + "?mode=ro", uri=True)
         try:
             samples = _readable(db, "SELECT id, source, inputs FROM samples ORDER BY ord")
-            steps = _readable(db, "SELECT * FROM steps ORDER BY sample_id, step")
+            steps = _readable(db, f"SELECT {_old_columns(db)} FROM steps ORDER BY sample_id, step")
             candidates = _readable(db, "SELECT * FROM candidates")
         finally:
             db.close()
@@ -226,7 +239,9 @@ class RunStore:
         store = cls.create(dest, config, pool, entries)
         try:
             with store._lock, store._transaction():
-                store._db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", steps)
+                store._db.executemany(
+                    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES ({_marks(_STEP_COLUMNS)})", steps
+                )
                 store._db.executemany(
                     "INSERT INTO candidates (sample_id, step, pos, text, score, terms, artefact) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -297,9 +312,9 @@ class RunStore:
     def _add_missing_columns(self) -> None:
         for table, columns in _ADDED_COLUMNS.items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            for column in columns:
+            for column, sql_type in columns.items():
                 if column not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
     def _quick_check(self) -> str | None:
         """What `PRAGMA quick_check` finds wrong with the database, or None."""
@@ -319,6 +334,12 @@ class RunStore:
 
     def config(self) -> dict[str, Any]:
         return dict(json.loads((self.run_dir / "config.json").read_text(encoding="utf-8")))
+
+    def update_config(self, section: str, values: Mapping[str, Any]) -> None:
+        """Replace one section of config.json (atomically): a resume's new budget."""
+        config = self.config()
+        config[section] = dict(values)
+        _write_atomic(self.run_dir / "config.json", json.dumps(config, indent=2) + "\n")
 
     def pool(self) -> list[str]:
         return (self.run_dir / "pool.txt").read_text(encoding="utf-8").splitlines()
@@ -360,6 +381,17 @@ class RunStore:
             )
         return SampleProgress(last=last, scored_texts=texts, best_history=[row[2] for row in steps])
 
+    def usage(self) -> Usage:
+        """The generator requests and tokens of every committed step of the run (all its
+        sessions): what a budget counts."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT "
+                + ", ".join(f"COALESCE(SUM({c}), 0)" for c in _USAGE_COLUMNS)
+                + " FROM steps"
+            ).fetchone()
+        return Usage(*row)
+
     # -- writing ------------------------------------------------------------------
 
     def add_samples(self, samples: Sequence[tuple[str, Mapping[str, str]]]) -> None:
@@ -388,9 +420,10 @@ class RunStore:
         sample_id: str,
         record: StepRecord,
         details: Sequence[Evaluation] | None = None,
+        usage: Usage | None = None,
     ) -> None:
         """Commit one finished step atomically (step 0: the initial pool's result, which
-        a resume before step 1 records again).
+        a resume before step 1 records again). `usage`: the generator requests it took.
 
         `details` holds the evaluations of `record.new` (same order) when they carry terms
         or artefacts; artefact files are written first, so a committed row never names a
@@ -403,10 +436,11 @@ class RunStore:
             (sample_id, record.step, i, t, s, *(extra[i] if extra else (None, None)))
             for i, (t, s) in enumerate(record.new)
         ]
+        used = usage or Usage()
         with self._lock, self._transaction():
             self._db.execute(
                 ("INSERT OR REPLACE" if record.step == 0 else "INSERT")
-                + " INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                + f" INTO steps ({_STEP_COLUMNS}) VALUES ({_marks(_STEP_COLUMNS)})",
                 (
                     sample_id,
                     record.step,
@@ -416,6 +450,10 @@ class RunStore:
                     len(record.new),
                     json.dumps(record.pool),
                     now,
+                    used.requests,
+                    used.prompt_tokens,
+                    used.completion_tokens,
+                    used.estimated_requests,
                 ),
             )
             self._db.executemany(
@@ -494,8 +532,10 @@ class RunStore:
                 args,
             ).fetchall()
             steps: dict[str, list[dict[str, Any]]] = {}
-            for sid, step, text, score, mean, n_new in self._db.execute(
-                "SELECT sample_id, step, best_text, best_score, mean_top_k, n_new FROM steps "
+            usage: dict[str, Usage] = {}
+            for sid, step, text, score, mean, n_new, *used in self._db.execute(
+                "SELECT sample_id, step, best_text, best_score, mean_top_k, n_new, "
+                f"{', '.join(_USAGE_COLUMNS)} FROM steps "
                 f"WHERE sample_id IN (SELECT id FROM samples {where}) ORDER BY sample_id, step",
                 args,
             ):
@@ -506,8 +546,10 @@ class RunStore:
                         "best_score": score,
                         "mean_top_k": mean,
                         "new_candidates": n_new,
+                        "usage": _usage_fields(Usage(*used)),
                     }
                 )
+                usage[sid] = usage.get(sid, Usage()) + Usage(*used)
             best_details = {
                 sid: (terms, artefact)
                 for sid, terms, artefact in self._db.execute(
@@ -530,6 +572,7 @@ class RunStore:
                 "best_text": text,
                 "best_score": score,
                 "trajectory": steps.get(sid, []),
+                "usage": _usage_fields(usage.get(sid, Usage())),
             }
             if sid in best_details:
                 terms, artefact = best_details[sid]
@@ -537,6 +580,30 @@ class RunStore:
                 line["best_artefact"] = artefact
             lines.append(line)
         return lines
+
+
+def _usage_fields(usage: Usage) -> dict[str, int]:
+    """A step's or a sample's generator usage as results.jsonl writes it."""
+    return {
+        "requests": usage.requests,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "estimated_requests": usage.estimated_requests,
+    }
+
+
+def _marks(columns: str) -> str:
+    return ", ".join("?" for _ in columns.split(","))
+
+
+def _old_columns(db: sqlite3.Connection) -> str:
+    """`_STEP_COLUMNS` as a read of a run's steps table that may predate some (read 0)."""
+    try:
+        have = {row[1] for row in db.execute("PRAGMA table_info(steps)")}
+    except sqlite3.DatabaseError:
+        have = set()
+    wanted = [c.strip() for c in _STEP_COLUMNS.split(",")]
+    return ", ".join(c if c in have or c not in _USAGE_COLUMNS else "0" for c in wanted)
 
 
 def _readable(db: sqlite3.Connection, query: str) -> list[tuple[Any, ...]]:

@@ -30,6 +30,7 @@ from mils._config import RunConfig
 from mils._metrics import MetricsConfig
 from mils.adapters import GeneratorSettings, ScorerSettings
 from mils.engine import (
+    Budget,
     ConcurrencyConfig,
     ConfigError,
     EndpointError,
@@ -44,6 +45,7 @@ from mils.engine import (
     SampleFinished,
     StepCommitted,
     StoreError,
+    Usage,
     configure_logging,
 )
 from mils.tasks import TASKS, Task, get_task
@@ -55,6 +57,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "TASKS",
+    "Budget",
     "ConcurrencyConfig",
     "ConfigError",
     "EndpointError",
@@ -77,6 +80,7 @@ __all__ = [
     "StepResult",
     "StoreError",
     "Task",
+    "Usage",
     "configure_logging",
     "get_task",
     "load_run_config",

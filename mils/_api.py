@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,6 +38,7 @@ from mils.adapters import (
     sample_id_for,
 )
 from mils.engine import (
+    Budget,
     ConcurrencyConfig,
     ConfigError,
     Generator,
@@ -50,6 +52,7 @@ from mils.engine import (
     RunStore,
     Scorer,
     StoreError,
+    Usage,
 )
 from mils.engine.logs import get_logger
 from mils.engine.objectives import EmbeddingObjective, Objective, RenderThenScore, WeightedSum
@@ -65,6 +68,9 @@ from mils.engine.scheduler import (
 from mils.tasks import EmbeddingSpec, InputKind, Task, get_task
 
 __all__ = ["Run", "SampleResult", "StepResult", "load_run_config", "open_run", "resume_run"]
+
+PROGRESS_LOG_S = 5.0
+"""Least seconds between two `progress` lines of a run's log."""
 
 log = get_logger(__name__)
 
@@ -82,6 +88,8 @@ class StepResult:
     best_score: float
     mean_top_k: float
     new_candidates: int
+    usage: Usage = field(default_factory=Usage)
+    """The generator requests of this step and their tokens (none for step 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,8 @@ class SampleResult:
     """Named terms of the best text's value, when the objective has several."""
     best_artefact: Path | None = None
     """Media made for the best text (a rendered image), inside the run directory."""
+    usage: Usage = field(default_factory=Usage)
+    """The sample's generator requests and their tokens, over every session of the run."""
 
     @classmethod
     def _from_row(cls, row: Mapping[str, Any], run_dir: Path) -> SampleResult:
@@ -113,9 +123,13 @@ class SampleResult:
             steps=row["steps"],
             best_text=row["best_text"],
             best_score=row["best_score"],
-            trajectory=tuple(StepResult(**step) for step in row["trajectory"]),
+            trajectory=tuple(
+                StepResult(**{**step, "usage": Usage(**step.get("usage", {}))})
+                for step in row["trajectory"]
+            ),
             best_terms=row.get("best_terms"),
             best_artefact=run_dir / artefact if artefact else None,
+            usage=Usage(**row.get("usage", {})),
         )
 
 
@@ -129,6 +143,7 @@ def open_run(
     loop: LoopConfig | None = None,
     concurrency: ConcurrencyConfig | None = None,
     retry: RetryConfig | None = None,
+    budget: Budget | None = None,
     pool: Sequence[str] | str | os.PathLike[str] | None = None,
     renderer: Renderer | None = None,
     media_scorer: MediaScorer | None = None,
@@ -146,6 +161,8 @@ def open_run(
         scorer: settings of a Triton encoder pair, or your own `Scorer` (embedding tasks).
         out: the run directory.
         loop: the loop settings; default: the task's own (`task.loop`).
+        budget: token prices (saved) and limits on the run's spend (`Budget`): a run that
+            reaches one stops cleanly, with `RunSummary.budget_reached` saying which.
         pool: the initial pool: texts, or a file with one per line; default: the task's.
         renderer, media_scorer: the two halves of a render-then-score task's objective.
         on_event: called on the event loop for every committed step and finished sample.
@@ -166,6 +183,7 @@ def open_run(
         retry=retry or RetryConfig(),
         generator=generators,
         scorer=scorer if isinstance(scorer, ScorerSettings) else None,
+        budget=budget or Budget(),
     )
     run_dir = Path(out)
     RunStore.check_new(run_dir)  # before anything is written there (logs included)
@@ -194,6 +212,7 @@ def resume_run(
     scorer: ScorerArg | None = None,
     concurrency: ConcurrencyConfig | None = None,
     retry: RetryConfig | None = None,
+    budget: Budget | None = None,
     renderer: Renderer | None = None,
     media_scorer: MediaScorer | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -201,9 +220,11 @@ def resume_run(
 ) -> Run:
     """Continue every unfinished sample of the run in `out` from its last committed step.
 
-    Endpoints, concurrency and retries default to what the run saved; pass them to change
-    them (servers moved, a run made with your own objects). The loop stays; the task is
-    found by its saved name, or pass the `Task` a run was opened with if it is your own.
+    Endpoints, concurrency, retries and the budget default to what the run saved; pass
+    them to change them (servers moved, a run made with your own objects, a higher limit:
+    a budget counts the spend of every session of the run; a new one is saved). The loop
+    stays; the task is found by its saved name, or pass the `Task` a run was opened with if
+    it is your own.
     `metrics` is not saved: pass it again.
     """
     run_dir = Path(out)
@@ -215,12 +236,24 @@ def resume_run(
         saved,
         concurrency=concurrency or saved.concurrency,
         retry=retry or saved.retry,
+        budget=budget or saved.budget,
         generator=generators,
         scorer=scorer if isinstance(scorer, ScorerSettings) else saved.scorer,
     )
+
+    def reopen() -> RunStore:
+        store = RunStore.open(run_dir)
+        if config.budget != saved.budget:  # the next resume keeps the new prices and limits
+            try:
+                store.update_config("budget", asdict(config.budget))
+            except BaseException:
+                store.close()
+                raise
+        return store
+
     return Run(
         run_dir,
-        lambda: RunStore.open(run_dir),
+        reopen,
         task or get_task(config.task),
         config,
         _Parts(generator_objects, scorer, renderer, media_scorer),
@@ -302,6 +335,7 @@ class Run:
         self._metrics: RunMetrics | None = None
         self._stack = contextlib.AsyncExitStack()
         self._live: _Live | None = None
+        self._progress_logged = -PROGRESS_LOG_S
         self.summary: RunSummary | None = None
         """What the run did, once it has ended."""
 
@@ -358,6 +392,7 @@ class Run:
             store=store,
             on_event=self._event,
             on_request=on_request,
+            budget=self.config.budget,
         )
         samples = [Sample(row.id, row.inputs) for row in store.samples()]
         live = _Live(store, scheduler, asyncio.create_task(scheduler.run(samples, store.pool())))
@@ -435,11 +470,31 @@ class Run:
         if isinstance(event, SampleFinished):
             assert self._live is not None
             self._live.finished.put_nowait(event)
+        self._log_progress()
         if self._on_event is not None:
             try:
                 self._on_event(event)
             except Exception:  # a caller's display must not stop the run
                 log.exception("event_callback_failed", event=type(event).__name__)
+
+    def _log_progress(self) -> None:
+        """A `progress` line in log.jsonl at most every PROGRESS_LOG_S while steps commit:
+        the run's history (the adaptive generator limit over time, for `mils report`)."""
+        now = time.monotonic()
+        if self._live is None or now - self._progress_logged < PROGRESS_LOG_S:
+            return
+        self._progress_logged = now
+        stats = self._live.scheduler.statistics()
+        log.info(
+            "progress",
+            done=stats.done,
+            failed=stats.failed,
+            steps=stats.steps,
+            gen_in_flight=stats.generator_in_flight,
+            gen_limit=stats.generator_limit,
+            gen_waiting=stats.generator_waiting,
+            score_queued=stats.score_queued,
+        )
 
     # -- using it ------------------------------------------------------------------
 

@@ -262,6 +262,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         "request served before calls to it fail; a 429 pauses the endpoint and costs no "
         f"retry ({RetryConfig().max_rate_limit_wait_s:g})",
     )
+    _budget_args(p)
     o = p.add_argument_group("output")
     o.add_argument(
         "--config",
@@ -307,6 +308,43 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    b = p.add_argument_group(
+        "cost and budgets (a budget counts every session of the run; when one is reached "
+        "the run stops cleanly with exit status 3, and `mils resume` with a higher one goes on)"
+    )
+    b.add_argument(
+        "--price-in",
+        type=float,
+        metavar="PRICE",
+        help="price of a million prompt tokens, in your currency (e.g. USD); saved (none)",
+    )
+    b.add_argument(
+        "--price-out",
+        type=float,
+        metavar="PRICE",
+        help="price of a million completion tokens; saved (none)",
+    )
+    b.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="COST",
+        help="stop once the run has cost this much; needs both prices (none)",
+    )
+    b.add_argument(
+        "--max-tokens-total",
+        type=int,
+        metavar="N",
+        help="stop once the run's prompt plus completion tokens reach N (none)",
+    )
+    b.add_argument(
+        "--max-requests",
+        type=int,
+        metavar="N",
+        help="send at most N generator requests (one per step) over the run (none)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line."""
     top = argparse.ArgumentParser(
@@ -333,6 +371,12 @@ def parser() -> argparse.ArgumentParser:
     )
     cap.add_argument(
         "--init-pool", type=Path, metavar="FILE", help="initial pool, a text per line (the task's)"
+    )
+    cap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the projected generator requests, tokens and cost (an estimate), then "
+        "stop: nothing is sent or written",
     )
     _loop_args(cap)
     _endpoint_args(cap)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mils.adapters import GeneratorSettings, ScorerSettings
-from mils.engine import ConcurrencyConfig, ConfigError, LoopConfig, RetryConfig
+from mils.engine import Budget, ConcurrencyConfig, ConfigError, LoopConfig, RetryConfig
 from mils.engine.config import from_dict
 from mils.engine.logs import redact_url
 
@@ -39,6 +39,8 @@ class RunConfig:
     """Generator endpoints; empty when the caller passed its own generator objects."""
     scorer: ScorerSettings | None = None
     """The Triton encoder pair; None when the caller passed its own scorer object."""
+    budget: Budget = dataclasses.field(default_factory=Budget)
+    """Token prices and the spend at which the run stops."""
 
     def to_json(self) -> dict[str, Any]:
         generator: dict[str, Any] = {}
@@ -54,6 +56,7 @@ class RunConfig:
             "loop": asdict(self.loop),
             "concurrency": asdict(self.concurrency),
             "retry": asdict(self.retry),
+            "budget": asdict(self.budget),
             "endpoints": {
                 "generator": generator,
                 "scorer": asdict(self.scorer) if self.scorer else {},
@@ -93,6 +96,7 @@ class RunConfig:
                 loop=_typed(LoopConfig, data.get("loop", {}), "loop"),
                 concurrency=_typed(ConcurrencyConfig, data.get("concurrency", {}), "concurrency"),
                 retry=_typed(RetryConfig, data.get("retry", {}), "retry"),
+                budget=_typed(Budget, data.get("budget", {}), "budget"),
                 generator=_generator_settings(endpoints.get("generator", {})),
                 scorer=_scorer_settings(endpoints.get("scorer", {})),
             )
@@ -191,6 +195,7 @@ _FILE_KEYS: dict[str, set[str]] = {
     "loop": {f.name for f in dataclasses.fields(LoopConfig)},
     "concurrency": {f.name for f in dataclasses.fields(ConcurrencyConfig)},
     "retry": {f.name for f in dataclasses.fields(RetryConfig)},
+    "budget": {f.name for f in dataclasses.fields(Budget)},
     "generator": (_GENERATOR_FIELDS - {"base_url", "extra_headers"}) | {"base_urls"},
     "scorer": {f.name for f in dataclasses.fields(ScorerSettings)},
 }
@@ -198,7 +203,7 @@ _FILE_KEYS: dict[str, set[str]] = {
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A settings file (TOML: `task`, then [loop], [generator], [scorer], [concurrency],
-    [retry]) in the shape of config.json. Unknown keys are errors, named.
+    [retry], [budget]) in the shape of config.json. Unknown keys are errors, named.
 
     Raises:
         ConfigError: the file cannot be read or parsed, or holds an unknown key.

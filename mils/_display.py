@@ -5,7 +5,8 @@ On a terminal the live display (rich) is a progress bar with samples done and fa
 steps/s and the ETA, and a line per generator endpoint (requests in flight, limit, waiting,
 latency); it fits the terminal's width, redraws in place, and log lines print above it.
 Elsewhere it is a plain line every few seconds, or a JSON line (`--progress json`). While a
-rate limit pauses a generator endpoint, each says until when.
+rate limit pauses a generator endpoint, each says until when. Each shows the generator tokens
+spent so far (and their cost when the run has prices); "~" marks estimated ones.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mils._api import Run
-from mils.engine import RunStatistics, RunSummary
+from mils.engine import RunStatistics, RunSummary, Usage
 
 __all__ = ["print_results", "print_summary", "show_progress"]
 
@@ -93,6 +94,9 @@ def _panel(stats: RunStatistics, steps_per_sample: int) -> RenderableType:
         endpoints.add_row(e.endpoint, str(e.in_flight), str(e.limit), str(e.waiting), latency)
     endpoints.add_row("scorer", str(stats.score_in_flight), "", str(stats.score_queued), "")
     parts: list[RenderableType] = [head, endpoints]
+    if stats.usage.requests:
+        tokens = _tokens(stats.usage, stats.cost)
+        parts.append(Text(f"generator: {tokens}", no_wrap=True, overflow="ellipsis"))
     pause = _pause_note(stats)
     if pause:
         parts.append(Text(pause, style="yellow", no_wrap=True, overflow="ellipsis"))
@@ -127,8 +131,19 @@ def _plain(stats: RunStatistics, steps_per_sample: int) -> str:
         f"{_ended(stats)}/{stats.total} samples ({stats.failed} failed), {stats.steps} steps, "
         f"{stats.steps_per_s:.1f} steps/s, ETA {_clock(_eta_s(stats, steps_per_sample))}, "
         f"generator {stats.generator_in_flight}/{stats.generator_limit} in flight, "
-        f"{faults} faults" + (f"; {pause}" if pause else "")
+        f"{faults} faults, {_tokens(stats.usage, stats.cost)}" + (f"; {pause}" if pause else "")
     )
+
+
+def _tokens(usage: Usage, cost: float | None) -> str:
+    """Tokens in and out (and their cost): "1200 tokens in, 800 out, cost 0.0012"; the
+    estimated requests said, as "(~3 of 10 requests estimated)"."""
+    text = f"{usage.prompt_tokens} tokens in, {usage.completion_tokens} out"
+    if cost is not None:
+        text += f", cost {cost:.4f}"
+    if usage.estimated_requests:
+        text += f" (~{usage.estimated_requests} of {usage.requests} requests estimated)"
+    return text
 
 
 def _fields(stats: RunStatistics, steps_per_sample: int) -> dict[str, Any]:
@@ -146,6 +161,11 @@ def _fields(stats: RunStatistics, steps_per_sample: int) -> dict[str, Any]:
         "score_queued": stats.score_queued,
         "faults": stats.faults,
         "generator_paused_until": stats.paused_until,
+        "generator_requests": stats.usage.requests,
+        "prompt_tokens": stats.usage.prompt_tokens,
+        "completion_tokens": stats.usage.completion_tokens,
+        "estimated_requests": stats.usage.estimated_requests,
+        "cost": stats.cost,
     }
 
 
@@ -189,6 +209,11 @@ def print_summary(summary: RunSummary, results: str, out: TextIO) -> None:
         (summary.texts_unscorable, "text", "texts", "unscorable"),
     )
     notes = [f"{_count(n, one, many)} {what}" for n, one, many, what in counted if n]
+    if summary.budget_reached:
+        notes.append(f"stopped: budget {summary.budget_reached.replace('`', '')}")
+    tokens = _tokens(summary.usage, summary.cost)
+    if summary.run_usage != summary.usage:
+        tokens += f"; whole run {_tokens(summary.run_usage, summary.run_cost)}"
     if summary.faults:
         notes.append(f"endpoint faults {summary.faults}")
     if out.isatty():
@@ -199,6 +224,7 @@ def print_summary(summary: RunSummary, results: str, out: TextIO) -> None:
         table.add_row("steps", f"{summary.steps} in {summary.wall_s:.1f} s ({rate:.2f}/s)")
         table.add_row("candidates scored", str(summary.candidates_scored))
         table.add_row("texts embedded", str(summary.texts_evaluated))
+        table.add_row("generator", f"{summary.usage.requests} requests, {tokens}")
         for note in notes:
             table.add_row("note", note)
         table.add_row("results", results)
@@ -208,6 +234,7 @@ def print_summary(summary: RunSummary, results: str, out: TextIO) -> None:
         f"\n{summary.done}/{summary.samples} samples done, {summary.failed} failed, "
         f"{summary.steps} steps in {summary.wall_s:.1f} s ({rate:.2f} steps/s); "
         f"{summary.candidates_scored} candidates scored, {summary.texts_evaluated} texts embedded"
+        f"; {summary.usage.requests} generator requests, {tokens}"
         + "".join(f"; {note}" for note in notes)
         + f"\nresults: {results}\n"
     )

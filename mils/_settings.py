@@ -23,6 +23,10 @@ _WHERE: dict[str, tuple[str, str]] = {
         for name in ("samples_in_flight", "generator_in_flight", "score_batch", "score_wait_ms")
     },
     "retries": ("retry", "attempts"),
+    **{
+        name: ("budget", name)
+        for name in ("price_in", "price_out", "max_cost", "max_tokens_total", "max_requests")
+    },
     "max_rate_limit_wait": ("retry", "max_rate_limit_wait_s"),
     **{
         name: ("generator", name)

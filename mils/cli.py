@@ -21,7 +21,9 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -35,6 +37,7 @@ from mils._api import Run, load_run_config, open_run, resume_run
 from mils._args import DEMO_LOOP, parser
 from mils._config import read_toml
 from mils._display import print_results, print_summary, show_progress
+from mils._dryrun import print_projection, project
 from mils._eval import cmd_eval
 from mils._local import (
     LOCAL_IMAGE_MODEL,
@@ -53,7 +56,7 @@ from mils.adapters import expand_inputs
 from mils.adapters.local_stack import LlamaServer, TritonServer
 from mils.engine import ConfigError, LoopConfig, MilsError, RunStore, StoreError, configure_logging
 from mils.engine.logs import get_logger
-from mils.tasks import TASKS, get_task
+from mils.tasks import TASKS, Task, get_task
 
 __all__ = ["main"]
 
@@ -62,7 +65,7 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 DEMO_MAX_TOKENS = 400
-EXIT_FAILED_SAMPLES, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED_SAMPLES, EXIT_CONFIG, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 # Library parameters (named in error messages as `name`) and the flags that set them.
 _FLAGS = {
@@ -92,6 +95,11 @@ _FLAGS = {
             "score_batch",
             "score_in_flight",
             "score_wait_ms",
+            "price_in",
+            "price_out",
+            "max_cost",
+            "max_tokens_total",
+            "max_requests",
         )
     },
 }
@@ -134,6 +142,14 @@ def _drive(run: Run, args: argparse.Namespace) -> int:
     with results.open(encoding="utf-8") as lines:
         print_results(map(json.loads, lines), args.format, sys.stdout)
     print_summary(summary, str(results), sys.stderr)
+    if summary.budget_reached is not None:
+        limit = _for_cli(summary.budget_reached).split(" ", 1)[0]  # the flag
+        print(
+            f"budget reached: {_for_cli(summary.budget_reached)}; every committed step is "
+            f"kept. Continue with a higher limit:\n  mils resume {run.run_dir} {limit} HIGHER",
+            file=sys.stderr,
+        )
+        return EXIT_BUDGET
     return EXIT_FAILED_SAMPLES if summary.failed else 0
 
 
@@ -167,6 +183,10 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ConfigError("no inputs; pass image files, directories or glob patterns")
+    if args.dry_run:
+        pool = _pool_texts(task, args.init_pool)
+        print_projection(project(task, len(paths), pool, settings), sys.stdout)
+        return 0
     run = open_run(
         task,
         paths,
@@ -176,11 +196,21 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         loop=settings.loop,
         concurrency=settings.concurrency,
         retry=settings.retry,
+        budget=settings.budget,
         pool=args.init_pool,
         metrics=_metrics(args),
     )
     print(f"run directory: {run.run_dir} ({len(paths)} samples)", file=sys.stderr)
     return _drive(run, args)
+
+
+def _pool_texts(task: Task, init_pool: Path | None) -> list[str]:
+    source = init_pool or task.pool_file
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the initial pool {source}: {exc}; pass `pool`") from None
+    return [line.strip() for line in lines if line.strip()]
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -193,6 +223,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         scorer=settings.scorer,
         concurrency=settings.concurrency,
         retry=settings.retry,
+        budget=settings.budget,
         metrics=_metrics(args),
     )
     return _drive(run, args)
@@ -253,11 +284,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         argv = ["caption", *map(str, truth), *(str(x) for kv in flags.items() for x in kv)]
         status = _cmd_caption(parser().parse_args(argv))
     print_scene_report(out, truth)
+    mils = _program()
     print(f"\nscore them against {references.name} (BLEU, METEOR, ROUGE-L, CIDEr, per step):")
-    print(f"  mils eval {out} --references {references}")
+    print(f"  {mils} eval {out} --references {references}")
     print("and see every step of every scene, with the ground truth, in one page:")
-    print(f"  mils report {out} --references {references}")
+    print(f"  {mils} report {out} --references {references}")
     return status
+
+
+def _program() -> str:
+    """How to run `mils` again from here: as it was started (`.venv/bin/mils` from
+    scripts/demo.sh), or `mils` when it came from PATH or `python -m mils`."""
+    started, on_path = sys.argv[0], shutil.which("mils")
+    named = Path(started).name == "mils" and os.sep in started
+    if named and (on_path is None or Path(on_path).resolve() != Path(started).resolve()):
+        return started
+    return "mils"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

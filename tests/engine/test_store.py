@@ -85,6 +85,12 @@ def test_export_writes_one_line_per_sample_with_trajectory(store: RunStore) -> N
             "best_score": 0.3,
             "mean_top_k": 0.15,
             "new_candidates": 2,
+            "usage": {
+                "requests": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "estimated_requests": 0,
+            },
         }
     ]
     assert lines[1]["status"] == "failed" and "not an image" in lines[1]["error"]
