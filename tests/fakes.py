@@ -8,8 +8,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig, RetryConfig
 from mils.engine.errors import EndpointUnavailable, InputError
+from mils.engine.objectives import EmbeddingObjective
 from mils.engine.protocols import ChatMessage, Reply
+from mils.engine.retry import Retrier
+from mils.engine.scheduler import Scheduler
+from mils.engine.store import RunStore
+from mils.tasks import get_task
 
 DIM = 16
 
@@ -82,3 +88,34 @@ class FakeReader:
         if source.startswith("bad"):
             raise InputError(f"{source}: not an image", source=source)
         return source.encode()
+
+
+NO_WAIT = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
+
+
+def fake_scheduler(
+    store: RunStore,
+    generator: FakeGenerator,
+    *,
+    steps: int = 3,
+    in_flight: int = 4,
+    budget: Budget | None = None,
+) -> Scheduler:
+    """A Scheduler for image-caption over the fakes (keep 5, requested 3, no retry wait)."""
+    concurrency = ConcurrencyConfig(
+        samples_in_flight=in_flight, score_wait_ms=1.0, generator_cooldown_s=0.01
+    )
+    retrier = Retrier(NO_WAIT)
+    return Scheduler(
+        task=get_task("image-caption"),
+        loop=LoopConfig(steps=steps, keep=5, requested=3),
+        concurrency=concurrency,
+        retrier=retrier,
+        generator=generator,
+        objective=EmbeddingObjective(
+            FakeScorer(max_batch_size=16), target="image", concurrency=concurrency, retrier=retrier
+        ),
+        readers={"image": FakeReader()},
+        store=store,
+        budget=budget,
+    )

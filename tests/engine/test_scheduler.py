@@ -6,49 +6,24 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fakes import FakeGenerator, FakeReader, FakeScorer
+from fakes import FakeGenerator
+from fakes import fake_scheduler as scheduler
 from structlog.testing import capture_logs
 
-from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
+from mils.engine.config import LoopConfig, RetryConfig
 from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, RequestRefused
-from mils.engine.objectives import EmbeddingObjective
 from mils.engine.retry import Retrier
-from mils.engine.scheduler import Sample, Scheduler
+from mils.engine.scheduler import Sample
 from mils.engine.store import RunStore
 from mils.tasks import get_task
 
 POOL = [f"pool caption {i}" for i in range(20)]
-NO_WAIT = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
 
 
 def open_store(path: Path, samples: list[Sample]) -> RunStore:
     store = RunStore.create(path, {}, POOL)
     store.add_samples([(s.id, s.inputs) for s in samples])
     return store
-
-
-def scheduler(
-    store: RunStore, generator: FakeGenerator, *, steps: int = 3, in_flight: int = 4
-) -> Scheduler:
-    concurrency = ConcurrencyConfig(
-        samples_in_flight=in_flight, score_wait_ms=1.0, generator_cooldown_s=0.01
-    )
-    retrier = Retrier(NO_WAIT)
-    return Scheduler(
-        task=get_task("image-caption"),
-        loop=LoopConfig(steps=steps, keep=5, requested=3),
-        concurrency=concurrency,
-        retrier=retrier,
-        generator=generator,
-        objective=EmbeddingObjective(
-            FakeScorer(max_batch_size=16),
-            target="image",
-            concurrency=concurrency,
-            retrier=retrier,
-        ),
-        readers={"image": FakeReader()},
-        store=store,
-    )
 
 
 async def test_every_sample_runs_every_step(tmp_path: Path) -> None:

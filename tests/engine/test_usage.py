@@ -9,21 +9,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from fakes import FakeGenerator, FakeReader, FakeScorer
+from fakes import FakeGenerator
+from fakes import fake_scheduler as scheduler
 
 from mils.adapters.openai_generator import _reply
-from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig, RetryConfig
+from mils.engine.config import Budget
 from mils.engine.errors import ConfigError
-from mils.engine.objectives import EmbeddingObjective
 from mils.engine.protocols import ChatMessage, Reply
-from mils.engine.retry import Retrier
-from mils.engine.scheduler import Sample, Scheduler
+from mils.engine.scheduler import Sample
 from mils.engine.store import RunStore
 from mils.engine.usage import Usage, budget_reached, estimate_tokens, reply_usage
-from mils.tasks import get_task
 
 POOL = [f"pool caption {i}" for i in range(20)]
-NO_WAIT = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
 
 
 class CountingGenerator(FakeGenerator):
@@ -33,31 +30,6 @@ class CountingGenerator(FakeGenerator):
         call = self.calls + 1  # the count `complete` makes, before others run
         reply = await super().complete(messages)
         return Reply(reply.text, prompt_tokens=100 + call, completion_tokens=10)
-
-
-def scheduler(
-    store: RunStore,
-    generator: FakeGenerator,
-    *,
-    steps: int = 3,
-    in_flight: int = 4,
-    budget: Budget | None = None,
-) -> Scheduler:
-    concurrency = ConcurrencyConfig(samples_in_flight=in_flight, score_wait_ms=1.0)
-    retrier = Retrier(NO_WAIT)
-    return Scheduler(
-        task=get_task("image-caption"),
-        loop=LoopConfig(steps=steps, keep=5, requested=3),
-        concurrency=concurrency,
-        retrier=retrier,
-        generator=generator,
-        objective=EmbeddingObjective(
-            FakeScorer(max_batch_size=16), target="image", concurrency=concurrency, retrier=retrier
-        ),
-        readers={"image": FakeReader()},
-        store=store,
-        budget=budget,
-    )
 
 
 def samples(n: int) -> list[Sample]:
