@@ -48,6 +48,7 @@ __all__ = [
     "RunStore",
     "SampleProgress",
     "SampleRow",
+    "write_atomic",
 ]
 
 _SCHEMA = """
@@ -665,12 +666,9 @@ def _holds_samples(db_path: Path) -> bool:
         return False
 
 
-def _write_atomic(path: Path, data: str | bytes | Iterable[str]) -> None:
-    """Write `path` whole or not at all; a failure (a full disk) leaves no temporary file.
-
-    Raises:
-        StoreError: the file cannot be written; the message says what to do.
-    """
+def write_atomic(path: Path, data: str | bytes | Iterable[str]) -> None:
+    """Write `path` whole or not at all (a temporary file, then a rename); a failure (a full
+    disk) leaves no temporary file and raises the OSError."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -680,8 +678,20 @@ def _write_atomic(path: Path, data: str | bytes | Iterable[str]) -> None:
             with tmp.open("w", encoding="utf-8") as out:
                 out.writelines(data)
         os.replace(tmp, path)
-    except OSError as exc:
+    except OSError:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_atomic(path: Path, data: str | bytes | Iterable[str]) -> None:
+    """`write_atomic` for the run directory.
+
+    Raises:
+        StoreError: the file cannot be written; the message says what to do.
+    """
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
         raise StoreError(
             f"cannot write {path}: {exc.strerror or exc}; free space on its disk (or pass "
             "another `out`), then run the same command again: committed steps are kept"

@@ -174,7 +174,7 @@ def open_run(
     """
     spec = task if isinstance(task, Task) else get_task(task)
     samples = _samples(spec, inputs)
-    texts, repeated = _pool(spec, pool)
+    texts, repeated = initial_pool(spec, pool)
     generators, generator_objects = _split_generators(generator)
     config = RunConfig(
         task=spec.name,
@@ -603,7 +603,9 @@ def _samples(task: Task, inputs: Iterable[InputArg]) -> list[Sample]:
     return samples
 
 
-def _pool(task: Task, pool: Sequence[str] | str | os.PathLike[str] | None) -> tuple[list[str], int]:
+def initial_pool(
+    task: Task, pool: Sequence[str] | str | os.PathLike[str] | None
+) -> tuple[list[str], int]:
     """The initial pool (stripped, non-empty, distinct texts) and how many lines repeated.
 
     Raises:

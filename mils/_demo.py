@@ -13,6 +13,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
+from mils.engine.store import write_atomic
 from mils.tasks.scenes import (
     GRAMMAR,
     KINDS,
@@ -44,13 +45,6 @@ DEMO_POOL_LINES = 300
 REFERENCES_PER_SCENE = 5
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write then rename, so a concurrent reader never sees half a file."""
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
-
-
 def write_demo_scenes(dest_dir: Path, count: int = DEMO_SCENES) -> dict[Path, Scene]:
     """Write the first `count` demo scenes into `dest_dir` as PNG; path -> its scene.
 
@@ -61,7 +55,7 @@ def write_demo_scenes(dest_dir: Path, count: int = DEMO_SCENES) -> dict[Path, Sc
     written = {}
     for index, scene in zip(range(count), scenes(Split.DEMO), strict=False):
         path = dest_dir / f"scene-{index + 1}.png"
-        _write(path, scene.png())
+        write_atomic(path, scene.png())
         written[path] = scene
     return written
 
@@ -87,7 +81,7 @@ def scene_pool(lines: int = DEMO_POOL_LINES) -> list[str]:
 def write_demo_pool(path: Path, lines: int = DEMO_POOL_LINES) -> Path:
     """Write `scene_pool(lines)` to `path`, one text per line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, ("\n".join(scene_pool(lines)) + "\n").encode())
+    write_atomic(path, ("\n".join(scene_pool(lines)) + "\n").encode())
     return path
 
 
@@ -128,7 +122,7 @@ def write_scene_references(
         "annotations": annotations,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, (json.dumps(data, indent=1) + "\n").encode())
+    write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
     return path
 
 

@@ -44,6 +44,7 @@ from mils._report_figures import (
 from mils._runlog import LogFacts, read_log
 from mils.adapters.media import IMAGE_EXTENSIONS
 from mils.engine import ConfigError, StoreError
+from mils.engine.store import write_atomic
 from mils.tasks import TASKS, InputKind, Task
 
 __all__ = ["DEFAULT_LIMIT", "SORTS", "ReportWritten", "cmd_report", "write_report"]
@@ -164,13 +165,9 @@ def _chosen(
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(
             f"cannot write the report {path}: {exc.strerror or exc}; pass --out in a "
             "writable folder"

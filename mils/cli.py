@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from mils._api import Run, load_run_config, open_run, resume_run
+from mils._api import Run, initial_pool, load_run_config, open_run, resume_run
 from mils._args import DEMO_LOOP, parser
 from mils._config import read_toml
 from mils._display import print_results, print_summary, show_progress
@@ -56,7 +56,7 @@ from mils.adapters import expand_inputs
 from mils.adapters.local_stack import LlamaServer, TritonServer
 from mils.engine import ConfigError, LoopConfig, MilsError, RunStore, StoreError, configure_logging
 from mils.engine.logs import get_logger
-from mils.tasks import TASKS, Task, get_task
+from mils.tasks import TASKS, get_task
 
 __all__ = ["main"]
 
@@ -184,7 +184,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     if not paths:
         raise ConfigError("no inputs; pass image files, directories or glob patterns")
     if args.dry_run:
-        pool = _pool_texts(task, args.init_pool)
+        pool, _ = initial_pool(task, args.init_pool)
         print_projection(project(task, len(paths), pool, settings), sys.stdout)
         return 0
     run = open_run(
@@ -202,15 +202,6 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     )
     print(f"run directory: {run.run_dir} ({len(paths)} samples)", file=sys.stderr)
     return _drive(run, args)
-
-
-def _pool_texts(task: Task, init_pool: Path | None) -> list[str]:
-    source = init_pool or task.pool_file
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the initial pool {source}: {exc}; pass `pool`") from None
-    return [line.strip() for line in lines if line.strip()]
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ with). Any text embeds: unknown words are read from their character n-grams.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -18,17 +17,7 @@ import triton_python_backend_utils as pb_utils
 # The repository's shared model code (triton_models/_common), found from this file.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _common.batching import respond
-
-NETWORK = Path(__file__).resolve().parents[2] / "_scene_clip" / "network.py"
-
-
-def load_network_module():
-    """`_scene_clip/network.py` as a module (that folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("mils_scene_network", NETWORK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from _common.scene_network import load_network_module
 
 
 def texts_of(request) -> list[str]:
