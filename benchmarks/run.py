@@ -49,6 +49,7 @@ from mils.adapters.openai_generator import GeneratorSettings, OpenAIGenerator
 from mils.adapters.triton_scorer import TritonScorer
 from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, to_dict
 from mils.engine.objectives import EmbeddingObjective
+from mils.engine.protocols import Generator
 from mils.engine.retry import Retrier
 from mils.engine.scheduler import RunSummary, Sample, Scheduler
 from mils.engine.store import RunStore
@@ -166,7 +167,7 @@ async def _timed(
 def build_engine(
     *,
     loop: LoopConfig,
-    generators: Sequence[OpenAIGenerator],
+    generators: Sequence[Generator],
     scorer: TritonScorer,
     store: RunStore,
     targets: dict[str, bytes],

@@ -4,7 +4,9 @@ Layout of a run directory:
 
     run.db          samples, steps (one row per committed step, with the generator requests
                     and tokens it took), candidates (every scored text, with its named terms
-                    and artefact where the objective gives them)
+                    and artefact where the objective gives them), batches (the Batch API
+                    jobs sent in batch mode, so that a resume waits for them instead of
+                    paying twice)
     config.json     the run's configuration (no secrets), enough to resume it
     pool.txt        the initial pool the run started from
     log.jsonl       structured logs
@@ -84,6 +86,13 @@ CREATE TABLE IF NOT EXISTS candidates (
     terms TEXT,
     artefact TEXT,
     PRIMARY KEY (sample_id, step, pos)
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    custom_ids TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (endpoint, id)
 );
 """
 # Columns added since the first release (name -> SQL type), for run directories written
@@ -336,10 +345,11 @@ class RunStore:
     def config(self) -> dict[str, Any]:
         return dict(json.loads((self.run_dir / "config.json").read_text(encoding="utf-8")))
 
-    def update_config(self, section: str, values: Mapping[str, Any]) -> None:
-        """Replace one section of config.json (atomically): a resume's new budget."""
+    def update_config(self, section: str, values: Mapping[str, Any] | None) -> None:
+        """Replace one section of config.json (atomically): a resume's new budget; None
+        writes null (a section switched off)."""
         config = self.config()
-        config[section] = dict(values)
+        config[section] = None if values is None else dict(values)
         _write_atomic(self.run_dir / "config.json", json.dumps(config, indent=2) + "\n")
 
     def pool(self) -> list[str]:
@@ -393,7 +403,26 @@ class RunStore:
             ).fetchone()
         return Usage(*row)
 
+    def batches(self, endpoint: str) -> list[tuple[str, list[str]]]:
+        """(job id, its lines' custom ids) of every Batch API job sent to `endpoint`,
+        oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, custom_ids FROM batches WHERE endpoint = ? ORDER BY created_at",
+                (endpoint,),
+            ).fetchall()
+        return [(batch_id, json.loads(ids)) for batch_id, ids in rows]
+
     # -- writing ------------------------------------------------------------------
+
+    def record_batch(self, batch_id: str, endpoint: str, custom_ids: Sequence[str]) -> None:
+        """Commit a Batch API job the moment it exists (`mils.adapters.openai_batch`)."""
+        with self._lock, self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO batches (id, endpoint, custom_ids, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (batch_id, endpoint, json.dumps(list(custom_ids)), time.time()),
+            )
 
     def add_samples(self, samples: Sequence[tuple[str, Mapping[str, str]]]) -> None:
         """Register (id, inputs) pairs in input order; inputs map input names to sources.

@@ -2,10 +2,12 @@
 before anything is sent. An estimate, and said to be one: the prompt is the task's own,
 filled with `keep` texts of the initial pool (~4 characters per token); each reply is
 taken as `requested` lines of ~`TOKENS_PER_CANDIDATE` tokens; every sample runs every step.
+In batch mode each window of `samples_in_flight` samples sends one job per step.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -29,6 +31,8 @@ class Projection:
     prompt_tokens: int
     completion_tokens: int
     cost: float | None
+    jobs: int | None = None
+    """Batch API jobs (batch mode only)."""
 
 
 def project(task: Task, samples: int, pool: list[str], config: RunConfig) -> Projection:
@@ -52,6 +56,9 @@ def project(task: Task, samples: int, pool: list[str], config: RunConfig) -> Pro
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         cost=config.budget.cost(prompt_tokens, completion_tokens),
+        jobs=None
+        if config.batch is None
+        else loop.steps * math.ceil(samples / config.concurrency.samples_in_flight),
     )
 
 
@@ -64,5 +71,7 @@ def print_projection(p: Projection, out: TextIO) -> None:
     out.write(
         f"dry run (an estimate; nothing was sent): {p.samples} samples -> {p.requests} "
         f"generator requests, about {p.prompt_tokens} prompt tokens and "
-        f"{p.completion_tokens} completion tokens{cost}\n"
+        f"{p.completion_tokens} completion tokens{cost}"
+        + (f", in about {p.jobs} Batch API jobs" if p.jobs is not None else "")
+        + "\n"
     )

@@ -44,3 +44,19 @@ def test_dry_run_projects_requests_tokens_and_cost(
     assert "2400 completion tokens" in out  # 12 x 10 x 20
     assert "cost about 24" in out  # the completion tokens alone cost 2400 x 1e6 / 1e6
     assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_in_batch_mode_counts_one_job_per_step_and_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """5 samples, 2 in flight, 3 steps in batch mode: 3 windows x 3 steps = 9 jobs."""
+    monkeypatch.chdir(tmp_path)
+    images = [tmp_path / f"{n}.png" for n in range(5)]
+    for image in images:
+        image.touch()
+    args = ["caption", *map(str, images), "--dry-run", "--steps", "3"]
+    args += ["--samples-in-flight", "2", "--generator-mode", "batch"]
+    args += ["--generator-url", "http://127.0.0.1:9/v1", "--scorer-url", "127.0.0.1:9"]
+    assert main(args) == 0
+    assert "15 generator requests" in (out := capsys.readouterr().out)
+    assert "in about 9 Batch API jobs" in out
