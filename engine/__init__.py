@@ -7,7 +7,7 @@ neither the adapters nor the tasks. `mils` wires them together.
 
 from __future__ import annotations
 
-from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig, RetryConfig
+from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig, RateLimits, RetryConfig
 from mils.engine.errors import (
     ConfigError,
     EndpointError,
@@ -40,6 +40,8 @@ from mils.engine.protocols import (
     Generator,
     MediaReader,
     MediaScorer,
+    ProviderLimits,
+    RateLimited,
     Renderer,
     Reply,
     Scorer,
@@ -79,7 +81,10 @@ __all__ = [
     "ModelNotReady",
     "Objective",
     "ObjectiveStatistics",
+    "ProviderLimits",
     "RateLimitExceeded",
+    "RateLimited",
+    "RateLimits",
     "RenderThenScore",
     "Renderer",
     "Reply",

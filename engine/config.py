@@ -2,8 +2,9 @@
 
 Four parts: `LoopConfig` (the MILS method, per sample), `ConcurrencyConfig` (how hard the
 engine drives its endpoints), `RetryConfig` (transient-fault handling) and `Budget` (the
-generator's token prices and the spend at which a run stops). Each validates
-itself on construction and raises `ConfigError` naming the field and the fix.
+generator's token prices and the spend at which a run stops); and, per generator endpoint,
+its provider's `RateLimits`. Each validates itself on construction and raises `ConfigError`
+naming the field and the fix.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "Budget",
     "ConcurrencyConfig",
     "LoopConfig",
+    "RateLimits",
     "RetryConfig",
     "from_dict",
     "to_dict",
@@ -210,6 +212,30 @@ class Budget:
         if self.price_in is None or self.price_out is None:
             return None
         return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1e6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimits:
+    """A generator endpoint's provider limits, which the engine paces its requests under
+    (`mils.engine.ratelimit`), on top of its in-flight limit. None: no limit of that kind
+    (one the endpoint states in its `x-ratelimit-*` headers still applies)."""
+
+    rpm: int | None = None
+    """Requests per minute."""
+    tpm: int | None = None
+    """Prompt plus completion tokens per minute."""
+    max_tokens: int | None = None
+    """The most completion tokens one reply may hold (the request's `max_tokens`): the
+    bound of what a request reserves for its reply under `tpm`."""
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "max_tokens"):
+            value = getattr(self, name)
+            _require(
+                value is None or value >= 1,
+                f"{name} must be >= 1 or unset, got {value}; pass `{name}` 1 or more, or "
+                "leave it unset for no limit",
+            )
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -19,6 +19,11 @@ already in flight) say nothing about the new limit, as in TCP's one cut per wind
 A limiter can also be paused (`pause`): a rate-limited endpoint (HTTP 429) gets no request
 at all until the time the server named, whatever its limit; every caller waits that one
 pause out in the limiter's queue instead of firing and failing on its own.
+
+Under a provider's requests- and tokens-per-minute limits (`mils.engine.ratelimit`), a
+request first waits its turn for the rate (one waiter at a time sleeps, in FIFO order; a
+pause holds them too), and only then for an in-flight slot: waiting for the rate holds no
+slot, and its wait is not counted in the latency the adaptive limit is tuned by.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from mils.engine.config import RateLimits
 from mils.engine.errors import EndpointUnavailable
+from mils.engine.protocols import ProviderLimits
+from mils.engine.ratelimit import EndpointRate, RateStatistics, Reservation
 
 __all__ = ["AdaptiveLimit", "EndpointLimiter", "LimiterStatistics"]
 
@@ -96,6 +104,7 @@ class LimiterStatistics:
     adaptive: bool
     in_flight: int
     waiting: int
+    """Requests waiting to be sent: for the rate limits or for a slot."""
     completed: int
     overloads: int
     peak_in_flight: int
@@ -106,6 +115,8 @@ class LimiterStatistics:
     takes requests again; None when it is not paused."""
     rate_limited: int = 0
     """Requests answered with HTTP 429."""
+    rate: RateStatistics | None = None
+    """The requests- and tokens-per-minute limits in force; None when there are none."""
 
 
 _OVERLOAD_KINDS = frozenset({"429", "5xx", "timeout", "unavailable"})
@@ -119,6 +130,8 @@ class EndpointLimiter:
         limit: a fixed limit, or None to adapt it to the endpoint's latency.
         initial: starting limit when adaptive.
         max_limit: ceiling when adaptive.
+        rate: the provider's requests- and tokens-per-minute limits (none by default;
+            those the endpoint's replies state are learned either way).
     """
 
     def __init__(
@@ -128,8 +141,14 @@ class EndpointLimiter:
         *,
         initial: int = DEFAULT_INITIAL_LIMIT,
         max_limit: int = DEFAULT_MAX_LIMIT,
+        rate: RateLimits | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._rate = EndpointRate(rate or RateLimits())
+        self._pacer = asyncio.Lock()
+        """Held by the one request sleeping for the rate; the others queue on it (FIFO)."""
+        self._pacing = 0
+        """Requests waiting for the rate."""
         self._fixed = limit
         self._adaptive = AdaptiveLimit(limit=float(initial), max_limit=max_limit)
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -148,7 +167,7 @@ class EndpointLimiter:
     @property
     def load(self) -> float:
         """Outstanding requests (in flight and waiting) per unit of limit: for routing."""
-        return (self._in_flight + len(self._waiters)) / self.limit
+        return (self._in_flight + len(self._waiters) + self._pacing) / self.limit
 
     @property
     def paused_for(self) -> float:
@@ -176,12 +195,25 @@ class EndpointLimiter:
         self._wake()
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one request slot for the block; its latency and outcome tune the limit."""
-        await self._acquire()
+    async def slot(self, prompt_tokens: int = 0) -> AsyncIterator[Reservation]:
+        """Wait for the rate limits, then hold one request slot for the block; its latency
+        and outcome tune the limit.
+
+        Yields what the request drew from the rate limits (`prompt_tokens` and its expected
+        completion), for `settle` once the reply is in; a request not settled in the block
+        is settled at 0 tokens (it failed).
+        """
+        reservation = await self._pace(prompt_tokens)
+        try:
+            await self._acquire()
+            if not reservation.paced and self._rate.limited:
+                reservation = await self._pace_in_slot(prompt_tokens)
+        except BaseException:
+            self._rate.settle(reservation, time.monotonic())
+            raise
         started = time.monotonic()
         try:
-            yield
+            yield reservation
         except EndpointUnavailable as exc:
             self._rate_limited += exc.kind == "429"
             if exc.kind in _OVERLOAD_KINDS:
@@ -193,9 +225,50 @@ class EndpointLimiter:
         else:
             self._adaptive.on_success(time.monotonic() - started, self._in_flight)
         finally:
+            self._rate.settle(reservation, time.monotonic())  # no-op once settled
             self._in_flight -= 1
             self._completed += 1
             self._wake()
+
+    def settle(
+        self,
+        reservation: Reservation,
+        *,
+        tokens: int,
+        completion: int | None,
+        said: ProviderLimits | None = None,
+    ) -> None:
+        """Settle a served request at the `tokens` it used (`completion` of them for its
+        reply), and adopt the rate limits its reply stated (`said`)."""
+        now = time.monotonic()
+        if said is not None:
+            self._rate.learn(said, now)
+        self._rate.settle(reservation, now, tokens=tokens, completion=completion)
+
+    async def _pace_in_slot(self, prompt_tokens: int) -> Reservation:
+        """Pace a request that queued for its slot before any limit was known (the limits
+        came with a reply meanwhile): it waits for them in its slot, once, rather than go
+        out with the burst of its queue."""
+        try:
+            return await self._pace(prompt_tokens)
+        except BaseException:
+            self._in_flight -= 1
+            self._wake()
+            raise
+
+    async def _pace(self, prompt_tokens: int) -> Reservation:
+        """Wait until the rate limits (and any pause) let the next request go; draw it."""
+        rate = self._rate
+        if not rate.limited:
+            return Reservation(paced=False)
+        self._pacing += 1
+        try:
+            async with self._pacer:
+                while (wait := max(rate.delay(time.monotonic()), self.paused_for)) > 0:
+                    await asyncio.sleep(wait)
+                return rate.take(prompt_tokens, time.monotonic())
+        finally:
+            self._pacing -= 1
 
     def _paused(self) -> bool:
         return time.monotonic() < self._paused_until
@@ -236,11 +309,12 @@ class EndpointLimiter:
             limit=self.limit,
             adaptive=self._fixed is None,
             in_flight=self._in_flight,
-            waiting=len(self._waiters),
+            waiting=len(self._waiters) + self._pacing,
             completed=self._completed,
             overloads=self._overloads,
             peak_in_flight=self._peak,
             latency_s=self._adaptive.rtt if self._fixed is None else None,
             paused_until=time.time() + left if left > 0 else None,
             rate_limited=self._rate_limited,
+            rate=self._rate.statistics() if self._rate.limited else None,
         )

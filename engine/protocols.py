@@ -4,6 +4,7 @@ The engine knows only these shapes and the exceptions in `mils.engine.errors`; i
 imports a vendor SDK. Every adapter is an async context manager owning its connections.
 
     Generator     proposes candidate texts (one chat completion per call)
+    RateLimited   a Generator that also states its provider's rate limits (optional)
     Scorer        embeds texts and targets into one space (the embedding objective)
     Renderer      turns a candidate text into media (the render-then-score objective)
     MediaScorer   scores rendered media against a sample's inputs, as named terms
@@ -14,15 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from typing import Protocol, TypedDict, runtime_checkable
 
 import numpy as np
+
+from mils.engine.config import RateLimits
 
 __all__ = [
     "ChatMessage",
     "Generator",
     "MediaReader",
     "MediaScorer",
+    "ProviderLimits",
+    "RateLimited",
     "Renderer",
     "Reply",
     "Scorer",
@@ -36,6 +41,22 @@ class ChatMessage(TypedDict):
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """What a reply said of its endpoint's rate limits (OpenAI's `x-ratelimit-*` headers,
+    parsed by the adapter); None where it said nothing. Limits are per minute."""
+
+    requests: int | None = None
+    """Requests allowed per minute (`x-ratelimit-limit-requests`)."""
+    tokens: int | None = None
+    """Tokens allowed per minute (`x-ratelimit-limit-tokens`)."""
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests_s: float | None = None
+    """Seconds until the requests limit is whole again (`x-ratelimit-reset-requests`)."""
+    reset_tokens_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """One generator reply."""
 
@@ -46,6 +67,8 @@ class Reply:
     """Prompt tokens the server counted (its `usage`); None when it sent none."""
     completion_tokens: int | None = None
     """Completion tokens the server counted (its `usage`); None when it sent none."""
+    provider_limits: ProviderLimits | None = None
+    """The rate limits the reply's headers stated; None when they stated none."""
 
 
 class Generator(Protocol):
@@ -78,6 +101,16 @@ class Generator(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class RateLimited(Protocol):
+    """A Generator that states its provider's rate limits: the engine paces its requests
+    under them. Optional: a generator without `rate_limits` is limited only by what its
+    replies state (`Reply.provider_limits`)."""
+
+    @property
+    def rate_limits(self) -> RateLimits: ...
 
 
 class Scorer(Protocol):

@@ -16,6 +16,12 @@ without spending a retry attempt. A 429 from a request sent before the pause beg
 confirms it. The wait is bounded: once an endpoint has been rate limited, with no request
 served, for `max_rate_limit_wait_s`, calls that meet its 429s go to another endpoint, or
 fail where there is none (`RateLimitExceeded`).
+
+Better than meeting a 429 is not causing one: an endpoint with requests- or
+tokens-per-minute limits (its generator's `rate_limits`, or what its replies' headers state)
+gets its requests paced under them (`mils.engine.ratelimit`) before they take an in-flight
+slot; each reply settles the tokens its request reserved, and its headers may lower the
+limits.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from mils.engine.errors import ConfigError, EndpointUnavailable, RateLimitExceed
 from mils.engine.limiter import EndpointLimiter, LimiterStatistics
 from mils.engine.logs import get_logger
 from mils.engine.observe import RequestObserver, observed
-from mils.engine.protocols import ChatMessage, Generator, Reply
+from mils.engine.protocols import ChatMessage, Generator, RateLimited, Reply
+from mils.engine.usage import estimate_tokens, reply_usage
 
 __all__ = ["GeneratorRouter"]
 
@@ -86,7 +93,15 @@ class GeneratorRouter:
                 "the generator endpoints mix prompting modes; give them all the same `prompt_mode`"
             )
         self._endpoints = [
-            _Endpoint(g, EndpointLimiter(g.endpoint, limit), cooldown_s=cooldown_s)
+            _Endpoint(
+                g,
+                EndpointLimiter(
+                    g.endpoint,
+                    limit,
+                    rate=g.rate_limits if isinstance(g, RateLimited) else None,
+                ),
+                cooldown_s=cooldown_s,
+            )
             for g in generators
         ]
         self._failures_to_cool = failures_to_cool
@@ -108,18 +123,21 @@ class GeneratorRouter:
             EndpointUnavailable: a transient fault other than 429 (for the retry loop).
             RateLimitExceeded: rate limited past `max_rate_limit_wait_s`.
         """
-        return await self._attempt(lambda generator: generator.complete(messages))
+        prompt = "\n".join(m["content"] for m in messages)
+        return await self._attempt(lambda generator: generator.complete(messages), prompt)
 
     async def continue_text(self, prompt: str) -> Reply:
         """One plain continuation, as `complete` sends a chat request."""
-        return await self._attempt(lambda generator: generator.continue_text(prompt))
+        return await self._attempt(lambda generator: generator.continue_text(prompt), prompt)
 
-    async def _attempt(self, call: Callable[[Generator], Awaitable[Reply]]) -> Reply:
+    async def _attempt(self, call: Callable[[Generator], Awaitable[Reply]], prompt: str) -> Reply:
+        """Send `call` (whose prompt text is `prompt`) to an endpoint, again after a 429."""
+        prompt_tokens = estimate_tokens(prompt)
         while True:  # a rate-limited request is sent again once its endpoint's pause ends
             endpoint = await self._choose()
             exceeded: RateLimitExceeded | None = None
             try:
-                async with endpoint.limiter.slot():
+                async with endpoint.limiter.slot(prompt_tokens) as reservation:
                     sent = time.monotonic()
                     generator = endpoint.generator
                     try:
@@ -130,6 +148,13 @@ class GeneratorRouter:
                         if exc.kind == "429":  # paused before the slot goes to a waiter
                             exceeded = self._rate_limited(endpoint, exc, sent)
                         raise
+                    usage = reply_usage(reply, prompt)
+                    endpoint.limiter.settle(
+                        reservation,
+                        tokens=usage.tokens,
+                        completion=usage.completion_tokens,
+                        said=reply.provider_limits,
+                    )
             except EndpointUnavailable as exc:
                 if exc.kind != "429":
                     self._failed(endpoint)

@@ -5,8 +5,10 @@ On a terminal the live display (rich) is a progress bar with samples done and fa
 steps/s and the ETA, and a line per generator endpoint (requests in flight, limit, waiting,
 latency); it fits the terminal's width, redraws in place, and log lines print above it.
 Elsewhere it is a plain line every few seconds, or a JSON line (`--progress json`). While a
-rate limit pauses a generator endpoint, each says until when. Each shows the generator tokens
-spent so far (and their cost when the run has prices); "~" marks estimated ones.
+rate limit pauses a generator endpoint, each says until when; under requests- or
+tokens-per-minute limits, each says which are in force ("learned": stated by the endpoint's
+headers). Each shows the generator tokens spent so far (and their cost when the run has
+prices); "~" marks estimated ones.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def _panel(stats: RunStatistics, steps_per_sample: int) -> RenderableType:
     pause = _pause_note(stats)
     if pause:
         parts.append(Text(pause, style="yellow", no_wrap=True, overflow="ellipsis"))
+    rates = _rate_note(stats)
+    if rates:
+        parts.append(Text(rates, no_wrap=True, overflow="ellipsis"))
     if stats.faults:
         faults = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.faults.items()))
         parts.append(Text(f"faults: {faults}", no_wrap=True, overflow="ellipsis"))
@@ -124,14 +129,37 @@ def _pause_note(stats: RunStatistics) -> str | None:
     )
 
 
+def _rate_note(stats: RunStatistics) -> str | None:
+    """The requests- and tokens-per-minute limits in force per generator endpoint
+    ("600 rpm (learned), 90000 tpm"); None when there are none."""
+    notes = []
+    for e in stats.endpoints:
+        rate = e.rate
+        if rate is None:
+            continue
+        limits = [
+            f"{limit:g} {unit}" + (" (learned)" if learned else "")
+            for limit, unit, learned in (
+                (rate.rpm, "rpm", rate.rpm_learned),
+                (rate.tpm, "tpm", rate.tpm_learned),
+            )
+            if limit is not None
+        ]
+        notes.append(f"{e.endpoint} {', '.join(limits)}")
+    return "rate limits: " + "; ".join(notes) if notes else None
+
+
 def _plain(stats: RunStatistics, steps_per_sample: int) -> str:
     faults = sum(stats.faults.values())
     pause = _pause_note(stats)
+    rates = _rate_note(stats)
     return (
         f"{_ended(stats)}/{stats.total} samples ({stats.failed} failed), {stats.steps} steps, "
         f"{stats.steps_per_s:.1f} steps/s, ETA {_clock(_eta_s(stats, steps_per_sample))}, "
         f"generator {stats.generator_in_flight}/{stats.generator_limit} in flight, "
-        f"{faults} faults, {_tokens(stats.usage, stats.cost)}" + (f"; {pause}" if pause else "")
+        f"{faults} faults, {_tokens(stats.usage, stats.cost)}"
+        + (f"; {pause}" if pause else "")
+        + (f"; {rates}" if rates else "")
     )
 
 

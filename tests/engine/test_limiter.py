@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from mils.engine.config import RateLimits
 from mils.engine.errors import EndpointUnavailable
 from mils.engine.limiter import AdaptiveLimit, EndpointLimiter
 
@@ -165,3 +166,21 @@ async def test_a_burst_of_overloads_cuts_the_limit_once() -> None:
     assert stats.limit == 8 and stats.overloads == 8 and stats.rate_limited == 8
     await overloaded()
     assert limiter.statistics().limit == 4
+
+
+async def test_waiting_for_the_rate_holds_no_slot() -> None:
+    """Under 60 requests a minute, a second request waits for the rate without taking an
+    in-flight slot (the statistics count it as waiting); cancelled, it leaves nothing behind."""
+    limiter = EndpointLimiter("e", 4, rate=RateLimits(rpm=60))
+    first = limiter.slot()
+    await first.__aenter__()
+    second = asyncio.create_task(limiter.slot().__aenter__())
+    await asyncio.sleep(0.01)
+    stats = limiter.statistics()
+    assert (stats.in_flight, stats.waiting) == (1, 1)
+    assert stats.rate is not None and stats.rate.rpm == 60
+    second.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await second
+    await first.__aexit__(None, None, None)
+    assert limiter.statistics().waiting == 0 and limiter.load == 0

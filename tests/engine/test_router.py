@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import pytest
 from structlog.testing import capture_logs
 
-from mils.engine.config import RetryConfig
+from mils.engine.config import RateLimits, RetryConfig
 from mils.engine.errors import EndpointUnavailable, RateLimitExceeded
-from mils.engine.protocols import ChatMessage, Reply
+from mils.engine.protocols import ChatMessage, ProviderLimits, Reply
 from mils.engine.retry import Retrier
 from mils.engine.router import GeneratorRouter
 
@@ -236,3 +236,31 @@ async def test_an_endpoint_past_its_rate_limit_bound_is_routed_around() -> None:
     replies = [await asyncio.wait_for(router.complete(MESSAGES), 2) for _ in range(20)]
     assert {r.text for r in replies} == {"free"}
     assert quota.calls <= 3
+
+
+class Stating(Endpoint):
+    """Replies with 7 prompt and 3 completion tokens, stating a limit of 120 requests a
+    minute, and declares an option of 600 (`RateLimited`)."""
+
+    rate_limits = RateLimits(rpm=600, tpm=60_000, max_tokens=50)
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
+        self.calls += 1
+        await asyncio.sleep(0)
+        return Reply("ok", prompt_tokens=7, completion_tokens=3, provider_limits=STATED)
+
+
+STATED = ProviderLimits(requests=120)
+
+
+async def test_a_generators_limits_apply_and_its_replies_lower_them() -> None:
+    """The router paces an endpoint under its generator's `rate_limits`; a reply stating a
+    lower requests limit puts that in force (learned); each reply settles its tokens."""
+    endpoint = Stating("stating")
+    router = GeneratorRouter([endpoint], limit=4)
+    rate = router.statistics()[0].rate
+    assert rate is not None and (rate.rpm, rate.rpm_learned, rate.tpm) == (600, False, 60_000)
+    await router.complete(MESSAGES)
+    rate = router.statistics()[0].rate
+    assert rate is not None and (rate.rpm, rate.rpm_learned) == (120, True)
+    assert rate.expected_completion == 3  # the reply's completion tokens, not max_tokens
