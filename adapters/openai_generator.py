@@ -23,6 +23,16 @@ no content) is retried like a 5xx: behind shared gateways and overloaded servers
 transient fault, a retry is a fresh sample, and the retry budget still bounds it, so an
 endpoint that only ever answers garbage fails the sample with the reason.
 
+Structured replies (`reply_format="json"`, chat mode only): the request carries a
+`response_format` JSON schema asking for `{"candidates": [...]}` (`structured_reply_format`),
+and the reply's list is turned into the numbered lines the engine's parser takes
+(`structured_reply`), so the engine never knows the difference; a reply that is not that
+JSON goes to the same forgiving parser as its text. An endpoint that refuses the field
+(HTTP 400/422; 500/501, as llama-cpp-python's server answers a `json_schema` it cannot
+validate) gets the same request once more without it; when that succeeds, the endpoint is
+marked as not supporting structured replies (`structured_replies_unsupported`, logged once)
+and is asked for plain lines from then on (`reply_format` says which).
+
 The API key is read once, kept only inside the SDK client, and never shown by `repr`, logs
 or error messages.
 """
@@ -31,21 +41,24 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import math
 import os
 import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import openai
 
+from mils.engine.config import RateLimits
 from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, RequestRefused
 from mils.engine.logs import get_logger, redact_url
-from mils.engine.protocols import ChatMessage, Reply
+from mils.engine.protocols import ChatMessage, ProviderLimits, Reply
 
 __all__ = [
     "DEFAULT_API_KEY_ENV",
@@ -55,9 +68,14 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "DEFAULT_TOP_P",
     "PLACEHOLDER_API_KEY",
+    "REPLY_FORMATS",
     "GeneratorSettings",
     "OpenAIGenerator",
+    "ReplyFormat",
+    "parse_rate_limits",
     "parse_retry_after",
+    "structured_reply",
+    "structured_reply_format",
 ]
 
 log = get_logger(__name__)
@@ -75,6 +93,11 @@ DEFAULT_READ_TIMEOUT = 300.0
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 # Local servers (llama.cpp, vLLM without --api-key) accept any key; the SDK insists on one.
 PLACEHOLDER_API_KEY = "EMPTY"
+
+ReplyFormat = Literal["lines", "json"]
+REPLY_FORMATS: tuple[ReplyFormat, ...] = ("lines", "json")
+"""How replies are asked for: "lines" (numbered lines, read by the forgiving parser) or
+"json" (a `response_format` JSON schema: `{"candidates": [...]}`)."""
 
 _BODY_EXCERPT_CHARS = 200
 
@@ -97,6 +120,11 @@ class GeneratorSettings:
     """Nucleus sampling mass, in (0, 1]."""
     max_tokens: int = DEFAULT_MAX_TOKENS
     """Most tokens one reply may hold."""
+    rpm: int | None = None
+    """The provider's requests-per-minute limit the engine paces requests under (None: only
+    what the endpoint's `x-ratelimit-*` headers state)."""
+    tpm: int | None = None
+    """The provider's tokens-per-minute limit (prompt plus completion), likewise."""
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     """Seconds to open a connection."""
     read_timeout: float = DEFAULT_READ_TIMEOUT
@@ -109,6 +137,9 @@ class GeneratorSettings:
     """How the generator is asked: "chat" (an instruction through the chat template, for
     instruct models) or "completion" (a continuation of the scored list, for base and tiny
     models, which follow it far better)."""
+    reply_format: ReplyFormat = "lines"
+    """How candidates are asked for: "lines" (numbered lines) or "json" (a `response_format`
+    JSON schema, where the endpoint supports it; else lines). Chat mode only."""
     extra_body: Mapping[str, Any] | None = None
     """Server-specific request fields (e.g. vLLM's `top_k`, `repetition_penalty`)."""
     extra_headers: Mapping[str, str] | None = field(default=None, repr=False)
@@ -139,6 +170,8 @@ class GeneratorSettings:
                 f"generator prompt_mode is {self.prompt_mode!r}; pass `prompt_mode` chat or "
                 "completion"
             )
+        _check_reply_format(self.reply_format, self.prompt_mode)
+        RateLimits(rpm=self.rpm, tpm=self.tpm)  # validates them, naming the field
         if self.max_tokens < 1:
             raise ConfigError(
                 f"generator max_tokens is {self.max_tokens}; it must be at least 1 "
@@ -191,6 +224,25 @@ class GeneratorSettings:
         return key
 
 
+def _check_reply_format(reply_format: str, prompt_mode: str) -> None:
+    """Refuse an unknown format, and "json" in completion mode.
+
+    An error rather than a silent fallback: a continuation prompt pre-starts the reply with
+    a scored line, which a JSON reply cannot continue, so "json" there could never be what
+    the run does, yet the saved settings would say it was.
+    """
+    if reply_format not in REPLY_FORMATS:
+        raise ConfigError(
+            f"generator reply_format is {reply_format!r}; pass `reply_format` lines or json"
+        )
+    if reply_format == "json" and prompt_mode != "chat":
+        raise ConfigError(
+            f"generator reply_format 'json' needs prompt_mode 'chat' (prompt_mode is "
+            f"{prompt_mode!r}: a continuation cannot be answered in JSON); pass "
+            "`prompt_mode` chat, or `reply_format` lines"
+        )
+
+
 def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool) -> None:
     """Raise ConfigError unless low (<, or <= when closed) value <= high."""
     above_low = value > low if low_open else value >= low
@@ -209,10 +261,12 @@ class OpenAIGenerator:
         ConfigError: at construction, when the settings or the API key file are unusable.
     """
 
-    __slots__ = ("_client", "_fixed_body", "_options", "_redact", "_settings")
+    __slots__ = ("_client", "_fixed_body", "_options", "_redact", "_settings", "_unstructured")
 
     def __init__(self, settings: GeneratorSettings) -> None:
         self._settings = settings
+        self._unstructured: str | None = None
+        """Why the endpoint is asked for lines despite `reply_format` "json" (its refusal)."""
         # What every request carries, built once; `extra_body` may override any key.
         self._fixed_body: dict[str, Any] = {
             "model": settings.model,
@@ -268,37 +322,119 @@ class OpenAIGenerator:
             InvalidResponse: the reply cannot be used.
             ConfigError: the endpoint rejected the key (401/403) or the URL/model (404).
         """
+        body = self.chat_body(messages, structured=False)
+        if self._unstructured is None and self._settings.reply_format == "json":
+            return await self._complete_structured(body)
+        return await self._chat(body)
+
+    async def _chat(self, body: dict[str, Any]) -> Reply:
+        """POST one chat completion request `body`; raises as `complete` does."""
+        return await self._post("/chat/completions", body)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Reply:
+        """POST `body` to `path` (under `base_url`) and read the reply, with the rate limits
+        its headers state; raises as `complete` does."""
         s = self._settings
-        messages_out = [{"role": m["role"], "content": m["content"]} for m in messages]
-        body = {**self._fixed_body, "messages": messages_out}
         with _map_openai_exceptions(s, self._redact):
             # The client's generic POST: the same transport, auth, timeouts and error types
             # as `chat.completions.create`, without its per-request schema transform and
-            # response model (most of the engine's CPU per request at high rates).
-            completion = await self._client.post(
-                "/chat/completions",
-                body=body,
-                cast_to=object,
-                options=self._options,
+            # response model (most of the engine's CPU per request at high rates). The raw
+            # response (the SDK's documented way to read headers) is decoded as the SDK
+            # would decode it for `cast_to=object`.
+            response = await self._client.post(
+                path, body=body, cast_to=httpx.Response, options=self._options
             )
-        return _reply(completion, s.endpoint)
+            completion = _decoded(response)
+        return _reply(completion, s.endpoint, parse_rate_limits(response.headers))
+
+    async def _complete_structured(self, body: dict[str, Any]) -> Reply:
+        """Ask for a JSON candidate list; when the endpoint refuses `response_format`, send
+        `body` once more without it and, if that succeeds, stop asking it for structured
+        replies. Raises as `complete` does (the error of the request without it)."""
+        try:
+            reply = await self._chat({**body, "response_format": structured_reply_format()})
+        except (RequestRefused, EndpointUnavailable) as exc:
+            refusal = _structured_refusal(exc)
+            if refusal is None:
+                raise
+            reply = await self._chat(body)
+            if self._unstructured is None:  # once per endpoint, however many were in flight
+                self._unstructured = refusal
+                log.warning(
+                    "structured_replies_unsupported",
+                    endpoint=self.endpoint,
+                    error=refusal,
+                    hint="asking for numbered lines from now on",
+                )
+            return reply
+        return structured_reply(reply)
+
+    @property
+    def settings(self) -> GeneratorSettings:
+        """The settings this generator was made with."""
+        return self._settings
+
+    @property
+    def reply_format(self) -> ReplyFormat:
+        """How replies are asked for now: the settings' `reply_format`, or "lines" once the
+        endpoint refused structured replies (`unstructured_reason` says how)."""
+        return "lines" if self._unstructured is not None else self._settings.reply_format
+
+    @property
+    def unstructured_reason(self) -> str | None:
+        """The endpoint's refusal of structured replies, or None if it has not refused."""
+        return self._unstructured
 
     @property
     def prompt_mode(self) -> str:
         """ "chat" (an instruction, for instruct models) or "completion" (a continuation)."""
         return self._settings.prompt_mode
 
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The provider limits the engine paces requests under (`engine.protocols.RateLimited`)."""
+        s = self._settings
+        return RateLimits(rpm=s.rpm, tpm=s.tpm, max_tokens=s.max_tokens)
+
     async def continue_text(self, prompt: str) -> Reply:
         """Return one plain completion (`/v1/completions`) of `prompt`, stopped at a blank
         line: the continuation prompting mode. Raises as `complete` does."""
-        s = self._settings
+        return await self._post("/completions", self.continuation_body(prompt))
+
+    # -- the parts of a request (also the Batch API adapter's, `openai_batch`) --------
+
+    def chat_body(
+        self, messages: Sequence[ChatMessage], *, structured: bool = True
+    ) -> dict[str, Any]:
+        """The JSON body of a chat request for `messages`; with `response_format` when the
+        settings ask for JSON replies, unless `structured` is False."""
+        body = {
+            **self._fixed_body,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        }
+        if structured and self._settings.reply_format == "json":
+            body["response_format"] = structured_reply_format()
+        return body
+
+    def continuation_body(self, prompt: str) -> dict[str, Any]:
+        """The JSON body of a plain completion request continuing `prompt`, stopped at a
+        blank line."""
         body = {k: v for k, v in self._fixed_body.items() if k != "messages"}
-        body = {**body, "prompt": prompt, "stop": ["\n\n"]}
-        with _map_openai_exceptions(s, self._redact):
-            completion = await self._client.post(
-                "/completions", body=body, cast_to=object, options=self._options
-            )
-        return _reply(completion, s.endpoint)
+        return {**body, "prompt": prompt, "stop": ["\n\n"]}
+
+    def reply(self, completion: object) -> Reply:
+        """The `Reply` in a completion's JSON body (a structured one turned into lines)."""
+        reply = _reply(completion, self.endpoint)
+        return structured_reply(reply) if self._settings.reply_format == "json" else reply
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client (its own retries off): for the Batch API's files and batches."""
+        return self._client
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """Translate the SDK's exceptions raised in the block, as every request here does."""
+        return _map_openai_exceptions(self._settings, self._redact)
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -311,7 +447,21 @@ class OpenAIGenerator:
         await self.aclose()
 
 
-def _reply(completion: object, endpoint: str) -> Reply:
+def _decoded(response: httpx.Response) -> object:
+    """The reply's JSON, or its text when it is not JSON (as the SDK decodes a reply).
+
+    Raises:
+        ValueError: the body says it is JSON and is not.
+    """
+    content_type = response.headers.get("content-type", "*").split(";")[0]
+    if not content_type.endswith("json"):
+        return response.text
+    return response.json()
+
+
+def _reply(
+    completion: object, endpoint: str, provider_limits: ProviderLimits | None = None
+) -> Reply:
     """Return choices[0].message.content of the decoded JSON reply and whether it hit the
     token limit, or raise saying what was wrong (a garbled 200 reply is retried:
     EndpointUnavailable)."""
@@ -351,6 +501,7 @@ def _reply(completion: object, endpoint: str) -> Reply:
         truncated=first.get("finish_reason") == "length",
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        provider_limits=provider_limits,
     )
 
 
@@ -363,6 +514,96 @@ def _usage(usage: object) -> tuple[int | None, int | None]:
     if all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
         return counts[0], counts[1]
     return None, None
+
+
+_STRUCTURED_REFUSALS = frozenset({400, 422, 500, 501})
+"""Statuses that, answering a request with `response_format`, may mean "not supported":
+400/422 from servers that validate the field, 500 from llama-cpp-python's server (its
+validation error escapes as an internal error), 501. Not 502-504: a gateway or an
+overloaded server says those of any request, and the retry loop handles them. A genuine
+transient 500 met by a structured request also turns the endpoint to lines for the rest of
+the session: a safe mistake (lines always work), and a resume asks in JSON again."""
+_CODE_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(?P<body>.*?)\n?```\s*$", re.DOTALL)
+_CANDIDATES_OPEN = re.compile(r'\s*\{\s*"candidates"\s*:\s*\[')
+_LISTED_STRING = re.compile(r'\s*("(?:[^"\\]|\\.)*")\s*,?')
+
+
+def structured_reply_format() -> dict[str, Any]:
+    """The `response_format` request field that asks for `{"candidates": [text, ...]}`.
+
+    OpenAI's strict JSON-schema form, which vLLM and the hosted APIs take; a new dict on
+    each call, so a caller (the batch adapter) may keep or change its own.
+    """
+    schema = {
+        "type": "object",
+        "properties": {"candidates": {"type": "array", "items": {"type": "string"}}},
+        "required": ["candidates"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "candidates", "strict": True, "schema": schema},
+    }
+
+
+def structured_reply(reply: Reply) -> Reply:
+    """`reply` with its JSON candidate list written as numbered lines ("1. text"), the form
+    the engine's parser takes, so the engine need not know how it was asked.
+
+    A reply that is not that JSON is returned unchanged: the forgiving line parser reads its
+    text as it would any reply. A reply cut off by the token limit keeps the candidates
+    whose strings closed before the cut, as a cut-off list keeps its complete lines; each
+    line ends with a newline, so the engine's "drop the cut-off last line" drops nothing.
+    """
+    texts = _structured_candidates(reply.text)
+    if texts is None:
+        log.info("structured_reply_unparsed", reply_head=reply.text[:80])
+        return reply
+    lines = [line for text in texts if (line := " ".join(text.split()))]
+    return replace(reply, text="".join(f"{i}. {line}\n" for i, line in enumerate(lines, 1)))
+
+
+def _structured_candidates(text: str) -> list[str] | None:
+    """The strings of `{"candidates": [...]}` in `text` (in a code fence or not, complete or
+    cut off), or None when it holds no such list."""
+    fenced = _CODE_FENCE.match(text)
+    if fenced is not None:
+        text = fenced["body"]
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return _cut_off_candidates(text)
+    items = data.get("candidates") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return None
+    texts = [item for item in items if isinstance(item, str)]
+    return texts if texts or not items else None
+
+
+def _cut_off_candidates(text: str) -> list[str] | None:
+    """The complete strings of a candidate list whose JSON does not parse (cut off by the
+    token limit, or followed by chatter), or None when it does not open such a list."""
+    opened = _CANDIDATES_OPEN.match(text)
+    if opened is None:
+        return None
+    texts: list[str] = []
+    position = opened.end()
+    while (item := _LISTED_STRING.match(text, position)) is not None:
+        try:
+            texts.append(json.loads(item[1]))
+        except ValueError:  # an invalid escape: the list is unusable from here
+            break
+        position = item.end()
+    return texts
+
+
+def _structured_refusal(exc: EndpointUnavailable | RequestRefused) -> str | None:
+    """The server's answer (as the error words it) when `exc`, raised for a request with
+    `response_format`, may mean the endpoint does not support it; else None."""
+    cause = exc.__cause__
+    if isinstance(cause, openai.APIStatusError) and cause.status_code in _STRUCTURED_REFUSALS:
+        return str(exc)
+    return None
 
 
 @contextlib.contextmanager
@@ -507,6 +748,45 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         if seconds is not None:
             return seconds
     return None
+
+
+_LIMIT_FIELDS = (  # ProviderLimits field, header, whether it is a count (else a duration)
+    ("requests", "x-ratelimit-limit-requests", True),
+    ("tokens", "x-ratelimit-limit-tokens", True),
+    ("remaining_requests", "x-ratelimit-remaining-requests", True),
+    ("remaining_tokens", "x-ratelimit-remaining-tokens", True),
+    ("reset_requests_s", "x-ratelimit-reset-requests", False),
+    ("reset_tokens_s", "x-ratelimit-reset-tokens", False),
+)
+
+
+def parse_rate_limits(headers: Mapping[str, str]) -> ProviderLimits | None:
+    """The rate limits a reply's headers state: OpenAI's `x-ratelimit-limit-*`,
+    `-remaining-*` and `-reset-*` (of requests and tokens; limits per minute, resets as
+    durations such as `6m0s` or seconds), or LiteLLM's `llm_provider-` prefixed copies of
+    its provider's. Names are matched in any case; unparseable values count as absent.
+
+    Returns None when there are none (most self-hosted servers): the common case costs one
+    pass over the header names.
+    """
+    found = {
+        lowered: value.strip()
+        for name, value in headers.items()
+        if "ratelimit" in (lowered := name.lower())
+    }
+    if not found:
+        return None
+    values: dict[str, Any] = {}
+    for field_name, header, count in _LIMIT_FIELDS:
+        text = found.get(header, found.get(_PROVIDER_PREFIX + header))
+        if text is None:
+            continue
+        if not count:
+            values[field_name] = _duration(text)
+            continue
+        with contextlib.suppress(ValueError, OverflowError):
+            values[field_name] = max(0, int(float(text)))
+    return ProviderLimits(**values) if any(v is not None for v in values.values()) else None
 
 
 def _retry_after(headers: Mapping[str, str], prefix: str) -> float | None:

@@ -22,6 +22,8 @@ Endpoints:
     POST /v1/chat/completions   non-streaming chat completion with `usage`
     GET  /stats                 requests, prompt_tokens and completion_tokens (the sums of
                                 the replies' `usage`), busy_slot_seconds, capacity, ...
+    /v1/files, /v1/batches      the OpenAI Batch API; each line is answered by the chat
+                                endpoint above (`benchmarks.batch_api`)
 
 Hosted-API faults (`LLMFaults`, for tests), as a gateway such as LiteLLM answers them:
     a rate limit    at most N chat requests per fixed window of W seconds; the others get
@@ -30,7 +32,23 @@ Hosted-API faults (`LLMFaults`, for tests), as a gateway such as LiteLLM answers
     a refusal       every chat request gets one fixed client error (e.g. 400 with
                     LiteLLM's "Invalid model name passed in model=...")
     no usage        replies carry no `usage` (as some servers and proxies send them)
-/stats counts both (`rate_limited`, `refused`) beside the requests served.
+    provider limits requests and tokens per minute, as a hosted API enforces and states
+                    them: token buckets holding `limit_burst_s` seconds' worth; a request
+                    past either gets 429 (with the wait in the retry header), and every
+                    reply carries OpenAI's `x-ratelimit-limit-*`, `-remaining-*` and
+                    `-reset-*` headers (of requests and tokens)
+    no structured   a request with `response_format` gets a fixed error status (e.g. 400),
+    replies         as from a server that does not support structured replies
+/stats counts them (`rate_limited`, `refused`, `structured_refused`) beside the requests
+served. It also says when the first and the last chat request arrived (`first_request_at`,
+`last_request_at`, the server's monotonic clock), and with `?arrivals=1` lists the chat
+requests' arrival times and tokens (`arrivals`: [[t, prompt + completion tokens, status]],
+the last `ARRIVALS_KEPT`),
+so a test can measure the request and token rates at the server.
+
+A request with `response_format` (a `json_schema` or `json_object`) is answered with the same
+candidates as JSON content, `{"candidates": [...]}` (cut off mid-list, unclosed, when
+`max_tokens` stops it); /stats counts them as `structured`.
 
 Run it:  python -m benchmarks.llm_server --port 8000 --capacity 32 --prefill-ms 40 \
              --decode-tokens-per-s 2000 --seed 0
@@ -51,6 +69,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,9 +77,11 @@ from typing import Any
 
 from aiohttp import web
 
+from benchmarks.batch_api import BatchOptions, add_batch_api
 from mils.adapters.local_stack import HOST, ManagedServer, free_port
 
 __all__ = [
+    "ARRIVALS_KEPT",
     "DEFAULT_CAPACITY",
     "DEFAULT_DECODE_TOKENS_PER_S",
     "DEFAULT_LINES",
@@ -82,6 +103,9 @@ DEFAULT_LINES = 50
 DEFAULT_MODEL = "load-llm"
 TOKENS_PER_WORD = 1.3
 MAX_LINES = 500
+ARRIVALS_KEPT = 100_000
+"""Chat requests whose arrival /stats?arrivals=1 lists (the latest): a benchmark's millions
+of requests must not grow the server without bound."""
 
 _WRITE_N = re.compile(r"\bwrite\s+(\d{1,4})\b", re.IGNORECASE)
 _SHOWN = re.compile(r"^\s*[-+]?\d*\.\d+:\s*(.+)$", re.MULTILINE)
@@ -179,12 +203,25 @@ class LLMFaults:
     """The error message of a refusal."""
     no_usage: bool = False
     """Replies carry no `usage` (/stats still counts the tokens)."""
+    refuse_structured: int = 0
+    """Answer every chat request that carries `response_format` with this HTTP status, as a
+    server that does not support structured replies (0: answer it in JSON)."""
+    rpm: int = 0
+    """Requests per minute the server enforces and states in `x-ratelimit-*` headers (0: none)."""
+    tpm: int = 0
+    """Prompt plus completion tokens per minute, likewise (0: none)."""
+    limit_burst_s: float = 60.0
+    """Seconds' worth of `rpm` and `tpm` a full bucket holds (60: a minute's burst; a
+    provider that enforces "600 a minute" as 10 a second: 1)."""
 
     def __post_init__(self) -> None:
         if self.rate_limit < 0 or self.rate_window_s <= 0 or self.retry_header not in RETRY_HEADERS:
             raise ValueError(f"need rate_limit >= 0, rate_window_s > 0, a known header: {self}")
-        if self.refuse_status and not 400 <= self.refuse_status < 600:
-            raise ValueError(f"refuse_status must be an HTTP error status, got {self}")
+        if self.rpm < 0 or self.tpm < 0 or self.limit_burst_s <= 0:
+            raise ValueError(f"need rpm >= 0, tpm >= 0, limit_burst_s > 0: {self}")
+        for status in (self.refuse_status, self.refuse_structured):
+            if status and not 400 <= status < 600:
+                raise ValueError(f"refusals must be HTTP error statuses, got {self}")
 
 
 class _RateWindow:
@@ -206,6 +243,68 @@ class _RateWindow:
         return self.started + self.window_s - now
 
 
+class _Bucket:
+    """One provider limit: `per_minute` units, a bucket of `burst_s` seconds' worth, full at
+    the start. A request goes while the bucket holds `need` (1 request; a tokens bucket
+    only needs to be out of debt, since a request's tokens are known after it is admitted)."""
+
+    def __init__(self, per_minute: int, burst_s: float) -> None:
+        self.per_minute, self.rate = per_minute, per_minute / 60.0
+        self.capacity = self.level = max(1.0, self.rate * burst_s)
+        self.stamp = time.monotonic()
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait(self, need: float) -> float:
+        """Seconds until the bucket holds `need` (0: it does)."""
+        return max(0.0, (need - self.level) / self.rate)
+
+    def headers(self, kind: str) -> dict[str, str]:
+        return {
+            f"x-ratelimit-limit-{kind}": str(self.per_minute),
+            f"x-ratelimit-remaining-{kind}": str(max(0, math.floor(self.level))),
+            f"x-ratelimit-reset-{kind}": f"{(self.capacity - self.level) / self.rate:.3f}s",
+        }
+
+
+class _ProviderLimits:
+    """Requests and tokens per minute as a hosted API enforces and states them."""
+
+    def __init__(self, faults: LLMFaults) -> None:
+        burst = faults.limit_burst_s
+        self.requests = _Bucket(faults.rpm, burst) if faults.rpm else None
+        self.tokens = _Bucket(faults.tpm, burst) if faults.tpm else None
+
+    def admit(self) -> float | None:
+        """None when a request may go (its request drawn); else the seconds to wait."""
+        now = time.monotonic()
+        for bucket in (self.requests, self.tokens):
+            if bucket is not None:
+                bucket.refill(now)
+        wait = max(
+            self.requests.wait(1.0) if self.requests is not None else 0.0,
+            self.tokens.wait(1e-9) if self.tokens is not None else 0.0,
+        )
+        if wait > 0:
+            return wait
+        if self.requests is not None:
+            self.requests.level -= 1
+        return None
+
+    def charge(self, tokens: int) -> None:
+        if self.tokens is not None:
+            self.tokens.level -= tokens
+
+    def headers(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for kind, bucket in (("requests", self.requests), ("tokens", self.tokens)):
+            if bucket is not None:
+                found.update(bucket.headers(kind))
+        return found
+
+
 @dataclass(slots=True)
 class LLMStats:
     """The server's own accounting (what /stats returns)."""
@@ -224,6 +323,14 @@ class LLMStats:
     """Chat requests answered 429 (`LLMFaults.rate_limit`)."""
     refused: int = 0
     """Chat requests answered with `LLMFaults.refuse_status`."""
+    structured: int = 0
+    """Chat requests with `response_format` answered with JSON content."""
+    structured_refused: int = 0
+    """Chat requests with `response_format` answered with `LLMFaults.refuse_structured`."""
+    first_request_at: float | None = None
+    """When the first chat request arrived (the server's `time.monotonic()`)."""
+    last_request_at: float | None = None
+    """When the last chat request arrived (the server's `time.monotonic()`)."""
 
 
 def lines_requested(prompt: str, default: int = DEFAULT_LINES) -> int:
@@ -334,6 +441,10 @@ def _completion(
             break
         reply.append(text)
         used += _tokens(text)
+    content = "\n".join(reply)
+    if _asks_structured(body):
+        cut = lines[len(reply)] if finish == "length" else None
+        content = _structured_content(lines[: len(reply)], cut)
     prompt_tokens = _tokens(prompt)
     completion = {
         "id": f"chatcmpl-{hashlib.blake2b(prompt.encode(), digest_size=12).hexdigest()}",
@@ -343,7 +454,7 @@ def _completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "\n".join(reply)},
+                "message": {"role": "assistant", "content": content},
                 "finish_reason": finish,
                 "logprobs": None,
             }
@@ -355,6 +466,21 @@ def _completion(
         },
     }
     return completion, max(used, 1)
+
+
+def _asks_structured(body: dict[str, Any]) -> bool:
+    """Whether a chat request asks for JSON (`response_format` json_schema or json_object)."""
+    wanted = body.get("response_format")
+    return isinstance(wanted, dict) and wanted.get("type") in ("json_schema", "json_object")
+
+
+def _structured_content(lines: list[str], cut: str | None) -> str:
+    """The JSON content of a structured reply; when the token limit stopped it (`cut`: the
+    line it was writing), unclosed and ending inside half of that line's string."""
+    text = json.dumps({"candidates": lines})
+    if cut is None:
+        return text
+    return text[:-2] + (", " if lines else "") + json.dumps(cut)[: 1 + len(cut) // 2]
 
 
 def _error(status: int, message: str, kind: str, headers: dict[str, str]) -> web.Response:
@@ -380,12 +506,42 @@ def _fault(faults: LLMFaults, window: _RateWindow | None, stats: LLMStats) -> we
     return _error(429, message, "rate_limit_error", header)
 
 
-def make_app(model: LLMCostModel, faults: LLMFaults | None = None) -> web.Application:
-    """The aiohttp application serving the three endpoints (with `faults`, if given)."""
+def _arrived(stats: LLMStats, arrivals: deque[list[float]]) -> list[float]:
+    """Record a chat request's arrival; returns its [t, tokens, status] to fill in."""
+    now = time.monotonic()
+    if stats.first_request_at is None:
+        stats.first_request_at = now
+    stats.last_request_at = now
+    arrivals.append(entry := [now, 0, 200])
+    return entry
+
+
+def _over_limit(
+    faults: LLMFaults, limits: _ProviderLimits | None, stats: LLMStats
+) -> web.Response | None:
+    """A 429 for a request past the provider limits, or None to serve it."""
+    wait = limits.admit() if limits is not None else None
+    if limits is None or wait is None:
+        return None
+    stats.rate_limited += 1
+    headers = limits.headers()
+    if faults.retry_header != "none":
+        headers[faults.retry_header] = str(math.ceil(wait))
+    message = f"Rate limit reached: {faults.rpm} requests, {faults.tpm} tokens per minute."
+    return _error(429, message, "rate_limit_error", headers)
+
+
+def make_app(
+    model: LLMCostModel, faults: LLMFaults | None = None, batch: BatchOptions | None = None
+) -> web.Application:
+    """The aiohttp application serving the endpoints (with `faults`, if given), and the
+    Batch API (`benchmarks.batch_api`) whose lines it answers itself."""
     slots = _Slots(model)
     seen: dict[bytes, int] = {}  # prompt digest -> requests with it so far
     faults = faults or LLMFaults()
     window = _RateWindow(faults.rate_limit, faults.rate_window_s) if faults.rate_limit else None
+    limits = _ProviderLimits(faults) if faults.rpm or faults.tpm else None
+    arrivals: deque[list[float]] = deque(maxlen=ARRIVALS_KEPT)  # [t, tokens, status]
 
     async def models(_: web.Request) -> web.Response:
         data = [{"id": model.model, "object": "model", "created": 0, "owned_by": "mils-bench"}]
@@ -398,24 +554,42 @@ def make_app(model: LLMCostModel, faults: LLMFaults | None = None) -> web.Applic
             raise web.HTTPBadRequest(text='{"error": {"message": "body is not JSON"}}') from None
         if body.get("stream"):
             raise web.HTTPBadRequest(text='{"error": {"message": "streaming not supported"}}')
+        arrived = _arrived(slots.stats, arrivals)
         refusal = _fault(faults, window, slots.stats)
+        if refusal is None:
+            refusal = _over_limit(faults, limits, slots.stats)
         if refusal is not None:
+            arrived[2] = refusal.status
             return refusal
+        if faults.refuse_structured and _asks_structured(body):
+            slots.stats.structured_refused += 1
+            message = "response_format is not supported by this server"
+            return _error(faults.refuse_structured, message, "invalid_request_error", {})
+        slots.stats.structured += _asks_structured(body)
         completion, tokens = _completion(model, body, seen)
         slots.stats.requests += 1
         usage = completion.pop("usage") if faults.no_usage else completion["usage"]
         slots.stats.prompt_tokens += usage["prompt_tokens"]
         slots.stats.completion_tokens += usage["completion_tokens"]
+        arrived[1] = used = usage["prompt_tokens"] + usage["completion_tokens"]
+        headers: dict[str, str] = {}
+        if limits is not None:
+            limits.charge(used)
+            headers = limits.headers()
         await slots.hold(model.slot_seconds(tokens))
-        return web.json_response(completion)
+        return web.json_response(completion, headers=headers)
 
-    async def stats(_: web.Request) -> web.Response:
-        return web.json_response(asdict(slots.stats))
+    async def stats(request: web.Request) -> web.Response:
+        data = asdict(slots.stats)
+        if request.query.get("arrivals"):
+            data["arrivals"] = list(arrivals)
+        return web.json_response(data)
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/stats", stats)
+    add_batch_api(app, batch)
     return app
 
 
@@ -433,12 +607,14 @@ class LoadLLMServer(ManagedServer):
         *,
         cost: LLMCostModel | None = None,
         faults: LLMFaults | None = None,
+        batch: BatchOptions | None = None,
         port: int | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self.cost = cost or LLMCostModel()
         self.faults = faults or LLMFaults()
+        self.batch = batch or BatchOptions()
         self.port = port or free_port()
         if log_path is None:
             log_path = Path(tempfile.gettempdir()) / f"mils-load-llm-{os.getpid()}-{self.port}.log"
@@ -449,9 +625,10 @@ class LoadLLMServer(ManagedServer):
         """The OpenAI base URL, "http://127.0.0.1:PORT/v1"."""
         return f"http://{HOST}:{self.port}/v1"
 
-    def stats(self) -> dict[str, Any]:
-        """The server's /stats JSON."""
-        with urllib.request.urlopen(f"http://{HOST}:{self.port}/stats", timeout=10) as reply:
+    def stats(self, *, arrivals: bool = False) -> dict[str, Any]:
+        """The server's /stats JSON (with every chat request's arrival, if `arrivals`)."""
+        query = "?arrivals=1" if arrivals else ""
+        with urllib.request.urlopen(f"http://{HOST}:{self.port}/stats{query}", timeout=10) as reply:
             data: dict[str, Any] = json.load(reply)
         return data
 
@@ -484,6 +661,10 @@ class LoadLLMServer(ManagedServer):
             "--model",
             c.model,
             *_fault_args(self.faults),
+            "--batch-start-delay",
+            str(self.batch.start_delay_s),
+            "--batch-failed-lines",
+            str(self.batch.failed_lines),
         ]
 
     def _env(self) -> dict[str, str]:
@@ -498,6 +679,8 @@ def _fault_args(faults: LLMFaults) -> list[str]:
     args = ["--rate-limit", str(f.rate_limit), "--rate-window", str(f.rate_window_s)]
     args += ["--retry-header", f.retry_header, "--refuse-status", str(f.refuse_status)]
     args += ["--no-usage"] if f.no_usage else []
+    args += ["--refuse-structured", str(f.refuse_structured)]
+    args += ["--rpm", str(f.rpm), "--tpm", str(f.tpm), "--limit-burst", str(f.limit_burst_s)]
     return [*args, "--refuse-message", f.refuse_message]
 
 
@@ -521,6 +704,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--refuse-status", type=int, default=0, help="refuse every request; 0: no")
     p.add_argument("--refuse-message", default="")
     p.add_argument("--no-usage", action="store_true", help="replies carry no usage")
+    p.add_argument(
+        "--refuse-structured", type=int, default=0, help="status for response_format; 0: JSON"
+    )
+    p.add_argument("--rpm", type=int, default=0, help="requests per minute enforced; 0: none")
+    p.add_argument("--tpm", type=int, default=0, help="tokens per minute enforced; 0: none")
+    p.add_argument("--limit-burst", type=float, default=60.0, help="seconds' worth a bucket holds")
+    p.add_argument("--batch-start-delay", type=float, default=0.0, help="seconds a batch queues")
+    p.add_argument("--batch-failed-lines", type=int, default=0, help="first N batch lines: 500")
     return p.parse_args(argv)
 
 
@@ -542,10 +733,20 @@ def main(argv: list[str] | None = None) -> None:
         refuse_status=args.refuse_status,
         refuse_message=args.refuse_message,
         no_usage=args.no_usage,
+        refuse_structured=args.refuse_structured,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        limit_burst_s=args.limit_burst,
     )
     # backlog: a client opening hundreds of connections at once must not see refusals.
     web.run_app(
-        make_app(cost, faults),
+        make_app(
+            cost,
+            faults,
+            BatchOptions(
+                start_delay_s=args.batch_start_delay, failed_lines=args.batch_failed_lines
+            ),
+        ),
         host=args.host,
         port=args.port,
         backlog=2048,

@@ -24,8 +24,10 @@ from mils.adapters.openai_generator import (
     PLACEHOLDER_API_KEY,
     GeneratorSettings,
     OpenAIGenerator,
+    parse_rate_limits,
     parse_retry_after,
 )
+from mils.engine.config import RateLimits
 from mils.engine.errors import (
     ConfigError,
     EndpointUnavailable,
@@ -33,7 +35,7 @@ from mils.engine.errors import (
     MilsError,
     RequestRefused,
 )
-from mils.engine.protocols import ChatMessage
+from mils.engine.protocols import ChatMessage, ProviderLimits
 
 SECRET = "sk-test-9f8e7d6c5b4a-SECRET"
 MESSAGES: list[ChatMessage] = [{"role": "user", "content": "Describe the image."}]
@@ -124,6 +126,17 @@ def make_handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
                     x_ratelimit_reset_requests="6m0s",
                     x_ratelimit_remaining_tokens="1000",
                     x_ratelimit_reset_tokens="1s",
+                )
+            elif scenario == "limits":  # a hosted API states its limits on every reply
+                self.send_json(
+                    200,
+                    completion("1. A cat."),
+                    x_ratelimit_limit_requests="500",
+                    x_ratelimit_limit_tokens="30000",
+                    x_ratelimit_remaining_requests="499",
+                    x_ratelimit_remaining_tokens="29000",
+                    x_ratelimit_reset_requests="120ms",
+                    x_ratelimit_reset_tokens="2s",
                 )
             elif scenario.isdigit():
                 self.send_json(int(scenario), error_body(f"failure {scenario}"))
@@ -402,6 +415,8 @@ async def test_key_never_in_repr_or_logs(fake_server: FakeServer, secret_env: st
         ({"read_timeout": 0}, "read_timeout"),
         ({"connect_timeout": -1}, "connect_timeout"),
         ({"api_key_env": ""}, "api_key_env"),
+        ({"rpm": 0}, "`rpm`"),
+        ({"tpm": -5}, "`tpm`"),
     ],
 )
 def test_settings_validation_names_the_field(changes: dict[str, Any], named: str) -> None:
@@ -422,6 +437,41 @@ def test_missing_or_empty_key_file_is_a_config_error(
         settings = settings_for("http://127.0.0.1:1/v1", "m", api_key_file=path)
         with pytest.raises(ConfigError, match=path.name):
             OpenAIGenerator(settings)
+
+
+async def test_a_reply_carries_the_rate_limits_its_headers_state(fake_server: FakeServer) -> None:
+    """A 200 reply's `x-ratelimit-*` headers reach `Reply.provider_limits`, parsed; a reply
+    without them carries None; the settings' own limits are the generator's `rate_limits`."""
+    settings = settings_for(fake_server.base_url, "limits", rpm=600, max_tokens=800)
+    async with OpenAIGenerator(settings) as generator:
+        reply = await generator.complete(MESSAGES)
+        assert generator.rate_limits == RateLimits(rpm=600, max_tokens=800)
+    assert reply.text == "1. A cat."
+    assert reply.provider_limits == ProviderLimits(
+        requests=500,
+        tokens=30000,
+        remaining_requests=499,
+        remaining_tokens=29000,
+        reset_requests_s=pytest.approx(0.12),
+        reset_tokens_s=2.0,
+    )
+    async with OpenAIGenerator(settings_for(fake_server.base_url, "good")) as generator:
+        assert (await generator.complete(MESSAGES)).provider_limits is None
+
+
+def test_parse_rate_limits_reads_openai_and_litellm_headers() -> None:
+    """OpenAI's headers in any case, LiteLLM's prefixed copies, junk as absent, none as None."""
+    assert parse_rate_limits({"X-RateLimit-Limit-Requests": "60"}) == ProviderLimits(requests=60)
+    prefixed = {
+        "llm_provider-x-ratelimit-limit-tokens": "90000",
+        "llm_provider-x-ratelimit-remaining-tokens": "0",
+        "llm_provider-x-ratelimit-reset-tokens": "6m0s",
+    }
+    assert parse_rate_limits(prefixed) == ProviderLimits(
+        tokens=90000, remaining_tokens=0, reset_tokens_s=360.0
+    )
+    assert parse_rate_limits({"x-ratelimit-limit-requests": "many"}) is None
+    assert parse_rate_limits({"content-type": "application/json"}) is None
 
 
 def test_parse_retry_after_forms() -> None:

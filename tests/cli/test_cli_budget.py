@@ -127,3 +127,37 @@ def test_replies_without_usage_are_estimated_and_marked(
     assert prompt > 0 and completion > 0
     assert all(row["usage"]["estimated_requests"] == STEPS for row in results(run).values())
     assert "(~6 of 6 requests estimated)" in proc.stderr
+
+
+def test_a_price_table_prices_the_run_and_the_resume_needs_no_file(
+    many_images: list[Path], rel_triton: TritonServer, tmp_path: Path
+) -> None:
+    """--prices FILE gives the generator model's prices: the summary shows the cost at
+    them, config.json saves them, and a resume after the file is gone keeps them; a model
+    the table lacks stops the run at start (exit 2) naming the file and its models."""
+    images, run = many_images[:4], tmp_path / "run"
+    table = tmp_path / "prices.toml"
+    other = "[models.other]\ninput = 1\noutput = 1\n"
+    table.write_text(f'[models."load-llm"]\ninput = 3\noutput = 15\n\n{other}')
+    with LoadLLMServer(cost=FAST, log_path=tmp_path / "llm.log") as llm:
+        args = caption(images, run, llm.base_url, rel_triton, "--prices", str(table))
+        first = mils([*args, "--max-requests", "4"], tmp_path)
+        table.unlink()
+        resumed = mils(["resume", str(run), "--no-progress", "--max-requests", "100"], tmp_path)
+        stats = llm.stats()
+        table.write_text(other)
+        args = caption(images, tmp_path / "r2", llm.base_url, rel_triton, "--prices", str(table))
+        missing = mils(args, tmp_path)
+    assert first.returncode == 3, first.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_complete(run, [p.stem for p in images], STEPS)
+    budget = json.loads((run / "config.json").read_text())["budget"]
+    assert (budget["price_in"], budget["price_out"]) == (3.0, 15.0)
+    prompt, completion = stats["prompt_tokens"], stats["completion_tokens"]
+    cost = (prompt * 3 + completion * 15) / 1e6
+    assert f"{prompt} tokens in, {completion} out, cost {cost:.4f}" in resumed.stderr
+    assert missing.returncode == 2, missing.stderr[-3000:]
+    assert f"model 'load-llm' is not in the price table {table} (it has 'other')" in (
+        missing.stderr
+    )
+    assert "--price-in" in missing.stderr and not (tmp_path / "r2").exists()

@@ -254,3 +254,23 @@ def test_local_stack_up_caption_down(
     assert mils(["local", "status"], cwd=tmp_path).returncode == 1
     assert not (tmp_path / ".mils" / "local.json").exists()
     assert not any(info.is_running() for info in servers.values())
+
+
+def test_reply_format_json_on_llama_cpp_falls_back_to_lines_and_records_it(
+    images: list[Path], llama_server: LlamaServer, triton_server: TritonServer, tmp_path: Path
+) -> None:
+    """llama-cpp-python's server answers a json_schema `response_format` with HTTP 500; a
+    --reply-format json run falls back to numbered lines, completes, and config.json records
+    json asked, lines used and the server's refusal."""
+    run = tmp_path / "run"
+    proc = mils(
+        ["caption", str(images[0]), "--steps", "1", *SMALL_LOOP, "--out", str(run),
+         "--no-progress", "--reply-format", "json", *endpoint_args(llama_server, triton_server)],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert results(run)["astronaut"]["status"] == "done"
+    config = json.loads((run / "config.json").read_text())
+    assert config["endpoints"]["generator"]["reply_format"] == "json"
+    used = config["reply_formats_used"][f"{llama_server.base_url} (smollm2)"]
+    assert used["reply_format"] == "lines" and "HTTP 500" in used["refusal"], used
