@@ -20,10 +20,10 @@ name=${1:-${MILS_SCORER_MODEL:-openai/clip-vit-base-patch32}}
 alias=${2:-${MILS_SCORER_ALIAS:-clip}}
 into=${MILS_MODEL_REPOSITORY:-/models}
 
-# The Triton image serves its own scene_text / scene_image: a pulled pair with the same names
-# would make the server refuse both as ambiguous.
+# The Triton image serves its own scene_*, motion_* and sound_* pairs: a pulled pair with the
+# same names would make the server refuse both as ambiguous.
 case $alias in
-    scene)
+    scene | motion | sound)
         echo "export_models: alias '$alias' is taken by a model the Triton image ships;" \
             "choose another (MILS_SCORER_ALIAS or the second argument)" >&2
         exit 2

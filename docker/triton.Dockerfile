@@ -1,5 +1,6 @@
 # Triton Inference Server for mils: NVIDIA's NGC image plus what the python-backend models of
-# triton_models/ import (torch, transformers, Pillow, numpy), the scene scorer, and an
+# triton_models/ import (torch, transformers, Pillow, numpy, PyAV), the closed-world scorers
+# (scenes, moving scenes, sounds), and an
 # entrypoint that also serves every CLIP/SigLIP pair `mils models pull` put into the model
 # repository volume (/models; docker/export_models.sh fills it).
 #
@@ -23,7 +24,8 @@ FROM nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-py3
 # 5.20.2 is the newest for Python 3.10 (model.py also runs on 4.x); sentencepiece and protobuf
 # read SigLIP's tokenizer; numpy stays below 2, as the 2.51 python backend stub needs. This set
 # was resolved for Python 3.10 with `pip install --dry-run` against PyPI; the test suite runs
-# the same models on torch 2.13 (CPU) and transformers 5.24 (Python 3.11).
+# the same models on torch 2.13 (CPU) and transformers 5.24 (Python 3.11). av 17.1 is the
+# newest PyAV with Python 3.10 wheels (the tests run 18.1).
 ARG TORCH_VERSION=2.10.0
 ARG TRANSFORMERS_VERSION=5.20.2
 RUN python3 -m pip install --no-cache-dir --disable-pip-version-check \
@@ -32,15 +34,23 @@ RUN python3 -m pip install --no-cache-dir --disable-pip-version-check \
         "sentencepiece==0.2.3" \
         "protobuf==6.33.6" \
         "pillow==12.3.0" \
+        "av==17.1.0" \
         "numpy==1.26.4"
 
-# The image's own models: the scene scorer and the code every model shares. The clip_* code
+# The image's own models: the closed-world scorers of images, videos and sounds (trained
+# here) and the code every model shares. The clip_* code
 # is not copied here: `mils models pull` writes it into /models for each checkpoint (as
 # clip_text / clip_image with the default alias), pinned to the weights it installed.
 COPY triton_models/_common /opt/mils/triton_models/_common
 COPY triton_models/_scene_clip/network.py triton_models/_scene_clip/weights.pt /opt/mils/triton_models/_scene_clip/
 COPY triton_models/scene_text /opt/mils/triton_models/scene_text
 COPY triton_models/scene_image /opt/mils/triton_models/scene_image
+COPY triton_models/_motion_clip/network.py triton_models/_motion_clip/weights.pt /opt/mils/triton_models/_motion_clip/
+COPY triton_models/motion_text /opt/mils/triton_models/motion_text
+COPY triton_models/motion_video /opt/mils/triton_models/motion_video
+COPY triton_models/_sound_clap/network.py triton_models/_sound_clap/weights.pt /opt/mils/triton_models/_sound_clap/
+COPY triton_models/sound_text /opt/mils/triton_models/sound_text
+COPY triton_models/sound_audio /opt/mils/triton_models/sound_audio
 # executable in git (tests/test_docker.py checks), so COPY keeps it so
 COPY docker/triton_entrypoint.sh /usr/local/bin/mils-tritonserver
 

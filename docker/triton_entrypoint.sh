@@ -1,5 +1,5 @@
 #!/bin/sh
-# Start tritonserver over the mils models: the scene scorer shipped in the image
+# Start tritonserver over the mils models: the closed-world scorers shipped in the image
 # (/opt/mils/triton_models) and every model pair `mils models pull` put into the model
 # repository volume ($MILS_MODEL_REPOSITORY, /models).
 #
@@ -15,7 +15,7 @@ pulled=${MILS_MODEL_REPOSITORY:-/models}
 
 models=${MILS_TRITON_MODELS:-}
 if [ -z "$models" ]; then
-    models="scene_text scene_image"
+    models="scene_text scene_image motion_text motion_video sound_text sound_audio"
     for config in "$pulled"/*/config.pbtxt; do
         [ -f "$config" ] || continue
         models="$models $(basename "$(dirname "$config")")"

@@ -13,7 +13,6 @@ Needs only Pillow and numpy, so the torch-free engine process can import it.
 
 from __future__ import annotations
 
-import enum
 import io
 import itertools
 import random
@@ -23,6 +22,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from mils.tasks._checks import CaptionCheck, Split, Verdict
 
 __all__ = [
     "BACKGROUNDS",
@@ -165,16 +166,6 @@ def _draw_shape(
         draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
     else:
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
-
-
-class Split(enum.Enum):
-    """Disjoint streams of scenes: training never sees a held-out scene's seed."""
-
-    TRAIN = 0
-    HELD_OUT = 1
-    """Measurements (R@1, near misses) and tests."""
-    DEMO = 2
-    """`mils demo`: held out too, and apart from what the measurements use."""
 
 
 def make_scene(rng: random.Random) -> Scene:
@@ -412,43 +403,6 @@ def near_miss(scene: Scene, seed: int, grammar: Grammar = GRAMMAR) -> tuple[str,
 
 # ---------------------------------------------------------------------------------------------
 # Checking a free-text caption
-
-
-class Verdict(enum.Enum):
-    """What a caption says about one attribute kind of a scene."""
-
-    RIGHT = "right"
-    """Stated, and right for every object."""
-    WRONG = "wrong"
-    """Stated wrongly for at least one object (or the wrong number of objects)."""
-    MISSING = "missing"
-    """Not stated (for some object) and nothing stated wrongly."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CaptionCheck:
-    """Which attributes of a scene a caption gets right."""
-
-    verdicts: dict[str, Verdict]
-    """Attribute kind (KINDS) -> verdict."""
-    mentioned: int
-    """How many objects the caption describes."""
-    attributes_right: float
-    """Fraction of the scene's object attributes (shape, colour, size and position of each
-    object) that the caption states right: finer than the verdicts, which need every object
-    right."""
-
-    @property
-    def exact(self) -> bool:
-        """Every object's shape, colour, size and position right, the count right, and the
-        background right or not mentioned (many true descriptions leave it out)."""
-        objects_right = all(self.verdicts[k] is Verdict.RIGHT for k in KINDS[:5])
-        return objects_right and self.verdicts["background"] is not Verdict.WRONG
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction of attribute kinds right."""
-        return sum(v is Verdict.RIGHT for v in self.verdicts.values()) / len(self.verdicts)
 
 
 def _lexicon() -> dict[str, tuple[str, str]]:

@@ -2,6 +2,9 @@
 for the suites that drive the `mils` CLI (reliability, cli), a dedicated Triton with
 misbehaving test models, a fast load-model LLM upstream and many small distinct images.
 
+Video and audio suites get a Triton of their own modality's models (the closed-world
+scorers with their committed weights, X-CLIP or CLAP on a tiny random model).
+
 Servers start only when a test asks for them, bind free loopback ports, and are torn down
 (whole process group) at session end. A server that cannot start fails its tests loudly
 with the tail of its log; nothing is skipped.
@@ -21,7 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from cli_harness import MODELS, model_repository
+from tiny_clap import build_tiny_clap
 from tiny_clip import build_tiny_clip
+from tiny_xclip import build_tiny_xclip
 
 from benchmarks.llm_server import LLMCostModel, LoadLLMServer
 from mils.adapters.local_stack import LlamaServer, TritonServer
@@ -104,3 +109,49 @@ def many_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         image.save(path)
         paths.append(path)
     return paths
+
+
+VIDEO_MODELS = ("motion_text", "motion_video", "xclip_text", "xclip_video")
+AUDIO_MODELS = ("sound_text", "sound_audio", "clap_text", "clap_audio")
+
+
+@pytest.fixture(scope="session")
+def tiny_xclip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised X-CLIP model folder (from_pretrained-loadable)."""
+    return build_tiny_xclip(tmp_path_factory.mktemp("tiny_xclip"))
+
+
+@pytest.fixture(scope="session")
+def video_triton(
+    tiny_xclip_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """Real Triton serving the video models of VIDEO_MODELS."""
+    server = TritonServer(
+        model_repository=REPO / "triton_models",
+        models=VIDEO_MODELS,
+        log_path=tmp_path_factory.mktemp("video_triton") / "triton.log",
+        env={"MILS_XCLIP_MODEL": str(tiny_xclip_dir)},
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised CLAP model folder (from_pretrained-loadable)."""
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny_clap"))
+
+
+@pytest.fixture(scope="session")
+def audio_triton(
+    tiny_clap_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """Real Triton serving the audio models of AUDIO_MODELS."""
+    server = TritonServer(
+        model_repository=REPO / "triton_models",
+        models=AUDIO_MODELS,
+        log_path=tmp_path_factory.mktemp("audio_triton") / "triton.log",
+        env={"MILS_CLAP_MODEL": str(tiny_clap_dir)},
+    )
+    with server:
+        yield server

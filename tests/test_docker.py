@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from mils._args import parser
+from mils._local import LOCAL_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -219,10 +220,10 @@ def test_the_triton_image_is_ngc_triton_with_what_the_models_import() -> None:
     runs = " ".join(
         a for s in _instructions(DOCKER / "triton.Dockerfile") for k, a in s if k == "RUN"
     )
-    for package in ("torch==", "transformers==", "pillow==", "numpy=="):
+    for package in ("torch==", "transformers==", "pillow==", "av==", "numpy=="):
         assert package in runs, package
     assert "/v2/health/ready" in text
-    for model in ("scene_text", "scene_image"):
+    for model in LOCAL_MODELS:
         assert f"triton_models/{model}" in _copy_sources(DOCKER / "triton.Dockerfile")
 
 
@@ -391,7 +392,10 @@ def test_triton_serves_the_scene_pair_and_every_pulled_pair(
     assert args[0] == "--model-control-mode=explicit"
     assert {f"--model-repository={repo}", "--model-repository=/opt/shipped"} <= set(args)
     loaded = sorted(a.removeprefix("--load-model=") for a in args if a.startswith("--load-model="))
-    assert loaded == ["clip_image", "clip_text", "scene_image", "scene_text"]
+    assert loaded == [
+        "clip_image", "clip_text", "motion_text", "motion_video", "scene_image", "scene_text",
+        "sound_audio", "sound_text",
+    ]  # fmt: skip
     assert "--log-verbose=1" in args
 
 

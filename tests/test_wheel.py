@@ -111,9 +111,12 @@ def test_wheel_carries_the_model_repository(fresh: Path, project: Path) -> None:
         if model.is_dir() and not model.name.startswith("_"):
             assert (installed / model.name / "config.pbtxt").is_file(), model.name
             assert (installed / model.name / "1" / "model.py").is_file(), model.name
-    # The scene scorer's shared network code and trained weights (a folder, not a model).
-    for part in ("network.py", "weights.pt"):
-        assert (installed / "_scene_clip" / part).is_file(), part
+    # The trained scorers' shared network code and weights (folders, not models), and the
+    # decoding code the video models share.
+    for folder in ("_scene_clip", "_motion_clip"):
+        for part in ("network.py", "weights.pt"):
+            assert (installed / folder / part).is_file(), (folder, part)
+    assert (installed / "_common" / "video.py").is_file()
 
 
 def test_local_stack_starts_from_the_wheel(fresh: Path, project: Path) -> None:

@@ -27,11 +27,9 @@ def _byte_chars() -> list[str]:
     return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
 
 
-def build_tiny_clip(path: Path) -> Path:
-    """Write config, weights, tokenizer and image processor of a tiny CLIP to `path`."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
+def write_tiny_bpe(path: Path) -> dict[str, int]:
+    """Write the tiny byte-level BPE vocabulary (vocab.json, merges.txt) of CLIPTokenizer
+    into `path`; token -> id."""
     chars = _byte_chars()
     tokens = [
         "<|startoftext|>",
@@ -46,6 +44,15 @@ def build_tiny_clip(path: Path) -> Path:
     (path / "merges.txt").write_text(
         "#version: 0.2\n" + "\n".join(" ".join(m) for m in _MERGES) + "\n"
     )
+    return vocab
+
+
+def build_tiny_clip(path: Path) -> Path:
+    """Write config, weights, tokenizer and image processor of a tiny CLIP to `path`."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    vocab = write_tiny_bpe(path)
     # from_pretrained reads vocab.json/merges.txt in transformers 4.x and 5.x alike (the
     # constructors' arguments differ between them).
     tokenizer = CLIPTokenizer.from_pretrained(path, model_max_length=TINY_MAX_LENGTH)

@@ -41,9 +41,9 @@ WEIGHTS = Path(__file__).resolve().parent / "weights.pt"
 _WORD = re.compile(r"[a-z]+|\d+|[^\sa-z\d]")
 
 
-def words(text: str) -> list[str]:
-    """Lower-cased words, numbers and punctuation marks of `text` (at most MAX_WORDS)."""
-    return _WORD.findall(text.lower())[:MAX_WORDS]
+def words(text: str, limit: int = MAX_WORDS) -> list[str]:
+    """Lower-cased words, numbers and punctuation marks of `text` (at most `limit`)."""
+    return _WORD.findall(text.lower())[:limit]
 
 
 def ngram_ids(word: str) -> list[int]:
@@ -69,13 +69,15 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 class TextEncoder(nn.Module):
-    """Texts -> EMBED_DIM vectors (not normalised)."""
+    """Texts -> EMBED_DIM vectors (not normalised), reading at most `max_words` words (the
+    video scorer, `_motion_clip`, reads longer captions with this same tower)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_words: int = MAX_WORDS) -> None:
         super().__init__()
+        self.max_words = max_words
         self.grams = nn.EmbeddingBag(BUCKETS, WIDTH, mode="mean", padding_idx=0)
         self.cls = nn.Parameter(torch.zeros(1, 1, WIDTH))
-        self.position = nn.Parameter(torch.randn(1, MAX_WORDS + 1, WIDTH) * 0.02)
+        self.position = nn.Parameter(torch.randn(1, max_words + 1, WIDTH) * 0.02)
         layer = nn.TransformerEncoderLayer(
             WIDTH,
             nhead=4,
@@ -89,7 +91,7 @@ class TextEncoder(nn.Module):
         self.project = nn.Linear(WIDTH, EMBED_DIM)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
-        tokenised = [words(t) or ["<empty>"] for t in texts]
+        tokenised = [words(t, self.max_words) or ["<empty>"] for t in texts]
         vocab = sorted({w for ws in tokenised for w in ws})
         index = {w: i for i, w in enumerate(vocab)}
         ids = [ngram_ids(w) for w in vocab]  # each unique word of the batch embedded once

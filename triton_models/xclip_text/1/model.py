@@ -1,0 +1,74 @@
+"""X-CLIP text tower for the Triton python backend: raw UTF-8 text in, embeddings out.
+
+Loads transformers `AutoModel` (an `XCLIPModel`) + `AutoTokenizer` from `model_name_or_path`
+(config.pbtxt parameter; the environment variable MILS_XCLIP_MODEL overrides it unless the
+config pins it). Tokenisation happens here, so clients send plain text. The embedding is
+`get_text_features`: X-CLIP's video-specific prompt (which needs the video) is left out, so
+a text embeds once and scores every clip by cosine, as the engine's embedding cache wants.
+Runs on cuda when torch sees one, else cpu.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+from transformers import AutoModel, AutoTokenizer
+
+# The repository's shared model code (triton_models/_common), found from this file.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _common.batching import respond
+
+DEFAULT_MODEL = "microsoft/xclip-base-patch32"
+
+
+def model_name_or_path(args: dict) -> str:
+    """MILS_XCLIP_MODEL, else the config.pbtxt parameter, else the X-CLIP B/32 hub name; the
+    parameter alone when the config pins it (a pair installed by `mils models pull`)."""
+    params = json.loads(args["model_config"]).get("parameters", {})
+    configured = params.get("model_name_or_path", {}).get("string_value") or DEFAULT_MODEL
+    if params.get("pinned", {}).get("string_value") == "true":
+        return configured
+    return os.environ.get("MILS_XCLIP_MODEL") or configured
+
+
+def features(output: object) -> torch.Tensor:
+    """transformers 4.x returns a tensor; 5.x a ModelOutput whose pooler_output is projected."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class TritonPythonModel:
+    """Batches every text of every request into one forward pass; bad requests fail alone."""
+
+    def initialize(self, args: dict) -> None:
+        name = model_name_or_path(args)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = AutoModel.from_pretrained(name).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(name)
+        self.max_length = min(
+            self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings
+        )
+
+    def execute(self, requests: list) -> list:
+        texts: list[list[str] | Exception] = []
+        for request in requests:
+            items = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            try:
+                texts.append([bytes(item).decode("utf-8") for item in items])
+            except UnicodeDecodeError as exc:
+                texts.append(ValueError(f"xclip_text: TEXT is not valid UTF-8: {exc}"))
+        return respond(texts, self.embed)
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Tokenise (padding, truncation) and return float32 text features."""
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        out = features(self.model.get_text_features(**batch))
+        return out.float().cpu().numpy()
