@@ -1,8 +1,11 @@
-"""Image inputs: read a sample's file as raw bytes, expand CLI inputs, name samples.
+"""Media inputs: read a sample's file as raw bytes, expand CLI inputs, name samples.
 
-The engine process stays light, so nothing here decodes pixels: `ImageReader` checks that a
-file exists, has a sane size and starts with the magic bytes of an accepted image format,
-then hands the bytes over untouched; decoding happens inside the Triton model.
+The engine process stays light, so nothing here decodes pixels or samples: a reader
+(`ImageReader`, `VideoReader`, `AudioReader`) checks that a file exists, has a sane size
+and starts with the magic bytes of an accepted format of its kind, then hands the bytes
+over untouched; decoding (and limits on a clip's length) happen inside the Triton model.
+`media_kind` tells which kind a file is, from its name or else its first bytes, so a run
+can pick its task from its inputs.
 """
 
 from __future__ import annotations
@@ -12,24 +15,38 @@ import glob
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from mils.engine.errors import ConfigError, InputError
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "AUDIO",
     "DEFAULT_MAX_IMAGE_BYTES",
+    "IMAGE",
     "IMAGE_EXTENSIONS",
+    "MEDIA_KINDS",
+    "VIDEO",
+    "AudioReader",
     "ImageReader",
+    "MediaFileReader",
+    "MediaKind",
     "TextReader",
+    "VideoReader",
+    "audio_format",
     "bundled_samples",
     "expand_inputs",
     "image_format",
+    "media_kind",
     "sample_id_for",
+    "video_format",
 ]
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_VIDEO_BYTES = 500 * 1024 * 1024
+DEFAULT_MAX_AUDIO_BYTES = 200 * 1024 * 1024
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 ACCEPTED_FORMATS = "JPEG, PNG, GIF, BMP, WEBP, TIFF"
 # Enough of the header to recognise every accepted format (WEBP needs 12 bytes).
@@ -56,74 +73,194 @@ def image_format(head: bytes) -> str | None:
     return None
 
 
-class ImageReader:
-    """Reads image files as bytes for the scorer; implements `engine.protocols.MediaReader`.
+def video_format(head: bytes) -> str | None:
+    """Name the video container from the first bytes of a file, or None if not accepted."""
+    if head[4:8] == b"ftyp":
+        return "MP4"  # also QuickTime (.mov) and M4V: the same ISO base media container
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "Matroska"  # .mkv and .webm
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "AVI"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    return None
+
+
+def audio_format(head: bytes) -> str | None:
+    """Name the audio format from the first bytes of a file, or None if not accepted."""
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "WAV"
+    if head.startswith(b"fLaC"):
+        return "FLAC"
+    if head.startswith(b"OggS"):
+        return "Ogg"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "MP3"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaKind:
+    """What a reader accepts: its formats by name and by first bytes, and a size limit."""
+
+    name: str
+    """The input kind it reads ("image", "video", "audio")."""
+    noun: str
+    """How messages call one file ("image", "video", "audio file")."""
+    extensions: frozenset[str]
+    sniff: Callable[[bytes], str | None]
+    accepted: str
+    """The accepted formats, for messages."""
+    max_bytes: int
+    shrink: str
+    """What to do with a file over the size limit."""
+
+
+IMAGE = MediaKind(
+    name="image",
+    noun="image",
+    extensions=IMAGE_EXTENSIONS,
+    sniff=image_format,
+    accepted=ACCEPTED_FORMATS,
+    max_bytes=DEFAULT_MAX_IMAGE_BYTES,
+    shrink="downscale it or raise the image size limit",
+)
+VIDEO = MediaKind(
+    name="video",
+    noun="video",
+    extensions=frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif"}),
+    sniff=video_format,
+    accepted="MP4/MOV, WEBM/MKV, AVI, GIF",
+    max_bytes=DEFAULT_MAX_VIDEO_BYTES,
+    shrink="cut the clip you want captioned out of it, or raise the video size limit",
+)
+AUDIO = MediaKind(
+    name="audio",
+    noun="audio file",
+    extensions=frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"}),
+    sniff=audio_format,
+    accepted="WAV, FLAC, Ogg, MP3",
+    max_bytes=DEFAULT_MAX_AUDIO_BYTES,
+    shrink="cut the part you want captioned out of it, or raise the audio size limit",
+)
+MEDIA_KINDS: tuple[MediaKind, ...] = (IMAGE, VIDEO, AUDIO)
+
+
+def media_kind(path: str | os.PathLike[str]) -> MediaKind | None:
+    """The kind of media file `path` is: by its extension (a .gif is an image), else by its
+    first bytes; None when neither says (a missing or unknown file)."""
+    suffix = Path(path).suffix.lower()
+    for kind in MEDIA_KINDS:
+        if suffix in kind.extensions:
+            return kind
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return None
+    return next((kind for kind in MEDIA_KINDS if kind.sniff(head)), None)
+
+
+class MediaFileReader:
+    """Reads media files of one kind as bytes for the scorer; implements
+    `engine.protocols.MediaReader`.
 
     Args:
-        max_bytes: files larger than this are refused (a guard against feeding a video or a
-            disk image to the scorer by mistake).
+        kind: what it accepts (`IMAGE`, `VIDEO`, `AUDIO`).
+        max_bytes: files larger than this are refused; default the kind's limit (a guard
+            against feeding a disk image, or hours of footage, to the scorer by mistake).
     """
 
-    __slots__ = ("_max_bytes",)
+    __slots__ = ("_kind", "_max_bytes")
 
-    def __init__(self, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
+    def __init__(self, kind: MediaKind, *, max_bytes: int | None = None) -> None:
+        max_bytes = kind.max_bytes if max_bytes is None else max_bytes
         if max_bytes < 1:
             raise ConfigError(
-                f"image size limit max_bytes is {max_bytes}; it must be at least 1 byte"
+                f"{kind.name} size limit max_bytes is {max_bytes}; it must be at least 1 byte"
             )
-        self._max_bytes = max_bytes
+        self._kind, self._max_bytes = kind, max_bytes
 
     async def read(self, source: str) -> bytes:
-        """Return the bytes of the image at `source`.
+        """Return the bytes of the file at `source`.
 
         Raises:
             InputError: the file is missing, a directory, unreadable, empty, too large or
-                not an accepted image format; the message names the path and the fix.
+                not in an accepted format; the message names the path and the fix.
         """
         return await asyncio.to_thread(self._read_sync, source)
 
     def _read_sync(self, source: str) -> bytes:
-        shown = repr(source)  # repr keeps odd (non-UTF-8, control-char) names printable
+        kind, what = self._kind, self._kind.noun
+        shown = f"{what} {source!r}"  # repr keeps odd (non-UTF-8, control-char) names printable
         try:
             data = _read_checked(Path(source), self._max_bytes)
         except FileNotFoundError:
-            raise InputError(
-                f"image {shown} does not exist; check the path", source=source
-            ) from None
+            raise InputError(f"{shown} does not exist; check the path", source=source) from None
         except IsADirectoryError:
             raise InputError(
-                f"image {shown} is a directory; pass the image files, or the directory "
-                "as an input so its images are expanded",
+                f"{shown} is a directory; pass the {what}s, or the directory as an input "
+                f"so its {kind.name} files are expanded",
                 source=source,
             ) from None
         except PermissionError:
             raise InputError(
-                f"image {shown} is not readable (permission denied); fix its permissions",
+                f"{shown} is not readable (permission denied); fix its permissions",
                 source=source,
             ) from None
         except _TooLarge as exc:
             raise InputError(
-                f"image {shown} is {exc.size:,} bytes, over the {self._max_bytes:,}-byte "
-                "limit; downscale it or raise the image size limit",
+                f"{shown} is {exc.size:,} bytes, over the {self._max_bytes:,}-byte "
+                f"limit; {kind.shrink}",
                 source=source,
             ) from None
         except OSError as exc:
             raise InputError(
-                f"image {shown} cannot be read ({exc.strerror or exc}); check the file",
+                f"{shown} cannot be read ({exc.strerror or exc}); check the file",
                 source=source,
             ) from None
         if not data:
             raise InputError(
-                f"image {shown} is empty (0 bytes); replace it with a real image",
-                source=source,
+                f"{shown} is empty (0 bytes); replace it with a real {what}", source=source
             )
-        if image_format(data[:_SNIFF_BYTES]) is None:
+        if kind.sniff(data[:_SNIFF_BYTES]) is None:
             raise InputError(
-                f"image {shown} is not an image in an accepted format ({ACCEPTED_FORMATS}); "
-                "convert it, or drop it from the inputs",
+                f"{shown} is not {_a(kind.name)} {kind.name} file in an accepted format "
+                f"({kind.accepted}); convert it, or drop it from the inputs",
                 source=source,
             )
         return data
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+class ImageReader(MediaFileReader):
+    """Reads image files (`IMAGE`)."""
+
+    __slots__ = ()
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
+        super().__init__(IMAGE, max_bytes=max_bytes)
+
+
+class VideoReader(MediaFileReader):
+    """Reads video files (`VIDEO`): the container is checked here, its frames in Triton."""
+
+    __slots__ = ()
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_VIDEO_BYTES) -> None:
+        super().__init__(VIDEO, max_bytes=max_bytes)
+
+
+class AudioReader(MediaFileReader):
+    """Reads audio files (`AUDIO`): the format is checked here, the samples in Triton."""
+
+    __slots__ = ()
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_AUDIO_BYTES) -> None:
+        super().__init__(AUDIO, max_bytes=max_bytes)
 
 
 class _TooLarge(Exception):
@@ -161,18 +298,20 @@ class TextReader:
         return source.encode("utf-8", errors="surrogateescape")
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
+def expand_inputs(patterns: Sequence[str], kinds: Sequence[MediaKind] = MEDIA_KINDS) -> list[str]:
     """Expand files, directories and glob patterns into a sorted, de-duplicated path list.
 
     Files named explicitly are kept whatever their extension (the reader will say if they are
-    not images); directories and globs contribute only files with an image extension. Paths
-    naming the same file (by its real path) count once.
+    not of its kind); directories and globs contribute only files with an extension of one
+    of `kinds` (by default any image, video or audio file). Paths naming the same file (by
+    its real path) count once.
     Directories are not searched recursively; use a `**` glob for that.
     A pattern matching nothing is kept as is, so the reader reports it as missing.
     """
+    extensions = frozenset().union(*(kind.extensions for kind in kinds))
     found: set[str] = set()
     for pattern in patterns:
-        found.update(_expand_one(pattern))
+        found.update(_expand_one(pattern, extensions))
     # One sample per file: "a.png", "./a.png" and a symlink to it are the same input.
     unique: dict[str, str] = {}
     for path in sorted(found):
@@ -180,25 +319,23 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     return sorted(unique.values())
 
 
-def _expand_one(pattern: str) -> list[str]:
+def _expand_one(pattern: str, extensions: frozenset[str]) -> list[str]:
     path = Path(pattern)
     if path.is_dir():
         try:
-            return [str(p) for p in path.iterdir() if p.is_file() and _is_image_name(p)]
+            return [
+                str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions
+            ]
         except OSError as exc:
             raise ConfigError(
                 f"cannot list input directory {pattern!r} ({exc.strerror or exc}); fix its "
-                "permissions or pass its images one by one"
+                "permissions or pass its files one by one"
             ) from None
     if path.exists() or not glob.has_magic(pattern):
         return [str(path)]
     matches = [Path(m) for m in glob.glob(pattern, recursive=True)]
-    hits = [str(p) for p in matches if p.is_file() and _is_image_name(p)]
+    hits = [str(p) for p in matches if p.is_file() and p.suffix.lower() in extensions]
     return hits or [pattern]
-
-
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

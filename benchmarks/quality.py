@@ -1,8 +1,11 @@
 """The quality benchmark: does the MILS loop make captions better, where the truth is known?
 
-    python -m benchmarks.quality [--quick] [--scenes N] [--steps S] [--out benchmarks/results]
+    python -m benchmarks.quality [--quick] [--world scenes|motion|sounds] [--scenes N]
+                                 [--steps S] [--out benchmarks/results]
 
-It captions held-out scenes of the closed world (`mils.tasks.scenes`) on the offline local
+It captions held-out scenes of the closed world (`mils.tasks.scenes`; with `--world`, the
+moving scenes of `mils.tasks.motion` as videos or the sounds of `mils.tasks.sounds`, each
+with its own trained scorer and ground truth) on the offline local
 stack (real Triton serving the trained scene scorer, real llama.cpp servers) and checks every
 best caption against the scene's ground truth. In one run, on the same scenes and pool:
 
@@ -23,7 +26,8 @@ similarity; candidates scored per scene; and "propd": the fraction of scenes whe
 candidate scored so far was exactly right (what a perfect selector could have picked: it
 separates a proposer that never wrote the answer from a scorer that did not rank it first).
 It prints a table, writes `<out>/quality.json` and plots attributes right and score by step
-to `<out>/quality.png`.
+to `<out>/quality.png` (`quality-motion.*`, `quality-sounds.*` for the other worlds, whose
+sections run the pool, one shot and MILS rows with the default generator, no controls).
 """
 
 from __future__ import annotations
@@ -45,27 +49,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
-from mils import ConcurrencyConfig, GeneratorSettings, LoopConfig, ScorerSettings, open_run
-from mils._demo import scene_pool
-from mils._local import LOCAL_IMAGE_MODEL, LOCAL_TEXT_MODEL, model_repository
+from mils import (
+    ConcurrencyConfig,
+    GeneratorSettings,
+    LoopConfig,
+    MetricsConfig,
+    ScorerSettings,
+    open_run,
+)
+from mils._local import LOCAL_SCORERS, model_repository
+from mils._worlds import WORLDS, World
 from mils.adapters.local_stack import OFFLINE_GENERATORS, LlamaServer, TritonServer
 from mils.adapters.openai_generator import OpenAIGenerator
 from mils.engine import ConfigError
 from mils.engine.protocols import ChatMessage, Generator, Reply
-from mils.tasks.scenes import (
-    COLOURS,
-    KINDS,
-    POSITIONS,
-    SHAPES,
-    SIZES,
-    Scene,
-    Split,
-    Verdict,
-    canonical,
-    check_caption,
-    scenes,
-)
+from mils.tasks.scenes import COLOURS, POSITIONS, SHAPES, SIZES, Split, Verdict
 
 __all__ = ["Setup", "main", "run_benchmark"]
 
@@ -93,9 +93,14 @@ class Setup:
     more_mode: str = "completion"
     """The generator and mode also run with `more_requested` (the faster generator: the two
     run side by side)."""
+    world: str = "scenes"
+    controls: bool = True
+    """Run the proposers without an LLM (the attribute editor knows the scene world's words)."""
 
 
 FULL = Setup()
+FULL_AV = Setup(more_requested=0, generators=("smollm2",), controls=False)
+"""A video or audio section: the pool, one shot and MILS, with the default generator."""
 QUICK = Setup(
     scenes=3,
     steps=2,
@@ -109,6 +114,10 @@ QUICK = Setup(
 # Proposers without an LLM (the controls) and the one-shot wrapper, as engine Generators
 
 
+_SCORED_HEADER = re.compile(
+    r", each with a similarity score against the [a-z ]+? \(higher is better\), worst first"
+)
+"""The prompt's words about scores and their order (the image, video and audio tasks')."""
 _SCORED_LINE = re.compile(r"^\s*[-+]?\d*\.\d+: (?P<text>.+)$", re.MULTILINE)
 _PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles",
             "diamond": "diamonds", "star": "stars", "cross": "crosses"}  # fmt: skip
@@ -205,8 +214,7 @@ class _ScoresHidden:
     async def complete(self, messages: Sequence[ChatMessage]) -> Reply:
         last = messages[-1]
         hidden = self._hide(last["content"], lambda text: f"- {text}")
-        hidden = hidden.replace(", each with a similarity score against the image", "")
-        hidden = hidden.replace(" (higher is better), worst first", "")
+        hidden = _SCORED_HEADER.sub("", hidden)
         hidden = hidden.replace(" that would score higher than all of the above", "")
         return await self._inner.complete([*messages[:-1], {**last, "content": hidden}])
 
@@ -234,22 +242,28 @@ class Result:
     mode: str = ""
     requested: int = 0
     wall_s: float = 0.0
+    generate_s: float = 0.0
+    """Seconds the generator took over all its requests (its requests one at a time)."""
+    requests: int = 0
     per_step: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def _metrics(
-    truth: Sequence[Scene],
+    world: World,
+    truth: Sequence[Any],
     best: Sequence[tuple[str, float]],
     candidates: Sequence[int],
     proposed_exact: Sequence[bool],
 ) -> dict[str, Any]:
-    checks = [check_caption(scene, text) for scene, (text, _) in zip(truth, best, strict=True)]
+    checks = [world.check(item, text) for item, (text, _) in zip(truth, best, strict=True)]
     n = len(checks)
     return {
         "exact": sum(c.exact for c in checks) / n,
         "accuracy": sum(c.accuracy for c in checks) / n,
         "attributes": sum(c.attributes_right for c in checks) / n,
-        "by_kind": {k: sum(c.verdicts[k] is Verdict.RIGHT for c in checks) / n for k in KINDS},
+        "by_kind": {
+            k: sum(c.verdicts[k] is Verdict.RIGHT for c in checks) / n for k in world.kinds
+        },
         "score": float(np.mean([score for _, score in best])),
         "candidates": float(np.mean(candidates)),
         "proposed_exact": sum(proposed_exact) / n,
@@ -257,8 +271,8 @@ def _metrics(
     }
 
 
-def read_run(run_dir: Path, truth: dict[str, Scene]) -> dict[int, dict[str, Any]]:
-    """Per committed step: the metrics of the best captions over all scenes."""
+def read_run(world: World, run_dir: Path, truth: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per committed step: the metrics of the best captions over all items."""
     db = sqlite3.connect(run_dir / "run.db")
     try:
         steps = db.execute("SELECT sample_id, step, best_text, best_score FROM steps").fetchall()
@@ -275,73 +289,95 @@ def read_run(run_dir: Path, truth: dict[str, Scene]) -> dict[int, dict[str, Any]
             mine = [text for s, k, text in candidates if s == sid and 1 <= k <= step]
             counts.append(len(mine))
             seen = {best[sid, 0][0], *mine}  # the pool's best, then every new candidate
-            proposed.append(any(check_caption(truth[sid], text).exact for text in seen))
+            proposed.append(any(world.check(truth[sid], text).exact for text in seen))
         if all((sid, step) in best for sid in ids):
             rows = [best[sid, step] for sid in ids]
-            out[step] = _metrics([truth[sid] for sid in ids], rows, counts, proposed)
+            out[step] = _metrics(world, [truth[sid] for sid in ids], rows, counts, proposed)
     return out
 
 
 async def _caption(
+    task: str,
     generator: GeneratorSettings | Generator,
-    images: dict[str, Path],
+    files: dict[str, Path],
     pool: list[str],
     loop: LoopConfig,
     scorer: ScorerSettings,
     out: Path,
-) -> None:
+) -> tuple[float, int]:
+    """Run the loop; the seconds its generator requests took, and how many there were."""
+    registry = CollectorRegistry()
     async with open_run(
-        "image-caption",
-        images.values(),
+        task,
+        files.values(),
         generator=generator,
         scorer=scorer,
         out=out,
         loop=loop,
         concurrency=ConcurrencyConfig(generator_in_flight=1),
         pool=pool,
+        metrics=MetricsConfig(registry=registry),
     ) as run:
         summary = await run.wait()
+        took = [  # read before the run ends: its metrics leave the registry then
+            (sample.name, sample.value)
+            for metric in registry.collect()
+            if metric.name == "mils_generator_request_duration_seconds"
+            for sample in metric.samples
+        ]
     if summary.failed:
         raise RuntimeError(f"{summary.failed} samples failed in {out}; see {out}/log.jsonl")
+    seconds = sum(value for name, value in took if name.endswith("_sum"))
+    return seconds, int(sum(value for name, value in took if name.endswith("_count")))
 
 
 async def _score_truth(
-    scorer: ScorerSettings, truth: dict[str, Scene], images: dict[str, Path]
+    world: World, scorer: ScorerSettings, truth: dict[str, Any], files: dict[str, Path]
 ) -> dict[int, dict[str, Any]]:
     ids = sorted(truth)
     async with scorer.build() as encoder:
-        texts = await encoder.embed_texts([canonical(truth[sid]) for sid in ids])
+        texts = await encoder.embed_texts([world.canonical(truth[sid]) for sid in ids])
         scores = []
         for sid, text in zip(ids, texts, strict=True):
-            image = await encoder.embed_target(images[sid].read_bytes())
-            scores.append(float(text @ image / np.linalg.norm(text) / np.linalg.norm(image)))
-    best = [(canonical(truth[sid]), score) for sid, score in zip(ids, scores, strict=True)]
-    return {0: _metrics([truth[sid] for sid in ids], best, [0] * len(ids), [True] * len(ids))}
+            target = await encoder.embed_target(files[sid].read_bytes())
+            scores.append(float(text @ target / np.linalg.norm(text) / np.linalg.norm(target)))
+    best = [(world.canonical(truth[sid]), score) for sid, score in zip(ids, scores, strict=True)]
+    items = [truth[sid] for sid in ids]
+    return {0: _metrics(world, items, best, [0] * len(ids), [True] * len(ids))}
 
 
-async def run_benchmark(setup: Setup, work: Path, log_dir: Path) -> list[Result]:
-    """Every row of the benchmark; starts and stops the servers it needs."""
-    truth: dict[str, Scene] = {}
+async def run_benchmark(
+    setup: Setup, work: Path, log_dir: Path
+) -> tuple[list[Result], dict[str, float]]:
+    """Every row of the benchmark, and the media's decode and encode times; starts and
+    stops the servers it needs."""
+    world = WORLDS[setup.world]
+    truth: dict[str, Any] = {}
     images: dict[str, Path] = {}
-    for index, scene in zip(range(setup.scenes), scenes(Split.HELD_OUT, FIRST_SCENE), strict=False):
-        sid = f"scene-{index + 1:02d}"
-        truth[sid], images[sid] = scene, work / "scenes" / f"{sid}.png"
+    held_out = world.items(Split.HELD_OUT, FIRST_SCENE)
+    for index, item in zip(range(setup.scenes), held_out, strict=False):
+        sid = f"{world.noun}-{index + 1:02d}"
+        truth[sid], images[sid] = item, work / world.name / f"{sid}{world.suffix}"
         images[sid].parent.mkdir(parents=True, exist_ok=True)
-        images[sid].write_bytes(scene.png())
-    lines = scene_pool(setup.pool_lines * 4)
+        images[sid].write_bytes(world.encode(item))
+    lines = world.pool(setup.pool_lines * 4)
     pool, extra = lines[: setup.pool_lines], lines[setup.pool_lines :]
     loop = LoopConfig(steps=setup.steps, keep=setup.keep, requested=setup.requested)
+    models = LOCAL_SCORERS[world.task]
 
     with ExitStack() as servers:
         triton = servers.enter_context(
             TritonServer(
                 model_repository=model_repository(),
                 log_path=log_dir / "triton.log",
-                models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL),
+                models=(models.text, models.target),
             )
         )
         scorer = ScorerSettings(
-            url=triton.grpc_url, text_model=LOCAL_TEXT_MODEL, target_model=LOCAL_IMAGE_MODEL
+            url=triton.grpc_url,
+            text_model=models.text,
+            target_model=models.target,
+            target_input=models.target_input,
         )
 
         async def run(
@@ -349,9 +385,10 @@ async def run_benchmark(setup: Setup, work: Path, log_dir: Path) -> list[Result]
         ) -> Result:
             out = work / "runs" / re.sub(r"[^a-z0-9]+", "-", result.name.lower())
             started = time.perf_counter()
-            await _caption(generator, images, pool, loop, scorer, out)
+            took = await _caption(world.task, generator, images, pool, loop, scorer, out)
             result.wall_s = time.perf_counter() - started
-            result.per_step = read_run(out, truth)
+            result.generate_s, result.requests = took
+            result.per_step = read_run(world, out, truth)
             print(f"  {result.name}: {result.wall_s:.0f} s", file=sys.stderr)
             return result
 
@@ -395,27 +432,66 @@ async def run_benchmark(setup: Setup, work: Path, log_dir: Path) -> list[Result]
             )
             for name in setup.generators
         }
-        print("controls (no LLM) ...", file=sys.stderr)
-        results = [
-            await run(
-                Result("random pool lines", "control", requested=setup.requested),
-                random_lines_control(extra, setup.requested),
-                loop,
-            ),
-            await run(
-                Result("edit one attribute", "control", requested=setup.requested),
-                edit_control(setup.requested),
-                loop,
-            ),
-        ]
+        results = []
+        if setup.controls:
+            print("controls (no LLM) ...", file=sys.stderr)
+            results += [
+                await run(
+                    Result("random pool lines", "control", requested=setup.requested),
+                    random_lines_control(extra, setup.requested),
+                    loop,
+                ),
+                await run(
+                    Result("edit one attribute", "control", requested=setup.requested),
+                    edit_control(setup.requested),
+                    loop,
+                ),
+            ]
         print(f"generators {', '.join(llamas)} side by side ...", file=sys.stderr)
         for rows in await asyncio.gather(*(lane(name, llama) for name, llama in llamas.items())):
             results.extend(rows)
         pool_best = Result("initial pool (best line)", "pool")
-        pool_best.per_step = {0: results[0].per_step[0]}
+        pool_best.per_step = {0: next(r for r in results if r.kind != "one-shot").per_step[0]}
         ceiling = Result("ground truth (scorer's ceiling)", "truth")
-        ceiling.per_step = await _score_truth(scorer, truth, images)
-    return [pool_best, *results, ceiling]
+        ceiling.per_step = await _score_truth(world, scorer, truth, images)
+    return [pool_best, *results, ceiling], media_timings(world, list(images.values()))
+
+
+def media_timings(world: World, files: Sequence[Path]) -> dict[str, float]:
+    """Mean milliseconds per file to decode it and to encode it (one file at a time, one
+    thread), in this process, with the code the world's Triton target model runs."""
+    import torch
+
+    # The models' shared code, found as the Triton models find it (by path).
+    sys.path.insert(0, str(model_repository()))
+    from _common import motion_network, scene_network, sound_network  # type: ignore[import-not-found]
+    from _common.audio import decode_audio  # type: ignore[import-not-found]
+
+    torch.set_num_threads(1)  # as the Triton models run
+    if world.name == "sounds":
+        sound = sound_network.load_network_module()
+        decode: Callable[[bytes], np.ndarray] = lambda data: sound.fit(  # noqa: E731
+            decode_audio(data, sound.RATE)
+        )
+        encoder = sound.load().audio
+    else:
+        network = (
+            motion_network if world.name == "motion" else scene_network
+        ).load_network_module()
+        decode = network.decode_clip if world.name == "motion" else network.decode_image
+        model = network.load()
+        encoder = model.video if world.name == "motion" else model.image
+    decode_s = encode_s = 0.0
+    with torch.inference_mode():
+        for path in files:
+            data = path.read_bytes()
+            started = time.perf_counter()
+            decoded = decode(data)
+            decoded_at = time.perf_counter()
+            encoder(torch.from_numpy(decoded[None]))
+            decode_s += decoded_at - started
+            encode_s += time.perf_counter() - decoded_at
+    return {"decode_ms": 1000 * decode_s / len(files), "encode_ms": 1000 * encode_s / len(files)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,15 +511,28 @@ def table_rows(results: Sequence[Result], steps: int) -> list[tuple[str, int, di
     return rows
 
 
-def print_table(results: Sequence[Result], steps: int) -> None:
-    kinds = " ".join(f"{k[:5]:>5}" for k in KINDS)
+def print_table(results: Sequence[Result], steps: int, world: World = WORLDS["scenes"]) -> None:
+    kinds = " ".join(f"{k[:5]:>5}" for k in world.kinds)
     print(f"\n{'row':<34} {'step':>4} {'exact':>5} {kinds} {'kinds':>5} {'attrs':>5} "
           f"{'score':>6} {'cands':>6} {'propd':>5}")  # fmt: skip
     for name, step, m in table_rows(results, steps):
-        by_kind = " ".join(f"{m['by_kind'][k]:5.2f}" for k in KINDS)
+        by_kind = " ".join(f"{m['by_kind'][k]:5.2f}" for k in world.kinds)
         print(f"{name:<34} {step:>4} {m['exact']:5.2f} {by_kind} {m['accuracy']:5.2f} "
               f"{m['attributes']:5.2f} {m['score']:6.3f} {m['candidates']:6.1f} "
               f"{m['proposed_exact']:5.2f}")  # fmt: skip
+
+
+def print_timings(results: Sequence[Result], timings: dict[str, float], items: int) -> None:
+    """Per item of each MILS row: decoding and encoding the target (once), and the time its
+    generator requests took, the part of its wall time that is the LLM's."""
+    decode, encode = timings["decode_ms"], timings["encode_ms"]
+    print(f"\nper item ({items} items): the target decoded in {decode:.1f} ms and encoded in "
+          f"{encode:.1f} ms (once, one thread); the generator's time:")  # fmt: skip
+    for r in results:
+        if r.kind == "mils" and r.requests:
+            print(f"  {r.name}: {r.generate_s / items:.1f} s in {r.requests / items:.1f} "
+                  f"requests ({r.generate_s / r.requests:.2f} s each); "
+                  f"wall {r.wall_s / items:.1f} s")  # fmt: skip
 
 
 def plot(results: Sequence[Result], path: Path) -> None:
@@ -466,7 +555,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
         if result.kind == "truth":
             score_ax.axhline(result.per_step[0]["score"], color="black", linewidth=0.8,
                              linestyle=":", label=result.name)  # fmt: skip
-    acc_ax.set(xlabel="step", ylabel="object attributes right in the best caption", ylim=(0, 1))
+    acc_ax.set(xlabel="step", ylabel="attributes right in the best caption", ylim=(0, 1))
     score_ax.set(xlabel="step", ylabel="scorer similarity of the best caption")
     handles = score_ax.get_legend_handles_labels()[0]  # every line, and the ceiling's
     acc_ax.legend(handles=handles, fontsize=7, loc="upper right")  # the plot's empty corner
@@ -491,28 +580,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.quality", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="3 scenes, 2 steps, SmolLM2 only")
-    parser.add_argument("--scenes", type=int, help=f"held-out scenes (default {FULL.scenes})")
+    parser.add_argument("--quick", action="store_true", help="3 items, 2 steps, SmolLM2 only")
+    parser.add_argument(
+        "--world",
+        choices=sorted(WORLDS),
+        default="scenes",
+        help="images (scenes), videos (motion) or sounds (default scenes)",
+    )
+    parser.add_argument("--scenes", type=int, help=f"held-out items (default {FULL.scenes})")
     parser.add_argument("--steps", type=int, help=f"loop steps (default {FULL.steps})")
     parser.add_argument("--generators", help="comma-separated: " + ", ".join(OFFLINE_GENERATORS))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where JSON and PNG go")
     args = parser.parse_args(argv)
-    setup = QUICK if args.quick else FULL
-    overrides: dict[str, Any] = {"scenes": args.scenes, "steps": args.steps}
+    setup = QUICK if args.quick else FULL if args.world == "scenes" else FULL_AV
+    overrides: dict[str, Any] = {"scenes": args.scenes, "steps": args.steps, "world": args.world}
+    if args.world != "scenes":
+        overrides["controls"] = False
     if args.generators:
         overrides["generators"] = tuple(args.generators.split(","))
     else:
         overrides["generators"] = _installed(setup.generators)
-    setup = Setup(**{**asdict(setup), **{k: v for k, v in overrides.items() if v}})
+    setup = Setup(**{**asdict(setup), **{k: v for k, v in overrides.items() if v is not None}})
     logging.basicConfig(level=logging.ERROR)  # a tiny model's odd replies are logged as warnings
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mils-quality-") as tmp:
-        results = asyncio.run(run_benchmark(setup, Path(tmp), args.out / "logs"))
+        results, timings = asyncio.run(run_benchmark(setup, Path(tmp), args.out / "logs"))
     wall = time.perf_counter() - started
-    print_table(results, setup.steps)
-    name = "quality-quick" if args.quick else "quality"
-    report = {"setup": asdict(setup), "wall_s": wall, "results": [asdict(r) for r in results]}
+    print_table(results, setup.steps, WORLDS[setup.world])
+    print_timings(results, timings, setup.scenes)
+    name = "quality" + ("" if args.world == "scenes" else f"-{args.world}")
+    name += "-quick" if args.quick else ""
+    report = {
+        "setup": asdict(setup),
+        "wall_s": wall,
+        "media_ms": timings,
+        "results": [asdict(r) for r in results],
+    }
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     plot(results, args.out / f"{name}.png")
     print(f"\n{wall / 60:.1f} min; wrote {args.out / name}.json and .png", file=sys.stderr)

@@ -1,9 +1,9 @@
 """`mils demo` on the closed world: caption generated scenes whose ground truth is known.
 
-The offline stack's scorer is trained on generated scenes (`mils.tasks.scenes`), so the demo
-captions held-out scenes of that world and, beside each best caption, prints the ground truth
-and which attributes the caption got right: a demo whose output can be checked, not only
-admired.
+The offline stack's scorers are trained on generated scenes (`mils.tasks.scenes`), moving
+scenes (`mils.tasks.motion`) and sounds (`mils.tasks.sounds`), so the demo captions held-out
+items of one world (`--media`) and, beside each best caption, prints the ground truth and
+which attributes the caption got right: a demo whose output can be checked, not only admired.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import json
 import random
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from mils._worlds import WORLDS, World
 from mils.engine.store import write_atomic
 from mils.tasks.scenes import (
     GRAMMAR,
-    KINDS,
     PARAPHRASE,
     SIDE,
     Scene,
     Split,
     Verdict,
     canonical,
-    check_caption,
     describe,
     scenes,
 )
@@ -32,9 +32,11 @@ __all__ = [
     "DEMO_POOL_LINES",
     "DEMO_SCENES",
     "REFERENCES_PER_SCENE",
+    "print_report",
     "print_scene_report",
     "scene_pool",
     "scene_references",
+    "write_demo_items",
     "write_demo_pool",
     "write_demo_scenes",
     "write_scene_references",
@@ -45,19 +47,24 @@ DEMO_POOL_LINES = 300
 REFERENCES_PER_SCENE = 5
 
 
-def write_demo_scenes(dest_dir: Path, count: int = DEMO_SCENES) -> dict[Path, Scene]:
-    """Write the first `count` demo scenes into `dest_dir` as PNG; path -> its scene.
+def write_demo_items(world: World, dest_dir: Path, count: int = DEMO_SCENES) -> dict[Path, Any]:
+    """Write the first `count` demo items of `world` into `dest_dir`; path -> its item.
 
-    The demo split is held out from training and from the measurements; the same scenes on
+    The demo split is held out from training and from the measurements; the same items on
     every run, so a demo's output can be compared with the last one.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for index, scene in zip(range(count), scenes(Split.DEMO), strict=False):
-        path = dest_dir / f"scene-{index + 1}.png"
-        write_atomic(path, scene.png())
-        written[path] = scene
+    for index, item in zip(range(count), world.items(Split.DEMO, 0), strict=False):
+        path = dest_dir / f"{world.noun}-{index + 1}{world.suffix}"
+        write_atomic(path, world.encode(item))
+        written[path] = item
     return written
+
+
+def write_demo_scenes(dest_dir: Path, count: int = DEMO_SCENES) -> dict[Path, Scene]:
+    """Write the first `count` demo scenes into `dest_dir` as PNG; path -> its scene."""
+    return write_demo_items(WORLDS["scenes"], dest_dir, count)
 
 
 def scene_pool(lines: int = DEMO_POOL_LINES) -> list[str]:
@@ -78,10 +85,12 @@ def scene_pool(lines: int = DEMO_POOL_LINES) -> list[str]:
     return list(texts)
 
 
-def write_demo_pool(path: Path, lines: int = DEMO_POOL_LINES) -> Path:
-    """Write `scene_pool(lines)` to `path`, one text per line."""
+def write_demo_pool(
+    path: Path, lines: int = DEMO_POOL_LINES, world: World = WORLDS["scenes"]
+) -> Path:
+    """Write `world.pool(lines)` to `path`, one text per line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, ("\n".join(scene_pool(lines)) + "\n").encode())
+    write_atomic(path, ("\n".join(world.pool(lines)) + "\n").encode())
     return path
 
 
@@ -126,35 +135,40 @@ def write_scene_references(
     return path
 
 
-def _verdicts(scene: Scene, caption: str) -> str:
-    check = check_caption(scene, caption)
-    by_verdict = {v: [k for k in KINDS if check.verdicts[k] is v] for v in Verdict}
+def _verdicts(world: World, item: Any, caption: str) -> str:
+    check = world.check(item, caption)
+    by_verdict = {v: [k for k in world.kinds if check.verdicts[k] is v] for v in Verdict}
     parts = [f"{v.value}: {', '.join(kinds)}" for v, kinds in by_verdict.items() if kinds]
     return ("EXACT; " if check.exact else "") + "; ".join(parts)
 
 
-def print_scene_report(run_dir: Path, truth: dict[Path, Scene]) -> None:
-    """Per scene: the best caption, the ground truth, and which attributes the caption got right."""
-    by_name = {path.name: scene for path, scene in truth.items()}
+def print_report(run_dir: Path, truth: Mapping[Path, Any], world: World) -> None:
+    """Per item: the best caption, the ground truth, and which attributes it got right."""
+    by_name = {path.name: item for path, item in truth.items()}
     checks = []
     print("\nchecked against the ground truth:")
     with (run_dir / "results.jsonl").open(encoding="utf-8") as lines:
         for row in map(json.loads, lines):
-            scene = by_name.get(Path(str(row["source"])).name)
-            if scene is None or row["best_text"] is None:
+            item = by_name.get(Path(str(row["source"])).name)
+            if item is None or row["best_text"] is None:
                 continue
-            checks.append(check_caption(scene, row["best_text"]))
+            checks.append(world.check(item, row["best_text"]))
             print(f"{row['sample_id']}")
             print(f"  caption: {row['best_text']}")
-            print(f"  truth:   {canonical(scene)}")
-            print(f"  {_verdicts(scene, row['best_text'])}")
+            print(f"  truth:   {world.canonical(item)}")
+            print(f"  {_verdicts(world, item, row['best_text'])}")
     exact = sum(check.exact for check in checks)
     print(f"{exact}/{len(checks)} captions exactly right", end="")
     if checks:
         attributes = sum(check.attributes_right for check in checks) / len(checks)
         print(
-            f"; {attributes:.2f} of the objects' attributes (shape, colour, size, position) "
-            "stated right (README, Caption quality: what the loop gains)",
+            f"; {attributes:.2f} of {world.attributes} stated right "
+            "(README, Caption quality: what the loop gains)",
             end="",
         )
     print()
+
+
+def print_scene_report(run_dir: Path, truth: Mapping[Path, Scene]) -> None:
+    """`print_report` for the scenes of the image world."""
+    print_report(run_dir, truth, WORLDS["scenes"])

@@ -21,10 +21,11 @@ from mils.adapters.local_stack import (
 )
 from mils.engine import ConfigError
 from mils.engine.logs import configure_logging
+from mils.tasks import ScorerModels
 
 __all__ = [
-    "LOCAL_IMAGE_MODEL",
-    "LOCAL_TEXT_MODEL",
+    "LOCAL_MODELS",
+    "LOCAL_SCORERS",
     "PULLED_DIR",
     "STATE_DIR",
     "cmd_local",
@@ -57,7 +58,15 @@ def model_repository(path: Path | None = None) -> Path:
 # The scene scorer, trained here on the closed world of `mils.tasks.scenes` (the only
 # meaningful image-text model that exists offline). The toyclip pair stays in the
 # repository for tests that need an encoder without weights.
-LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL = "scene_text", "scene_image"
+LOCAL_SCORERS: dict[str, ScorerModels] = {
+    "image-caption": ScorerModels(text="scene_text", target="scene_image", target_input="IMAGE"),
+    # Trained here the same way on moving scenes (`mils.tasks.motion`) and synthetic sounds
+    # (`mils.tasks.sounds`).
+    "video-caption": ScorerModels(text="motion_text", target="motion_video", target_input="VIDEO"),
+    "audio-caption": ScorerModels(text="sound_text", target="sound_audio", target_input="AUDIO"),
+}
+"""The local stack's encoder pair per task."""
+LOCAL_MODELS = tuple(dict.fromkeys(m for s in LOCAL_SCORERS.values() for m in (s.text, s.target)))
 
 
 def pulled_models(repository: Path = PULLED_DIR) -> list[str]:
@@ -120,7 +129,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         model_repository=repository,
         extra_repositories=[PULLED_DIR] if pulled else [],
         log_path=logs / "triton.log",
-        models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL, *pulled),
+        models=(*LOCAL_MODELS, *pulled),
         detach=True,
     ).start()
     generator = offline_generator(args.generator)

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 from mils.engine.errors import ConfigError
-from mils.tasks.base import EmbeddingSpec, Input, InputKind, ObjectiveSpec, RenderSpec, Task
+from mils.tasks.audio_caption import TASK as AUDIO_CAPTION
+from mils.tasks.base import (
+    EmbeddingSpec,
+    Input,
+    InputKind,
+    ObjectiveSpec,
+    RenderSpec,
+    ScorerModels,
+    Task,
+)
 from mils.tasks.image_caption import TASK as IMAGE_CAPTION
+from mils.tasks.video_caption import TASK as VIDEO_CAPTION
 
 __all__ = [
+    "AUDIO_CAPTION",
     "IMAGE_CAPTION",
     "TASKS",
+    "VIDEO_CAPTION",
     "EmbeddingSpec",
     "Input",
     "InputKind",
     "ObjectiveSpec",
     "RenderSpec",
+    "ScorerModels",
     "Task",
     "get_task",
 ]
 
-TASKS: dict[str, Task] = {task.name: task for task in (IMAGE_CAPTION,)}
+TASKS: dict[str, Task] = {task.name: task for task in (IMAGE_CAPTION, VIDEO_CAPTION, AUDIO_CAPTION)}
 
 
 def get_task(name: str) -> Task:

@@ -23,6 +23,7 @@ __all__ = [
     "InputKind",
     "ObjectiveSpec",
     "RenderSpec",
+    "ScorerModels",
     "Task",
 ]
 
@@ -75,6 +76,17 @@ ObjectiveSpec = EmbeddingSpec | RenderSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScorerModels:
+    """The Triton encoder pair an embedding task uses unless told otherwise: the names
+    under which `triton_models/` serves the real (hub-weight) encoders for its media."""
+
+    text: str
+    target: str
+    target_input: str
+    """The target model's input name ("IMAGE", "VIDEO", "AUDIO")."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Task:
     """One MILS task. Adding a task means writing a sibling module with one of these."""
 
@@ -102,6 +114,8 @@ class Task:
     """Remove a trailing "(remark)" and "!" from reply lines before scoring (captions)."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     """Defaults of the loop for this task (each overridable)."""
+    scorer: ScorerModels | None = None
+    """The default encoder pair of an embedding task."""
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.inputs]

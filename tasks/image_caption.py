@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mils.engine.config import LoopConfig
-from mils.tasks.base import DATA_DIR, EmbeddingSpec, Input, InputKind, Task
+from mils.tasks.base import DATA_DIR, EmbeddingSpec, Input, InputKind, ScorerModels, Task
 
 __all__ = ["TASK"]
 
@@ -38,4 +38,5 @@ TASK = Task(
     ),
     strip_annotations=True,
     loop=LoopConfig(steps=10, keep=50, requested=50),  # the MILS paper's image captioning
+    scorer=ScorerModels(text="clip_text", target="clip_image", target_input="IMAGE"),
 )

@@ -9,13 +9,16 @@ import pytest
 from PIL import Image
 
 from mils._demo import (
+    print_report,
     print_scene_report,
     scene_references,
+    write_demo_items,
     write_demo_pool,
     write_demo_scenes,
     write_scene_references,
 )
 from mils._references import load_references
+from mils._worlds import WORLDS
 from mils.tasks.scenes import canonical, check_caption
 
 
@@ -76,3 +79,21 @@ def test_scene_references_are_five_true_phrasings_in_coco_format(tmp_path: Path)
     refs = load_references(path)
     for source, scene in truth.items():
         assert refs.match(source.stem, [str(source)]) == scene_references(scene)
+
+
+def test_the_sound_and_clip_demos_write_their_worlds_items_and_check_captions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mils demo --media audio|video` writes held-out sounds (WAV) and clips (mp4) and
+    checks a result against each item's truth with that world's kinds."""
+    for name, magic in (("sounds", b"RIFF"), ("motion", b"ftyp")):
+        world = WORLDS[name]
+        truth = write_demo_items(world, tmp_path / name, count=1)
+        ((path, item),) = truth.items()
+        assert magic in path.read_bytes()[:12]
+        row = {"sample_id": path.stem, "source": str(path), "best_text": world.canonical(item)}
+        (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+        print_report(tmp_path, truth, world)
+        out = capsys.readouterr().out
+        assert f"EXACT; right: {', '.join(world.kinds[:2])}" in out
+        assert "1/1 captions exactly right" in out

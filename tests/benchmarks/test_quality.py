@@ -97,11 +97,22 @@ def test_one_shot_hides_the_scores_and_their_order() -> None:
 
 
 @pytest.mark.integration
-def test_quick_benchmark_runs_and_its_numbers_hold_together(tmp_path: Path) -> None:
-    """`python -m benchmarks.quality --quick`: every row, per-step numbers consistent with
-    the loop's rules, the scorer's ceiling above the pool, a table, JSON and a plot."""
+@pytest.mark.parametrize("world", ["scenes", "motion", "sounds"])
+def test_quick_benchmark_runs_and_its_numbers_hold_together(tmp_path: Path, world: str) -> None:
+    """`python -m benchmarks.quality --quick` for images, videos and sounds: every row,
+    per-step numbers consistent with the loop's rules, the scorer's ceiling above the pool,
+    the media's decode and encode times, a table, JSON and a plot."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.quality", "--quick", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.quality",
+            "--quick",
+            "--world",
+            world,
+            "--out",
+            tmp_path,
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -109,12 +120,14 @@ def test_quick_benchmark_runs_and_its_numbers_hold_together(tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ground truth (scorer's ceiling)" in proc.stdout
-    report = json.loads((tmp_path / "quality-quick.json").read_text())
+    name = "quality-quick" if world == "scenes" else f"quality-{world}-quick"
+    report = json.loads((tmp_path / f"{name}.json").read_text())
+    assert report["media_ms"]["decode_ms"] > 0 and report["media_ms"]["encode_ms"] > 0
     rows = {r["name"]: r for r in report["results"]}
+    controls = ["random pool lines", "edit one attribute"] if world == "scenes" else []
     assert list(rows) == [
         "initial pool (best line)",
-        "random pool lines",
-        "edit one attribute",
+        *controls,
         "one shot smollm2 chat",
         "MILS smollm2 chat",
         "one shot smollm2 completion",
@@ -133,9 +146,12 @@ def test_quick_benchmark_runs_and_its_numbers_hold_together(tmp_path: Path) -> N
         for step in steps:
             assert 0 <= step["exact"] <= step["proposed_exact"] <= 1  # the best was proposed
             assert all(0 <= v <= 1 for v in step["by_kind"].values())
-    assert rows["random pool lines"]["per_step"]["1"]["candidates"] == report["setup"]["requested"]
+    if controls:
+        requested = report["setup"]["requested"]
+        assert rows["random pool lines"]["per_step"]["1"]["candidates"] == requested
+    assert all(rows[n]["requests"] > 0 for n in rows if n.startswith("MILS"))
     ceiling = rows["ground truth (scorer's ceiling)"]["per_step"]["0"]
     assert ceiling["exact"] == 1.0 and ceiling["score"] > pool["score"]
-    with Image.open(tmp_path / "quality-quick.png") as plot:
+    with Image.open(tmp_path / f"{name}.png") as plot:
         low, high = plot.convert("L").getextrema()
     assert high - low > 100  # lines drawn, not a blank canvas
