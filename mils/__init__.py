@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from mils._api import Run, SampleResult, StepResult, load_run_config, open_run, resume_run
 from mils._config import RunConfig
 from mils._metrics import MetricsConfig
-from mils.adapters import GeneratorSettings, ScorerSettings
+from mils.adapters import BatchSettings, GeneratorSettings, ScorerSettings
 from mils.engine import (
     Budget,
     ConcurrencyConfig,
@@ -57,6 +57,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "TASKS",
+    "BatchSettings",
     "Budget",
     "ConcurrencyConfig",
     "ConfigError",

@@ -25,16 +25,20 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from mils._config import RunConfig
 from mils._metrics import MetricsConfig, RunMetrics
 from mils.adapters import (
+    AudioReader,
+    BatchSettings,
     GeneratorSettings,
     ImageReader,
+    OpenAIBatchGenerator,
     OpenAIGenerator,
     ScorerSettings,
     TextReader,
+    VideoReader,
     sample_id_for,
 )
 from mils.engine import (
@@ -144,6 +148,7 @@ def open_run(
     concurrency: ConcurrencyConfig | None = None,
     retry: RetryConfig | None = None,
     budget: Budget | None = None,
+    batch: BatchSettings | None = None,
     pool: Sequence[str] | str | os.PathLike[str] | None = None,
     renderer: Renderer | None = None,
     media_scorer: MediaScorer | None = None,
@@ -163,6 +168,8 @@ def open_run(
         loop: the loop settings; default: the task's own (`task.loop`).
         budget: token prices (saved) and limits on the run's spend (`Budget`): a run that
             reaches one stops cleanly, with `RunSummary.budget_reached` saying which.
+        batch: send the generator requests as OpenAI Batch API jobs, one per step of the
+            samples in flight (`BatchSettings`; saved); None: live requests.
         pool: the initial pool: texts, or a file with one per line; default: the task's.
         renderer, media_scorer: the two halves of a render-then-score task's objective.
         on_event: called on the event loop for every committed step and finished sample.
@@ -184,6 +191,7 @@ def open_run(
         generator=generators,
         scorer=scorer if isinstance(scorer, ScorerSettings) else None,
         budget=budget or Budget(),
+        batch=batch,
     )
     run_dir = Path(out)
     RunStore.check_new(run_dir)  # before anything is written there (logs included)
@@ -213,6 +221,7 @@ def resume_run(
     concurrency: ConcurrencyConfig | None = None,
     retry: RetryConfig | None = None,
     budget: Budget | None = None,
+    batch: BatchSettings | Literal["live"] | None = None,
     renderer: Renderer | None = None,
     media_scorer: MediaScorer | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -224,7 +233,9 @@ def resume_run(
     them to change them (servers moved, a run made with your own objects, a higher limit:
     a budget counts the spend of every session of the run; a new one is saved). The loop
     stays; the task is found by its saved name, or pass the `Task` a run was opened with if
-    it is your own.
+    it is your own. `batch`: as saved when None; "live" sends live requests from now on.
+    Batch API jobs of a run in batch mode that were still running are waited for, not
+    sent again.
     `metrics` is not saved: pass it again.
     """
     run_dir = Path(out)
@@ -237,18 +248,21 @@ def resume_run(
         concurrency=concurrency or saved.concurrency,
         retry=retry or saved.retry,
         budget=budget or saved.budget,
+        batch=saved.batch if batch is None else None if batch == "live" else batch,
         generator=generators,
         scorer=scorer if isinstance(scorer, ScorerSettings) else saved.scorer,
     )
 
     def reopen() -> RunStore:
         store = RunStore.open(run_dir)
-        if config.budget != saved.budget:  # the next resume keeps the new prices and limits
-            try:
+        try:  # the next resume keeps the new prices, limits and mode
+            if config.budget != saved.budget:
                 store.update_config("budget", asdict(config.budget))
-            except BaseException:
-                store.close()
-                raise
+            if config.batch != saved.batch:
+                store.update_config("batch", asdict(config.batch) if config.batch else None)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     return Run(
@@ -379,12 +393,18 @@ class Run:
         self._stack.callback(store.close)
         self._stack.push_async_callback(_export, store)
         retrier = Retrier(self.config.retry)
-        generators = await self._generators()
+        generators = await self._generators(store)
+        # Runs first on the way out, while the store is open: the session's outcome.
+        self._stack.push_async_callback(_record_reply_formats, store, generators)
         objective = await self._objective(retrier, on_request)
+        concurrency = self.config.concurrency
+        if self.config.batch is not None and concurrency.generator_in_flight is None:
+            # A job's latency says nothing about capacity: every sample in flight may ask.
+            concurrency = replace(concurrency, generator_in_flight=concurrency.samples_in_flight)
         scheduler = Scheduler(
             task=self.task,
             loop=self.config.loop,
-            concurrency=self.config.concurrency,
+            concurrency=concurrency,
             retrier=retrier,
             generator=generators,
             objective=objective,
@@ -413,7 +433,7 @@ class Run:
     def _live_statistics(self) -> RunStatistics | None:
         return self._live.scheduler.statistics() if self._live is not None else None
 
-    async def _generators(self) -> list[Generator]:
+    async def _generators(self, store: RunStore) -> list[Generator]:
         if self._parts.generators:
             return list(self._parts.generators)
         if not self.config.generator:
@@ -421,8 +441,13 @@ class Run:
                 "no generator: this run was made with generator objects, which are not "
                 "saved; pass `generator` again"
             )
+        batch = self.config.batch
         return [
-            await self._stack.enter_async_context(OpenAIGenerator(settings))
+            await self._stack.enter_async_context(
+                OpenAIGenerator(settings)
+                if batch is None
+                else OpenAIBatchGenerator(settings, batch, journal=store)
+            )
             for settings in self.config.generator
         ]
 
@@ -638,6 +663,8 @@ def initial_pool(
 
 _READERS: dict[InputKind, Callable[[], MediaReader]] = {
     InputKind.IMAGE: ImageReader,
+    InputKind.VIDEO: VideoReader,
+    InputKind.AUDIO: AudioReader,
     InputKind.TEXT: TextReader,
 }
 
@@ -661,6 +688,31 @@ async def _export(store: RunStore) -> None:
         await asyncio.to_thread(store.export_results)
     except StoreError as exc:
         log.error("results_not_exported", error=str(exc))
+
+
+REPLY_FORMATS_USED = "reply_formats_used"
+"""The config.json section that says how each endpoint asked for "json" replies was asked
+at the end of the last session: {endpoint: {"reply_format": "json" | "lines", "refusal":
+the endpoint's answer to `response_format`, when it refused it}}. Beside the settings, not
+among them: it is what happened, which `mils config show` and a resume do not repeat (a
+resume asks the endpoint again)."""
+
+
+async def _record_reply_formats(store: RunStore, generators: Sequence[Generator]) -> None:
+    """Save which endpoints gave structured replies (`REPLY_FORMATS_USED`), when any was
+    asked for them; a failure to write is logged, not raised over the run's outcome."""
+    used = {
+        g.endpoint: {"reply_format": g.reply_format}
+        | ({"refusal": g.unstructured_reason} if g.unstructured_reason else {})
+        for g in generators
+        if isinstance(g, OpenAIGenerator) and g.settings.reply_format == "json"
+    }
+    if not used:
+        return
+    try:
+        await asyncio.to_thread(store.update_config, REPLY_FORMATS_USED, used)
+    except StoreError as exc:
+        log.error("reply_formats_not_recorded", error=str(exc))
 
 
 def _succeeded(task: asyncio.Task[Any]) -> bool:

@@ -15,11 +15,13 @@ from mils._local import PULLED_DIR
 from mils._metrics import DEFAULT_METRICS_HOST
 from mils._report import DEFAULT_LIMIT, SORTS
 from mils.adapters.local_stack import DEFAULT_OFFLINE_GENERATOR, OFFLINE_GENERATORS
+from mils.adapters.openai_batch import DEFAULT_BATCH_LINGER_S, DEFAULT_BATCH_POLL_S
 from mils.adapters.openai_generator import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_MAX_TOKENS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    REPLY_FORMATS,
 )
 from mils.engine import ConcurrencyConfig, LoopConfig, RetryConfig
 from mils.tasks import TASKS
@@ -36,6 +38,7 @@ examples:
   mils local up && mils caption photos/ --steps 3     offline, on the local stack
   mils caption photos/*.jpg --generator-url http://vllm:8000/v1 \\
       --generator-model meta-llama/Llama-3.1-8B-Instruct --scorer-url triton:8001
+  mils caption clips/*.mp4                             videos: the task follows the files
   mils caption photos/ --config run.toml --steps 5     a settings file, a flag on top
   mils config show runs/r1 > run.toml                  the settings of an earlier run
 """
@@ -174,6 +177,13 @@ def _endpoint_args(p: argparse.ArgumentParser) -> None:
         "the local stack its model's best: completion)",
     )
     g.add_argument(
+        "--reply-format",
+        choices=REPLY_FORMATS,
+        help="how candidates are asked for in chat mode: lines (a numbered list) or json (a "
+        "JSON list, by `response_format`, where the endpoint supports it; else lines, and "
+        "the run's config.json says so) (lines)",
+    )
+    g.add_argument(
         "--temperature",
         metavar="T",
         type=float,
@@ -187,6 +197,20 @@ def _endpoint_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         type=int,
         help=f"most tokens per reply; a reply cut off loses its last line ({DEFAULT_MAX_TOKENS})",
+    )
+    g.add_argument(
+        "--rpm",
+        type=int,
+        metavar="N",
+        help="the provider's requests-per-minute limit, per endpoint: requests are paced "
+        "under it (none; a limit the endpoint states in x-ratelimit-* headers applies anyway)",
+    )
+    g.add_argument(
+        "--tpm",
+        type=int,
+        metavar="N",
+        help="the provider's tokens-per-minute limit (prompt + completion), per endpoint, "
+        "likewise (none)",
     )
     g.add_argument(
         "--generator-timeout",
@@ -207,6 +231,30 @@ def _endpoint_args(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="file holding the API key, used when the variable is unset (none)",
     )
+    b = p.add_argument_group(
+        "batch mode (each step's requests go as one OpenAI Batch API job: hosted providers "
+        "bill them at about half price, and answer within hours, not seconds)"
+    )
+    b.add_argument(
+        "--generator-mode",
+        choices=("live", "batch"),
+        help="live requests, or Batch API jobs (live; a resume keeps the run's)",
+    )
+    b.add_argument(
+        "--batch-poll",
+        dest="batch_poll_s",
+        type=float,
+        metavar="SECONDS",
+        help=f"how often a job's status is asked for ({DEFAULT_BATCH_POLL_S:g})",
+    )
+    b.add_argument(
+        "--batch-linger",
+        dest="batch_linger_s",
+        type=float,
+        metavar="SECONDS",
+        help="a job is sent once no request has joined it for this long "
+        f"({DEFAULT_BATCH_LINGER_S:g})",
+    )
     s = p.add_argument_group("the scorer (Triton Inference Server)")
     s.add_argument(
         "--scorer-url",
@@ -216,8 +264,20 @@ def _endpoint_args(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--scorer-protocol", choices=("grpc", "http"), help="how to talk to Triton (grpc)"
     )
-    s.add_argument("--text-model", metavar="NAME", help="Triton text encoder (clip_text)")
-    s.add_argument("--image-model", metavar="NAME", help="Triton image encoder (clip_image)")
+    s.add_argument(
+        "--text-model",
+        metavar="NAME",
+        help="Triton text encoder (the task's: clip_text, xclip_text, clap_text; on the "
+        "local stack its own)",
+    )
+    s.add_argument(
+        "--target-model",
+        "--image-model",
+        dest="image_model",
+        metavar="NAME",
+        help="Triton encoder of the image, video or audio (the task's: clip_image, "
+        "xclip_video, clap_audio; on the local stack its own)",
+    )
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -326,6 +386,13 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
         help="price of a million completion tokens; saved (none)",
     )
     b.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="a TOML price table per model (see examples/prices.toml): the generator "
+        "model's prices, unless --price-in/--price-out are given; saved (none)",
+    )
+    b.add_argument(
         "--max-cost",
         type=float,
         metavar="COST",
@@ -359,12 +426,23 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"mils {mils.__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    cap = _subcommand(sub, "caption", "caption images with the MILS loop", epilog=_CAPTION_EXAMPLES)
-    cap.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
+    cap = _subcommand(
+        sub,
+        "caption",
+        "caption images, videos or sounds with the MILS loop",
+        epilog=_CAPTION_EXAMPLES,
+    )
+    cap.add_argument(
+        "inputs",
+        nargs="+",
+        help="image, video or audio files, directories or glob patterns (one kind per run)",
+    )
     cap.add_argument(
         "--task",
         metavar="NAME",
-        help="what to do: " + ", ".join(TASKS) + " (image-caption; see `mils tasks`)",
+        help="what to do: "
+        + ", ".join(TASKS)
+        + " (the captioning task of the inputs' kind of media; see `mils tasks`)",
     )
     cap.add_argument(
         "--out", type=Path, metavar="DIR", help="run directory, new or empty (runs/<task>-<time>)"
@@ -481,7 +559,15 @@ def parser() -> argparse.ArgumentParser:
         help="which cards come first: input order, best or worst score, failed (%(default)s)",
     )  # fmt: skip
 
-    demo = _subcommand(sub, "demo", "caption generated scenes on a throwaway local stack")
+    demo = _subcommand(
+        sub, "demo", "caption generated scenes, clips or sounds on a throwaway local stack"
+    )
+    demo.add_argument(
+        "--media",
+        choices=("image", "video", "audio"),
+        default="image",
+        help="what to caption: generated scenes, moving scenes or sounds (%(default)s)",
+    )
     demo.add_argument("--out", type=Path, help="run directory (runs/demo-<time>)")
     demo.add_argument("--steps", type=int, default=DEMO_LOOP.steps, help="(%(default)s)")
     _offline_generator_arg(demo)

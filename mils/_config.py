@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mils.adapters import GeneratorSettings, ScorerSettings
+from mils.adapters import BatchSettings, GeneratorSettings, ScorerSettings
 from mils.engine import Budget, ConcurrencyConfig, ConfigError, LoopConfig, RetryConfig
 from mils.engine.config import from_dict
 from mils.engine.logs import redact_url
@@ -41,6 +41,8 @@ class RunConfig:
     """The Triton encoder pair; None when the caller passed its own scorer object."""
     budget: Budget = dataclasses.field(default_factory=Budget)
     """Token prices and the spend at which the run stops."""
+    batch: BatchSettings | None = None
+    """How generator requests go as Batch API jobs; None: live requests."""
 
     def to_json(self) -> dict[str, Any]:
         generator: dict[str, Any] = {}
@@ -57,6 +59,7 @@ class RunConfig:
             "concurrency": asdict(self.concurrency),
             "retry": asdict(self.retry),
             "budget": asdict(self.budget),
+            "batch": asdict(self.batch) if self.batch else None,
             "endpoints": {
                 "generator": generator,
                 "scorer": asdict(self.scorer) if self.scorer else {},
@@ -67,7 +70,8 @@ class RunConfig:
         """The settings as a TOML file that `read_toml` (and `mils ... --config`) accepts."""
         data = self.to_json()
         endpoints = data.pop("endpoints")
-        sections = {**data, **{k: v for k, v in endpoints.items() if v}}
+        sections = {k: v for k, v in data.items() if v is not None}  # no [batch]: live
+        sections |= {k: v for k, v in endpoints.items() if v}
         lines = [f"task = {_toml_value(sections.pop('task'))}"]
         for name, values in sections.items():
             lines += ["", f"[{name}]"]
@@ -97,6 +101,7 @@ class RunConfig:
                 concurrency=_typed(ConcurrencyConfig, data.get("concurrency", {}), "concurrency"),
                 retry=_typed(RetryConfig, data.get("retry", {}), "retry"),
                 budget=_typed(Budget, data.get("budget", {}), "budget"),
+                batch=_batch_settings(data.get("batch")),
                 generator=_generator_settings(endpoints.get("generator", {})),
                 scorer=_scorer_settings(endpoints.get("scorer", {})),
             )
@@ -123,6 +128,14 @@ def _generator_settings(saved: Any) -> tuple[GeneratorSettings, ...]:
         _typed(GeneratorSettings, {**values, "base_url": url}, "endpoints.generator")
         for url in urls
     )
+
+
+def _batch_settings(saved: Any) -> BatchSettings | None:
+    """Batch mode's settings, or None (live requests) when the section is absent."""
+    if saved is None:
+        return None
+    batch: BatchSettings = _typed(BatchSettings, saved, "batch")
+    return batch
 
 
 def _scorer_settings(saved: Any) -> ScorerSettings | None:
@@ -196,6 +209,7 @@ _FILE_KEYS: dict[str, set[str]] = {
     "concurrency": {f.name for f in dataclasses.fields(ConcurrencyConfig)},
     "retry": {f.name for f in dataclasses.fields(RetryConfig)},
     "budget": {f.name for f in dataclasses.fields(Budget)},
+    "batch": {f.name for f in dataclasses.fields(BatchSettings)},
     "generator": (_GENERATOR_FIELDS - {"base_url", "extra_headers"}) | {"base_urls"},
     "scorer": {f.name for f in dataclasses.fields(ScorerSettings)},
 }
@@ -203,7 +217,8 @@ _FILE_KEYS: dict[str, set[str]] = {
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A settings file (TOML: `task`, then [loop], [generator], [scorer], [concurrency],
-    [retry], [budget]) in the shape of config.json. Unknown keys are errors, named.
+    [retry], [budget], [batch]: batch mode) in the shape of config.json. Unknown keys are
+    errors, named.
 
     Raises:
         ConfigError: the file cannot be read or parsed, or holds an unknown key.

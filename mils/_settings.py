@@ -9,7 +9,8 @@ from dataclasses import asdict
 from typing import Any
 
 from mils._config import RunConfig
-from mils._local import LOCAL_IMAGE_MODEL, LOCAL_TEXT_MODEL, local_urls
+from mils._local import LOCAL_SCORERS, local_urls
+from mils._prices import prices_for
 from mils.engine import ConfigError, LoopConfig
 from mils.tasks import Task
 
@@ -37,9 +38,14 @@ _WHERE: dict[str, tuple[str, str]] = {
             "read_timeout",
             "api_key_env",
             "prompt_mode",
+            "reply_format",
+            "rpm",
+            "tpm",
         )
     },
     "api_key_file": ("generator", "api_key_file"),
+    "batch_poll_s": ("batch", "poll_s"),
+    "batch_linger_s": ("batch", "linger_s"),
     "generator_url": ("generator", "base_urls"),
     "generator_model": ("generator", "model"),
     "scorer_url": ("scorer", "url"),
@@ -62,6 +68,7 @@ def run_settings(
     data: dict[str, Any] = saved.to_json() if saved else {"loop": asdict(task.loop)}
     _overlay(data, file)
     data["task"] = task.name  # what the caller chose (flag, file or saved run)
+    _generator_mode(data, args)
     for dest, (section, key) in _WHERE.items():
         value = getattr(args, dest, None)
         if value is None:
@@ -71,8 +78,40 @@ def run_settings(
         elif dest == "api_key_file":
             value = str(value)
         _section(data, section)[key] = value
-    _local_endpoints(_section(data, "generator"), _section(data, "scorer"))
+    local = _local_endpoints(_section(data, "generator"), _section(data, "scorer"))
+    _scorer_models(_section(data, "scorer"), task, local=local)
+    if getattr(args, "prices", None) is not None:
+        _table_prices(data, args, batch=data.get("batch") is not None)
     return RunConfig.from_json(data, source=None)
+
+
+def _table_prices(data: dict[str, Any], args: argparse.Namespace, *, batch: bool) -> None:
+    """Set the budget's prices from the --prices table, for the run's generator model;
+    --price-in and --price-out, when given, win over it (and it over the --config file
+    and the saved run)."""
+    model = _section(data, "generator")["model"]
+    price_in, price_out = prices_for(args.prices, model, batch=batch)
+    budget = _section(data, "budget")
+    if args.price_in is None:
+        budget["price_in"] = price_in
+    if args.price_out is None:
+        budget["price_out"] = price_out
+
+
+def _generator_mode(data: dict[str, Any], args: argparse.Namespace) -> None:
+    """Batch mode is a [batch] section (from a flag, the file or the saved run); live is
+    none. Batch options without batch mode are refused rather than ignored."""
+    mode = getattr(args, "generator_mode", None)
+    if mode == "live":
+        data["batch"] = None
+    elif mode == "batch" and data.get("batch") is None:
+        data["batch"] = {}
+    options = [f for f in ("batch_poll_s", "batch_linger_s") if getattr(args, f, None) is not None]
+    if options and data.get("batch") is None:
+        raise ConfigError(
+            f"--{options[0].removesuffix('_s').replace('_', '-')} is for batch mode; add "
+            "--generator-mode batch"
+        )
 
 
 def _overlay(data: dict[str, Any], file: dict[str, Any]) -> None:
@@ -89,8 +128,20 @@ def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
     return section
 
 
-def _local_endpoints(gen: dict[str, Any], sc: dict[str, Any]) -> None:
-    """Fill in what the flags, the file and the saved run left open from the local stack."""
+def _scorer_models(sc: dict[str, Any], task: Task, *, local: bool) -> None:
+    """The task's own encoder pair where nothing chose one (the local stack's when it
+    serves the run, `Task.scorer` otherwise)."""
+    models = LOCAL_SCORERS.get(task.name) if local else task.scorer
+    if models is not None:
+        sc.setdefault("text_model", models.text)
+        sc.setdefault("target_model", models.target)
+        sc.setdefault("target_input", models.target_input)
+
+
+def _local_endpoints(gen: dict[str, Any], sc: dict[str, Any]) -> bool:
+    """Fill in what the flags, the file and the saved run left open from the local stack;
+    return whether the scorer is the local stack's."""
+    local_scorer = False
     if "base_urls" not in gen or "url" not in sc:
         local = local_urls()
         if not local:
@@ -103,7 +154,8 @@ def _local_endpoints(gen: dict[str, Any], sc: dict[str, Any]) -> None:
             gen.setdefault("model", local["generator_model"])
             gen.setdefault("prompt_mode", local["prompt_mode"])
         protocol = sc.get("protocol", "grpc")
-        sc.setdefault("url", local["scorer_url" if protocol == "grpc" else "scorer_http_url"])
-        sc.setdefault("text_model", LOCAL_TEXT_MODEL)
-        sc.setdefault("target_model", LOCAL_IMAGE_MODEL)
+        if "url" not in sc:
+            sc["url"] = local["scorer_url" if protocol == "grpc" else "scorer_http_url"]
+            local_scorer = True
     gen.setdefault("model", "default")
+    return local_scorer

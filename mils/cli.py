@@ -40,13 +40,13 @@ from mils._display import print_results, print_summary, show_progress
 from mils._dryrun import print_projection, project
 from mils._eval import cmd_eval
 from mils._local import (
-    LOCAL_IMAGE_MODEL,
-    LOCAL_TEXT_MODEL,
+    LOCAL_SCORERS,
     STATE_DIR,
     cmd_local,
     model_repository,
     offline_generator,
 )
+from mils._media import media_kinds, task_for_files
 from mils._metrics import DEFAULT_METRICS_HOST, MetricsConfig
 from mils._models import cmd_models
 from mils._report import cmd_report
@@ -71,6 +71,9 @@ EXIT_FAILED_SAMPLES, EXIT_CONFIG, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
 _FLAGS = {
     "api_key_file": "--generator-api-key-file",
     "api_key_env": "--generator-api-key-env",
+    "batch": "--generator-mode batch",
+    "poll_s": "--batch-poll",
+    "linger_s": "--batch-linger",
     "max_rate_limit_wait_s": "--max-rate-limit-wait",
     "host": "--metrics-host",
     "port": "--metrics-port",
@@ -79,12 +82,16 @@ _FLAGS = {
     "limit": "--limit",
     "model": "--generator-model",
     "prompt_mode": "--prompt-mode",
+    "prices": "--prices",
+    "reply_format": "--reply-format",
     "out": "--out",
     "pool": "--init-pool",
     "read_timeout": "--generator-timeout",
     "retries": "--retries",
+    "rpm": "--rpm",
+    "tpm": "--tpm",
     "scorer_url": "--scorer-url",
-    "target_model": "--image-model",
+    "target_model": "--target-model",
     "text_model": "--text-model",
     **{
         name: "--" + name.replace("_", "-")
@@ -118,6 +125,8 @@ def _drive(run: Run, args: argparse.Namespace) -> int:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(log_file=run.run_dir / "log.jsonl", console_level=args.log_level)
     structlog.contextvars.bind_contextvars(run_id=run.run_dir.name)
+    if inferred := getattr(args, "task_inferred", None):
+        log.info("task_inferred", task=run.task.name, inputs=inferred, hint="--task sets it")
     mode = args.progress
     if mode == "auto":
         mode = "bar" if sys.stderr.isatty() else "plain"
@@ -178,11 +187,17 @@ def _run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
 
 def _cmd_caption(args: argparse.Namespace) -> int:
     file = read_toml(args.config) if args.config else {}
-    task = get_task(args.task or file.get("task") or "image-caption")
-    settings = run_settings(args, saved=None, task=task, file=file)
-    paths = expand_inputs(args.inputs)
+    named = args.task or file.get("task")
+    if named:
+        task = get_task(named)
+        paths = expand_inputs(args.inputs, media_kinds(task))
+    else:
+        paths = expand_inputs(args.inputs)
+        task, args.task_inferred = task_for_files(paths)
+        print(f"task: {task.name} (for {args.task_inferred}; --task sets it)", file=sys.stderr)
     if not paths:
-        raise ConfigError("no inputs; pass image files, directories or glob patterns")
+        raise ConfigError("no inputs; pass media files, directories or glob patterns")
+    settings = run_settings(args, saved=None, task=task, file=file)
     if args.dry_run:
         pool, _ = initial_pool(task, args.init_pool)
         print_projection(project(task, len(paths), pool, settings), sys.stdout)
@@ -197,6 +212,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         concurrency=settings.concurrency,
         retry=settings.retry,
         budget=settings.budget,
+        batch=settings.batch,
         pool=args.init_pool,
         metrics=_metrics(args),
     )
@@ -215,6 +231,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         concurrency=settings.concurrency,
         retry=settings.retry,
         budget=settings.budget,
+        batch=settings.batch or "live",
         metrics=_metrics(args),
     )
     return _drive(run, args)
@@ -231,18 +248,19 @@ def _metrics(args: argparse.Namespace) -> MetricsConfig | None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     # Imported here: the scenes need Pillow (the `local` extra), which `mils caption` does not.
-    from mils._demo import (
-        print_scene_report,
-        write_demo_pool,
-        write_demo_scenes,
-        write_scene_references,
-    )
+    from mils._demo import print_report, write_demo_items, write_demo_pool, write_scene_references
+    from mils._worlds import world_for_task
 
     configure_logging(console_level="warning")
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    truth = write_demo_scenes(STATE_DIR / "samples")
-    references = write_scene_references(STATE_DIR / "samples" / "references.json", truth)
-    pool = write_demo_pool(STATE_DIR / "samples" / "scene-pool.txt")
+    world = world_for_task(f"{args.media}-caption")
+    samples = STATE_DIR / "samples"
+    truth = write_demo_items(world, samples / world.name)
+    references = None
+    if world.name == "scenes":  # reference phrasings for `mils eval` exist for scenes
+        references = write_scene_references(samples / "references.json", truth)
+    pool = write_demo_pool(samples / f"{world.name}-pool.txt", world=world)
+    models = LOCAL_SCORERS[world.task]
     logs = STATE_DIR / "logs"
     generator = offline_generator(args.generator)
     print(f"starting the local stack (llama.cpp + {generator.name}, Triton) ...", file=sys.stderr)
@@ -250,7 +268,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         TritonServer(
             model_repository=model_repository(),
             log_path=logs / "demo-triton.log",
-            models=(LOCAL_TEXT_MODEL, LOCAL_IMAGE_MODEL),
+            models=(models.text, models.target),
         ) as triton,
         LlamaServer(
             model_path=generator.find(), alias=generator.name, log_path=logs / "demo-llama.log"
@@ -262,8 +280,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "--generator-model": generator.name,
             "--prompt-mode": generator.prompt_mode,
             "--scorer-url": triton.grpc_url,
-            "--text-model": LOCAL_TEXT_MODEL,
-            "--image-model": LOCAL_IMAGE_MODEL,
+            "--text-model": models.text,
+            "--target-model": models.target,
             "--max-tokens": DEMO_MAX_TOKENS,
             "--log-level": "error",  # a tiny model's odd replies are in log.jsonl
             "--generator-in-flight": 1,
@@ -274,8 +292,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         }
         argv = ["caption", *map(str, truth), *(str(x) for kv in flags.items() for x in kv)]
         status = _cmd_caption(parser().parse_args(argv))
-    print_scene_report(out, truth)
+    print_report(out, truth, world)
     mils = _program()
+    if references is None:
+        print(f"\nsee every step of every {world.noun} in one page:\n  {mils} report {out}")
+        return status
     print(f"\nscore them against {references.name} (BLEU, METEOR, ROUGE-L, CIDEr, per step):")
     print(f"  {mils} eval {out} --references {references}")
     print("and see every step of every scene, with the ground truth, in one page:")

@@ -21,9 +21,7 @@ SNAPSHOTS = Path(__file__).with_name("help")
 
 def _commands() -> list[list[str]]:
     """`mils` and every subcommand the parser has (a new one cannot miss its snapshot)."""
-    sub = next(
-        a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)
-    )
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     return [[], *([name] for name in sub.choices)]
 
 
