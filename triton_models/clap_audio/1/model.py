@@ -15,7 +15,6 @@ always embed the same.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,30 +27,16 @@ from transformers import AutoFeatureExtractor, ClapModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _common.audio import MAX_SECONDS, decode_audio
 from _common.batching import respond
+from _common.hub import features, model_name_or_path
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
-
-
-def model_name_or_path(args: dict) -> str:
-    """MILS_CLAP_MODEL, else the config.pbtxt parameter, else the LAION CLAP hub name; the
-    parameter alone when the config pins it (a pair installed by `mils models pull`)."""
-    params = json.loads(args["model_config"]).get("parameters", {})
-    configured = params.get("model_name_or_path", {}).get("string_value") or DEFAULT_MODEL
-    if params.get("pinned", {}).get("string_value") == "true":
-        return configured
-    return os.environ.get("MILS_CLAP_MODEL") or configured
-
-
-def features(output: object) -> torch.Tensor:
-    """transformers 4.x returns a tensor; 5.x a ModelOutput whose pooler_output is projected."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 class TritonPythonModel:
     """Batches every clip of every request into one forward pass; bad requests fail alone."""
 
     def initialize(self, args: dict) -> None:
-        name = model_name_or_path(args)
+        name = model_name_or_path(args, "MILS_CLAP_MODEL", DEFAULT_MODEL)
         params = json.loads(args["model_config"]).get("parameters", {})
         self.max_seconds = float(params.get("max_seconds", {}).get("string_value") or MAX_SECONDS)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

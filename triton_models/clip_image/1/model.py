@@ -9,8 +9,6 @@ one, else cpu.
 from __future__ import annotations
 
 import io
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,23 +21,9 @@ from transformers import AutoImageProcessor, AutoModel
 # The repository's shared model code (triton_models/_common), found from this file.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _common.batching import respond
+from _common.hub import features, model_name_or_path
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-
-
-def model_name_or_path(args: dict) -> str:
-    """MILS_CLIP_MODEL, else the config.pbtxt parameter, else the CLIP ViT-B/32 hub name;
-    the parameter alone when the config pins it (a pair installed by `mils models pull`)."""
-    params = json.loads(args["model_config"]).get("parameters", {})
-    configured = params.get("model_name_or_path", {}).get("string_value") or DEFAULT_MODEL
-    if params.get("pinned", {}).get("string_value") == "true":
-        return configured
-    return os.environ.get("MILS_CLIP_MODEL") or configured
-
-
-def features(output: object) -> torch.Tensor:
-    """transformers 4.x returns a tensor; 5.x a ModelOutput whose pooler_output is projected."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 def decode(data: bytes) -> Image.Image:
@@ -57,7 +41,7 @@ class TritonPythonModel:
     """Batches every image of every request into one forward pass; bad requests fail alone."""
 
     def initialize(self, args: dict) -> None:
-        name = model_name_or_path(args)
+        name = model_name_or_path(args, "MILS_CLIP_MODEL", DEFAULT_MODEL)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModel.from_pretrained(name).to(self.device).eval()
         self.processor = AutoImageProcessor.from_pretrained(name)

@@ -10,8 +10,6 @@ Runs on cuda when torch sees one, else cpu.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,30 +21,16 @@ from transformers import AutoModel, AutoTokenizer
 # The repository's shared model code (triton_models/_common), found from this file.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _common.batching import respond
+from _common.hub import features, model_name_or_path
 
 DEFAULT_MODEL = "microsoft/xclip-base-patch32"
-
-
-def model_name_or_path(args: dict) -> str:
-    """MILS_XCLIP_MODEL, else the config.pbtxt parameter, else the X-CLIP B/32 hub name; the
-    parameter alone when the config pins it (a pair installed by `mils models pull`)."""
-    params = json.loads(args["model_config"]).get("parameters", {})
-    configured = params.get("model_name_or_path", {}).get("string_value") or DEFAULT_MODEL
-    if params.get("pinned", {}).get("string_value") == "true":
-        return configured
-    return os.environ.get("MILS_XCLIP_MODEL") or configured
-
-
-def features(output: object) -> torch.Tensor:
-    """transformers 4.x returns a tensor; 5.x a ModelOutput whose pooler_output is projected."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 class TritonPythonModel:
     """Batches every text of every request into one forward pass; bad requests fail alone."""
 
     def initialize(self, args: dict) -> None:
-        name = model_name_or_path(args)
+        name = model_name_or_path(args, "MILS_XCLIP_MODEL", DEFAULT_MODEL)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModel.from_pretrained(name).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(name)
