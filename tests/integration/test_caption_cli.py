@@ -13,6 +13,8 @@ from cli_harness import endpoint_args as cli_endpoint_args
 
 from mils.adapters.local_stack import LlamaServer, TritonServer, free_port, load_state
 from mils.adapters.media import bundled_samples
+from mils.tasks.motion import write_motion_clips
+from mils.tasks.sounds import write_sounds
 
 pytestmark = pytest.mark.integration
 
@@ -208,8 +210,8 @@ def test_local_stack_up_caption_down(
     images: list[Path], tiny_clip_dir: Path, tmp_path: Path
 ) -> None:
     """`mils local up` starts both servers (and the models `mils models pull` installed),
-    `mils caption` finds them with no endpoint flags, `mils local down` stops them (status
-    then reports nothing)."""
+    `mils caption` finds them with no endpoint flags (for images, a clip and a sound, each
+    with its kind's scorer), `mils local down` stops them (status then reports nothing)."""
     pulled = mils(["models", "pull", str(tiny_clip_dir), "--as", "tiny"], cwd=tmp_path)
     assert pulled.returncode == 0, pulled.stderr
     # The pulled pair is pinned to its weights: MILS_CLIP_MODEL is for the shipped clip_*.
@@ -248,6 +250,23 @@ def test_local_stack_up_caption_down(
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert results(tmp_path / "r2")["coffee"]["status"] == "done"
+        # A clip and a sound, each scored by the local stack's scorer for its kind.
+        media = [*write_motion_clips(tmp_path / "av", 1), *write_sounds(tmp_path / "av", 1)]
+        for path, task, models in (
+            (media[0], "video-caption", ("motion_text", "motion_video")),
+            (media[1], "audio-caption", ("sound_text", "sound_audio")),
+        ):
+            out = tmp_path / task
+            proc = mils(
+                ["caption", str(path), "--steps", "1", *SMALL_LOOP, "--out", str(out),
+                 "--no-progress"],
+                cwd=tmp_path,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert f"task: {task}" in proc.stderr
+            assert results(out)[path.stem]["status"] == "done"
+            scorer = json.loads((out / "config.json").read_text())["endpoints"]["scorer"]
+            assert (scorer["text_model"], scorer["target_model"]) == models
     finally:
         down = mils(["local", "down"], cwd=tmp_path)
     assert down.returncode == 0
