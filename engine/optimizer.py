@@ -160,12 +160,14 @@ class SampleOptimizer:
             pool=tuple(merged),
         )
 
-    def initial_record(self) -> StepRecord:
+    def initial_record(self, own: Sequence[tuple[str, float]] = ()) -> StepRecord:
         """Step 0: where the initial pool left the sample (best, mean of top K), so that
-        what the loop gained over the best of the pool can be read from the run."""
+        what the loop gained over the best of the pool can be read from the run. `own`:
+        the sample's own first candidates (its text inputs), (text, score), recorded as
+        step 0's new candidates."""
         ranked = rank(self.pool, higher_is_better=self.higher_is_better)
         return StepRecord(
-            step=0, best=ranked[0], mean_top_k=self._mean_top_k(ranked), new=(), pool=()
+            step=0, best=ranked[0], mean_top_k=self._mean_top_k(ranked), new=tuple(own), pool=()
         )
 
     def _mean_top_k(self, ranked: Sequence[Scored]) -> float:

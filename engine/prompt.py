@@ -14,7 +14,7 @@ that is neither (preambles, trailing commentary, blank lines).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mils.engine.protocols import ChatMessage, TaskSpec
@@ -66,10 +66,12 @@ def render_prompt(
     requested: int,
     *,
     higher_is_better: bool = True,
+    context: Mapping[str, str] | None = None,
 ) -> str:
-    """Fill a task's template; it may use `{candidates}` and `{requested}`."""
+    """Fill a task's template; it may use `{candidates}`, `{requested}` and the names in
+    `context` (the sample's text inputs: `{prompt}`)."""
     candidates = render_candidates(shown, higher_is_better=higher_is_better)
-    return template.format(candidates=candidates, requested=requested)
+    return template.format(**(context or {}), candidates=candidates, requested=requested)
 
 
 def _text_of(match: re.Match[str]) -> str:
@@ -83,10 +85,12 @@ def build_messages(
     requested: int,
     *,
     higher_is_better: bool = True,
+    context: Mapping[str, str] | None = None,
 ) -> list[ChatMessage]:
-    """The chat messages of one step: the task's system prompt and its filled template."""
+    """The chat messages of one step: the task's system prompt and its filled template
+    (`context`: the sample's text inputs, by name)."""
     prompt = render_prompt(
-        task.prompt_template, shown, requested, higher_is_better=higher_is_better
+        task.prompt_template, shown, requested, higher_is_better=higher_is_better, context=context
     )
     return [
         {"role": "system", "content": task.system_prompt},
@@ -95,7 +99,11 @@ def build_messages(
 
 
 def build_continuation(
-    task: TaskSpec, shown: Sequence[tuple[float, str]], *, higher_is_better: bool = True
+    task: TaskSpec,
+    shown: Sequence[tuple[float, str]],
+    *,
+    higher_is_better: bool = True,
+    context: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
     """The continuation prompt of one step, and the start of the reply it ends with.
 
@@ -107,7 +115,8 @@ def build_continuation(
     best = max(s for s, _ in shown) if higher_is_better else min(s for s, _ in shown)
     start = f"{best + (0.01 if higher_is_better else -0.01):.3f}:"
     listing = render_candidates(shown, higher_is_better=higher_is_better)
-    return f"{task.completion_header}\n{listing}\n{start}", start
+    header = task.completion_header.format(**context) if context else task.completion_header
+    return f"{header}\n{listing}\n{start}", start
 
 
 def _clean(text: str, *, strip_annotations: bool) -> str:

@@ -210,3 +210,10 @@ class TaskSpec(Protocol):
     def strip_annotations(self) -> bool:
         """Remove a trailing "(remark)" and "!" from reply lines (captions)."""
         ...
+
+    @property
+    def text_inputs(self) -> tuple[str, ...]:
+        """Sample inputs that are texts (UTF-8; a prompt to improve): each fills the
+        `{name}` placeholder of the template and the completion header, and is scored as
+        a first candidate of its sample, beside the initial pool."""
+        ...

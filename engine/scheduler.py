@@ -36,7 +36,7 @@ from mils.engine.limiter import LimiterStatistics
 from mils.engine.logs import get_logger
 from mils.engine.objectives import Evaluation, Objective, ObjectiveStatistics
 from mils.engine.observe import RequestObserver
-from mils.engine.optimizer import SampleOptimizer, StepPlan
+from mils.engine.optimizer import SampleOptimizer, Scored, StepPlan, rank
 from mils.engine.prompt import build_continuation, build_messages, parse_reply
 from mils.engine.protocols import Generator, MediaReader, Reply, TaskSpec
 from mils.engine.refusals import RefusalGate
@@ -512,28 +512,47 @@ class Scheduler:
         optimizer = SampleOptimizer(
             sample.id, self._loop, higher_is_better=objective.higher_is_better
         )
-        target: Any = await objective.prepare(await self._read_inputs(sample))
+        inputs = await self._read_inputs(sample)
+        context = _text_context(sample, inputs, self._task.text_inputs)
+        target: Any = await objective.prepare(inputs)
         assert self._pool_ready is not None
         await asyncio.shield(self._pool_ready)
-        initial = [] if committed.last is not None else await objective.score_pool(target)
+        # The sample's own texts (a prompt to improve) are candidates beside the pool.
+        own = [text for text in dict.fromkeys(context.values()) if text not in objective.pool_texts]
+        initial: list[Scored] = []
+        own_scored: list[tuple[str, Evaluation]] = []
+        if committed.last is None:
+            initial = await objective.score_pool(target)
+            own_scored = [
+                (text, e)
+                for text, e in zip(own, await objective.evaluate(target, own), strict=True)
+                if e is not None
+            ]
+            initial = rank(
+                [*initial, *((e.value, text) for text, e in own_scored)],
+                higher_is_better=objective.higher_is_better,
+            )
         optimizer.restore(
             committed.last,
             initial=initial,
-            initial_texts=objective.pool_texts,
+            initial_texts=objective.pool_texts | frozenset(own),
             scored_texts=committed.scored_texts,
             best_history=committed.best_history,
         )
         if committed.last is None:
-            record = optimizer.initial_record()
-            await asyncio.to_thread(self._store.commit_step, sample.id, record)
+            record = optimizer.initial_record([(text, e.value) for text, e in own_scored])
+            details = _details(own_scored) if own_scored else None
+            await asyncio.to_thread(self._store.commit_step, sample.id, record, details)
         while not optimizer.done:
-            await self._step(sample.id, optimizer, target)
+            await self._step(sample.id, optimizer, target, context)
         await asyncio.to_thread(self._store.finish_sample, sample.id)
 
-    async def _step(self, sample_id: str, optimizer: SampleOptimizer, target: Any) -> None:
+    async def _step(
+        self, sample_id: str, optimizer: SampleOptimizer, target: Any, context: Mapping[str, str]
+    ) -> None:
         """One step: ask, parse, score what is new, commit."""
         plan = optimizer.plan_step()
-        reply, usage = await self._ask_within_budget(plan)
+        reply, usage = await self._ask_within_budget(plan, context)
         fresh = self._candidates(optimizer, plan, reply)
         evaluations = await self._objective.evaluate(target, fresh)
         new = [(text, e) for text, e in zip(fresh, evaluations, strict=True) if e]
@@ -548,7 +567,9 @@ class Scheduler:
         self._on_event(StepCommitted(sample_id, record.step, best_text, best_score, len(new)))
         log.debug("step_committed", step=record.step, best=round(best_score, 4), new=len(new))
 
-    async def _ask_within_budget(self, plan: StepPlan) -> tuple[Reply, Usage]:
+    async def _ask_within_budget(
+        self, plan: StepPlan, context: Mapping[str, str]
+    ) -> tuple[Reply, Usage]:
         """The step's reply and its usage, if the budget allows one more request.
 
         Raises:
@@ -564,23 +585,29 @@ class Scheduler:
             raise _BudgetReached(reached)
         counts.sending += 1
         try:
-            reply, usage = await self._ask(plan)
+            reply, usage = await self._ask(plan, context)
         finally:
             counts.sending -= 1
         counts.answered += usage
         return reply, usage
 
-    async def _ask(self, plan: StepPlan) -> tuple[Reply, Usage]:
+    async def _ask(self, plan: StepPlan, context: Mapping[str, str]) -> tuple[Reply, Usage]:
         """The generator's reply to this step, in the endpoints' prompting mode, and its
         usage. One attempt per try: a retry may land on another endpoint."""
         direction = self._objective.higher_is_better
         if self._router.prompt_mode == "completion":
-            prompt, start = build_continuation(self._task, plan.shown, higher_is_better=direction)
+            prompt, start = build_continuation(
+                self._task, plan.shown, higher_is_better=direction, context=context
+            )
             reply = await self._retrier.call(self._router.continue_text, prompt)
             usage = reply_usage(reply, prompt)
             return replace(reply, text=start + reply.text), usage  # the reply continues start
         messages = build_messages(
-            self._task, plan.shown, self._loop.requested, higher_is_better=direction
+            self._task,
+            plan.shown,
+            self._loop.requested,
+            higher_is_better=direction,
+            context=context,
         )
         reply = await self._retrier.call(self._router.complete, messages)
         return reply, reply_usage(reply, "\n".join(m["content"] for m in messages))
@@ -608,6 +635,30 @@ class Scheduler:
             log.info("candidates_over_limit", step=plan.step, dropped=over)
         counts.empty_replies += not fresh
         return fresh
+
+
+def _text_context(
+    sample: Sample, inputs: Mapping[str, bytes], names: Sequence[str]
+) -> dict[str, str]:
+    """The sample's text inputs by name, for the prompts.
+
+    Raises:
+        InputError: one is not UTF-8 or holds no text.
+    """
+    context = {}
+    for name in names:
+        try:
+            text = " ".join(inputs[name].decode("utf-8").split())
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"input {name!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                "save it as UTF-8",
+                source=sample.source,
+            ) from None
+        if not text:
+            raise InputError(f"input {name!r} holds no text; give it one", source=sample.source)
+        context[name] = text
+    return context
 
 
 def _details(new: Sequence[tuple[str, Evaluation]]) -> list[Evaluation] | None:

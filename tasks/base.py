@@ -131,6 +131,11 @@ class Task:
     def higher_is_better(self) -> bool:
         return self.objective.higher_is_better
 
+    @property
+    def text_inputs(self) -> tuple[str, ...]:
+        """Inputs that are texts: they fill `{name}` in the prompts and are first candidates."""
+        return tuple(spec.name for spec in self.inputs if spec.kind is InputKind.TEXT)
+
     def input(self, name: str) -> Input:
         return next(spec for spec in self.inputs if spec.name == name)
 
