@@ -38,7 +38,7 @@ RUN python3 -m pip install --no-cache-dir --disable-pip-version-check \
         "numpy==1.26.4"
 
 # The image's own models: the closed-world scorers of images, videos and sounds (trained
-# here) and the code every model shares. The clip_* code
+# here), the closed world's renderer, editor and style losses, and the code every model shares. The clip_* code
 # is not copied here: `mils models pull` writes it into /models for each checkpoint (as
 # clip_text / clip_image with the default alias), pinned to the weights it installed.
 COPY triton_models/_common /opt/mils/triton_models/_common
@@ -51,6 +51,13 @@ COPY triton_models/motion_video /opt/mils/triton_models/motion_video
 COPY triton_models/_sound_clap/network.py triton_models/_sound_clap/weights.pt /opt/mils/triton_models/_sound_clap/
 COPY triton_models/sound_text /opt/mils/triton_models/sound_text
 COPY triton_models/sound_audio /opt/mils/triton_models/sound_audio
+# The closed world's renderer, editor and style losses: the first two draw with the scene
+# world's own code (tasks/_scene_world.py, which imports nothing from mils), found beside the
+# model repository.
+COPY tasks/_scene_world.py /opt/mils/tasks/_scene_world.py
+COPY triton_models/scene_render /opt/mils/triton_models/scene_render
+COPY triton_models/scene_edit /opt/mils/triton_models/scene_edit
+COPY triton_models/scene_style /opt/mils/triton_models/scene_style
 # executable in git (tests/test_docker.py checks), so COPY keeps it so
 COPY docker/triton_entrypoint.sh /usr/local/bin/mils-tritonserver
 

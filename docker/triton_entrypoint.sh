@@ -16,6 +16,7 @@ pulled=${MILS_MODEL_REPOSITORY:-/models}
 models=${MILS_TRITON_MODELS:-}
 if [ -z "$models" ]; then
     models="scene_text scene_image motion_text motion_video sound_text sound_audio"
+    models="$models scene_render scene_edit scene_style"
     for config in "$pulled"/*/config.pbtxt; do
         [ -f "$config" ] || continue
         models="$models $(basename "$(dirname "$config")")"

@@ -8,30 +8,33 @@ rendered deterministically from its own seed, so the same scene is the same imag
 machine. Descriptions come from a small grammar (word order, synonyms, counts); a second grammar,
 never used for training (`PARAPHRASE`), measures how the scorer reads phrasings it has not seen.
 
+The world also runs the other way (`render_text`, `edit_image`, from `_scene_world.py`): a
+text-to-image renderer and an image editor that read only the canonical words, so the
+generation tasks have a closed world whose renderings can be checked like captions.
+
 Needs only Pillow and numpy, so the torch-free engine process can import it.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import random
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-
-import numpy as np
-from PIL import Image, ImageDraw
 
 from mils.tasks._checks import CaptionCheck, Split, Verdict
 
 __all__ = [
     "BACKGROUNDS",
     "COLOURS",
+    "EFFECTS",
     "GRAMMAR",
     "KINDS",
+    "MAX_OBJECTS",
+    "MAX_PROMPT_CHARS",
     "PARAPHRASE",
     "POSITIONS",
+    "SCENE_CHUNK",
     "SHAPES",
     "SIDE",
     "SIZES",
@@ -45,127 +48,59 @@ __all__ = [
     "change_one",
     "check_caption",
     "describe",
+    "edit_image",
+    "edit_scene",
     "make_scene",
     "near_miss",
+    "parse_prompt",
+    "render_text",
+    "scene_of_image",
     "scenes",
 ]
 
-SIDE = 64
-"""Width and height of a rendered scene in pixels."""
+# The pixel half of the world (objects, drawing, the renderer and editor) lives in
+# `_scene_world.py`, which imports nothing from mils so the Triton models load it by path.
+from mils.tasks._scene_world import (
+    _CENTRES as _CENTRES,
+)
+from mils.tasks._scene_world import (
+    _JITTER as _JITTER,
+)
+from mils.tasks._scene_world import (
+    _NOISE as _NOISE,
+)
+from mils.tasks._scene_world import (
+    _RADIUS as _RADIUS,
+)
+from mils.tasks._scene_world import (
+    BACKGROUNDS,
+    COLOURS,
+    EFFECTS,
+    MAX_OBJECTS,
+    MAX_PROMPT_CHARS,
+    POSITIONS,
+    SCENE_CHUNK,
+    SHAPES,
+    SIDE,
+    SIZES,
+    Scene,
+    SceneObject,
+    _expand,
+    _mentions,
+    _Partial,
+    _vocabulary,
+    edit_image,
+    edit_scene,
+    parse_prompt,
+    render_text,
+    scene_of_image,
+)
+from mils.tasks._scene_world import (
+    _draw_shape as _draw_shape,
+)
 
-SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 35, 35),
-    "orange": (245, 135, 20),
-    "yellow": (235, 215, 30),
-    "green": (40, 165, 60),
-    "blue": (40, 90, 225),
-    "purple": (135, 55, 185),
-    "pink": (245, 145, 195),
-    "brown": (125, 80, 40),
-}
-SIZES = ("small", "large")
-POSITIONS = ("top left", "top right", "center", "bottom left", "bottom right")
-# Background colours share no name with object colours, so a caption's colour words are
-# unambiguous: black, gray and white always speak of the background.
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "black": (20, 20, 24),
-    "gray": (128, 128, 128),
-    "white": (238, 238, 235),
-}
 KINDS = ("shape", "colour", "size", "position", "count", "background")
 """The attribute kinds a caption is checked on."""
-
-_CENTRES = {
-    "top left": (16, 16),
-    "top right": (48, 16),
-    "center": (32, 32),
-    "bottom left": (16, 48),
-    "bottom right": (48, 48),
-}
-_RADIUS = {"small": 6.5, "large": 11.5}
-_JITTER = 2
-_NOISE = 6.0  # grey levels of pixel noise: the background is a texture, not a flat fill
-
-
-@dataclass(frozen=True, slots=True)
-class SceneObject:
-    """One object of a scene."""
-
-    shape: str
-    colour: str
-    size: str
-    position: str
-
-
-@dataclass(frozen=True, slots=True)
-class Scene:
-    """A scene: its objects (at distinct positions), its background, and the seed of its pixels.
-
-    The seed only places the small jitter and the background noise; two scenes with the same
-    attributes and different seeds show the same thing.
-    """
-
-    objects: tuple[SceneObject, ...]
-    background: str
-    seed: int
-
-    def render(self) -> Image.Image:
-        """The scene as a SIDE x SIDE RGB image (drawn at 4x, then downsampled: smooth edges)."""
-        rng = np.random.default_rng(self.seed)
-        scale = 4
-        image = Image.new("RGB", (SIDE * scale, SIDE * scale), BACKGROUNDS[self.background])
-        draw = ImageDraw.Draw(image)
-        for obj in self.objects:
-            cx, cy = _CENTRES[obj.position]
-            dx, dy = rng.integers(-_JITTER, _JITTER + 1, size=2)
-            radius = _RADIUS[obj.size] * scale
-            _draw_shape(
-                draw, obj.shape, (cx + dx) * scale, (cy + dy) * scale, radius, COLOURS[obj.colour]
-            )
-        small = image.resize((SIDE, SIDE), Image.Resampling.BOX)
-        pixels = np.asarray(small, dtype=np.float32)
-        pixels = pixels + rng.normal(0.0, _NOISE, size=(SIDE, SIDE, 1)).astype(np.float32)
-        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-    def png(self) -> bytes:
-        """The rendered scene, PNG-encoded."""
-        buffer = io.BytesIO()
-        self.render().save(buffer, format="PNG")
-        return buffer.getvalue()
-
-
-def _draw_shape(
-    draw: ImageDraw.ImageDraw,
-    shape: str,
-    cx: float,
-    cy: float,
-    r: float,
-    fill: tuple[int, int, int],
-) -> None:
-    if shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-    elif shape == "square":
-        h = r * 0.85
-        draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
-    elif shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=fill)
-    elif shape == "diamond":
-        w = r * 0.75
-        draw.polygon([(cx, cy - r), (cx + w, cy), (cx, cy + r), (cx - w, cy)], fill=fill)
-    elif shape == "star":
-        points = []
-        for i in range(10):
-            angle = -np.pi / 2 + i * np.pi / 5
-            radius = r if i % 2 == 0 else r * 0.45
-            points.append((cx + radius * np.cos(angle), cy + radius * np.sin(angle)))
-        draw.polygon(points, fill=fill)
-    elif shape == "cross":
-        w = r * 0.33
-        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
-        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
 
 
 def make_scene(rng: random.Random) -> Scene:
@@ -456,98 +391,8 @@ def _lexicon() -> dict[str, tuple[str, str]]:
 
 
 _LEXICON = _lexicon()
-# A plural is a shape word that is another shape word plus "s" or "es" ("plus" is not).
-_PLURAL_SHAPES = {
-    w
-    for w, (kind, _) in _LEXICON.items()
-    if kind == "shape" and (w[:-1] in _LEXICON or (w.endswith("es") and w[:-2] in _LEXICON))
-}
-
-
-@dataclass(slots=True)
-class _Mention:
-    shape: str
-    colour: str | None
-    size: str | None
-    count: int | None  # None: a plural without a number ("red circles")
-    positions: list[str]
-
-    def full(self) -> bool:
-        return len(self.positions) >= (self.count or 3)
-
-
-def _items(caption: str) -> list[tuple[str, str]]:
-    """The caption's attribute words in order, as (kind, value); two-word entries first."""
-    tokens = re.findall(r"[a-z]+|\d+", caption.lower())
-    items, i = [], 0
-    while i < len(tokens):
-        pair = " ".join(tokens[i : i + 2])
-        word = pair if pair in _LEXICON else tokens[i]
-        if word in _LEXICON:
-            kind, value = _LEXICON[word]
-            if kind == "shape" and word in _PLURAL_SHAPES:
-                kind = "plural_shape"
-            items.append((kind, value))
-        i += 1 + (word == pair)
-    return items
-
-
-def _mentions(caption: str) -> tuple[list[_Mention], str | None]:
-    """The objects a caption describes, and the background it names (a background colour
-    next to the word "background" or "backdrop" wins over one elsewhere).
-
-    Adjectives and a count bind to the next shape word. A position binds to the last object
-    when that object still lacks one ("a red circle in the top left"), else to the next
-    ("... and in the center a blue star").
-    """
-    mentions: list[_Mention] = []
-    colour = size = background = None
-    named = False  # the background found so far stands next to "background"
-    count: int | None = None
-    waiting: list[str] = []  # positions said before their object
-    items = _items(caption)
-    for i, (kind, value) in enumerate(items):
-        if kind in ("shape", "plural_shape"):
-            plural = kind == "plural_shape"
-            n = count if count is not None and (plural or count == 1) else (None if plural else 1)
-            mentions.append(_Mention(value, colour, size, n, waiting))
-            colour = size = count = None
-            waiting = []
-        elif kind == "position":
-            if mentions and not mentions[-1].full() and not (colour or size or count):
-                mentions[-1].positions.append(value)
-            else:
-                waiting.append(value)
-        elif kind == "colour":
-            colour = value
-        elif kind == "size":
-            size = value
-        elif kind == "count":
-            count = int(value)
-        elif kind == "background":
-            beside = {items[j][0] for j in (i - 1, i + 1) if 0 <= j < len(items)}
-            if background is None or "background_word" in beside or not named:
-                named = "background_word" in beside
-                background = value
-    return mentions, background
-
-
-def _expand(mentions: list[_Mention]) -> list[SceneObject | _Partial]:
-    objects: list[SceneObject | _Partial] = []
-    for m in mentions:
-        n = m.count if m.count is not None else max(2, len(m.positions))
-        for i in range(n):
-            position = m.positions[i] if i < len(m.positions) else None
-            objects.append(_Partial(m.shape, m.colour, m.size, position))
-    return objects
-
-
-@dataclass(frozen=True, slots=True)
-class _Partial:
-    shape: str
-    colour: str | None
-    size: str | None
-    position: str | None
+_VOCABULARY = _vocabulary(_LEXICON)
+"""What `check_caption` reads: far more words than the renderer (`render_text`) does."""
 
 
 _OBJECT_KINDS = ("shape", "colour", "size", "position")
@@ -567,11 +412,11 @@ def check_caption(scene: Scene, caption: str) -> CaptionCheck:
     when some matched object states it wrongly (or an object is described that is not there),
     MISSING otherwise. Count is RIGHT when the caption describes as many objects as there are.
     """
-    mentions, background = _mentions(caption)
+    mentions, background = _mentions(caption, _VOCABULARY)
     said = _expand(mentions)
     truth = list(scene.objects)
     k = min(len(said), len(truth))
-    best: list[tuple[_Partial | SceneObject, SceneObject]] = []
+    best: list[tuple[_Partial, SceneObject]] = []
     best_score = -1
     for chosen in itertools.permutations(range(len(truth)), k):
         for picked in itertools.combinations(range(len(said)), k):
@@ -602,5 +447,6 @@ def check_caption(scene: Scene, caption: str) -> CaptionCheck:
     return CaptionCheck(
         verdicts={k: verdicts[k] for k in KINDS},
         mentioned=len(said),
-        attributes_right=right / (len(_OBJECT_KINDS) * len(truth)),
+        # max(): a scene with no objects (`render_text` of a text naming no shape) has none right
+        attributes_right=right / (len(_OBJECT_KINDS) * max(1, len(truth))),
     )

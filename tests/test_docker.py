@@ -393,8 +393,8 @@ def test_triton_serves_the_scene_pair_and_every_pulled_pair(
     assert {f"--model-repository={repo}", "--model-repository=/opt/shipped"} <= set(args)
     loaded = sorted(a.removeprefix("--load-model=") for a in args if a.startswith("--load-model="))
     assert loaded == [
-        "clip_image", "clip_text", "motion_text", "motion_video", "scene_image", "scene_text",
-        "sound_audio", "sound_text",
+        "clip_image", "clip_text", "motion_text", "motion_video", "scene_edit", "scene_image",
+        "scene_render", "scene_style", "scene_text", "sound_audio", "sound_text",
     ]  # fmt: skip
     assert "--log-verbose=1" in args
 

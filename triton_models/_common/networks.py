@@ -18,10 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_network(folder: str) -> ModuleType:
     """`<folder>/network.py` of the model repository as a module (once per process)."""
-    name = f"mils_{folder.strip('_')}_network"
+    return load_file(f"mils_{folder.strip('_')}_network", ROOT / folder / "network.py")
+
+
+def load_file(name: str, path: Path) -> ModuleType:
+    """The Python file `path` as the module `name` (once per process)."""
     if name in sys.modules:
         return sys.modules[name]
-    path = ROOT / folder / "network.py"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)

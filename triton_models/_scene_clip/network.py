@@ -138,8 +138,22 @@ class ImageEncoder(nn.Module):
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return self.head(self.features(x))
+        return self.head(self.features(_scaled(pixels)))
+
+    def feature_maps(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """The four conv blocks' outputs, (N, C, H, W) each: 32x32x32, 16x16x64, 16x16x96 and
+        8x8x128, what the style and content losses (`scene_style`) compare. The embedding
+        (`forward`) goes on from the last of them."""
+        maps, x = [], _scaled(pixels)
+        for block in self.features[:4]:
+            x = block(x)
+            maps.append(x)
+        return maps
+
+
+def _scaled(pixels: torch.Tensor) -> torch.Tensor:
+    """(N, SIDE, SIDE, 3) uint8 -> (N, 3, SIDE, SIDE) floats in [-1, 1]."""
+    return pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 class SceneClip(nn.Module):
