@@ -24,6 +24,9 @@ Endpoints:
                                 the replies' `usage`), busy_slot_seconds, capacity, ...
     /v1/files, /v1/batches      the OpenAI Batch API; each line is answered by the chat
                                 endpoint above (`benchmarks.batch_api`)
+    /v1/images/generations,     the OpenAI images API on the closed world's renderer and
+    /v1/images/edits            editor, with its own latency and faults
+                                (`benchmarks.image_server`)
 
 Hosted-API faults (`LLMFaults`, for tests), as a gateway such as LiteLLM answers them:
     a rate limit    at most N chat requests per fixed window of W seconds; the others get
@@ -78,6 +81,7 @@ from typing import Any
 from aiohttp import web
 
 from benchmarks.batch_api import BatchOptions, add_batch_api
+from benchmarks.image_server import ImageOptions, add_images_api
 from mils.adapters.local_stack import HOST, ManagedServer, free_port
 
 __all__ = [
@@ -86,6 +90,7 @@ __all__ = [
     "DEFAULT_DECODE_TOKENS_PER_S",
     "DEFAULT_LINES",
     "DEFAULT_PREFILL_MS",
+    "IMAGE_API_KEY_ENV",
     "LLMCostModel",
     "LLMFaults",
     "LLMStats",
@@ -104,6 +109,8 @@ DEFAULT_MODEL = "load-llm"
 TOKENS_PER_WORD = 1.3
 MAX_LINES = 500
 ARRIVALS_KEPT = 100_000
+IMAGE_API_KEY_ENV = "MILS_IMAGE_SERVER_API_KEY"
+"""The environment variable the server reads the images API's required key from."""
 """Chat requests whose arrival /stats?arrivals=1 lists (the latest): a benchmark's millions
 of requests must not grow the server without bound."""
 
@@ -532,10 +539,14 @@ def _over_limit(
 
 
 def make_app(
-    model: LLMCostModel, faults: LLMFaults | None = None, batch: BatchOptions | None = None
+    model: LLMCostModel,
+    faults: LLMFaults | None = None,
+    batch: BatchOptions | None = None,
+    images: ImageOptions | None = None,
 ) -> web.Application:
-    """The aiohttp application serving the endpoints (with `faults`, if given), and the
-    Batch API (`benchmarks.batch_api`) whose lines it answers itself."""
+    """The aiohttp application serving the endpoints (with `faults`, if given), the
+    Batch API (`benchmarks.batch_api`) whose lines it answers itself, and the images API
+    (`benchmarks.image_server`, with `images`' latency and faults)."""
     slots = _Slots(model)
     seen: dict[bytes, int] = {}  # prompt digest -> requests with it so far
     faults = faults or LLMFaults()
@@ -590,6 +601,7 @@ def make_app(
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/stats", stats)
     add_batch_api(app, batch)
+    add_images_api(app, images)
     return app
 
 
@@ -608,6 +620,7 @@ class LoadLLMServer(ManagedServer):
         cost: LLMCostModel | None = None,
         faults: LLMFaults | None = None,
         batch: BatchOptions | None = None,
+        images: ImageOptions | None = None,
         port: int | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 30.0,
@@ -615,6 +628,7 @@ class LoadLLMServer(ManagedServer):
         self.cost = cost or LLMCostModel()
         self.faults = faults or LLMFaults()
         self.batch = batch or BatchOptions()
+        self.images = images or ImageOptions()
         self.port = port or free_port()
         if log_path is None:
             log_path = Path(tempfile.gettempdir()) / f"mils-load-llm-{os.getpid()}-{self.port}.log"
@@ -665,12 +679,14 @@ class LoadLLMServer(ManagedServer):
             str(self.batch.start_delay_s),
             "--batch-failed-lines",
             str(self.batch.failed_lines),
+            *_image_args(self.images),
         ]
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        env[IMAGE_API_KEY_ENV] = self.images.api_key
         return env
 
 
@@ -682,6 +698,17 @@ def _fault_args(faults: LLMFaults) -> list[str]:
     args += ["--refuse-structured", str(f.refuse_structured)]
     args += ["--rpm", str(f.rpm), "--tpm", str(f.tpm), "--limit-burst", str(f.limit_burst_s)]
     return [*args, "--refuse-message", f.refuse_message]
+
+
+def _image_args(images: ImageOptions) -> list[str]:
+    args = ["--image-latency-ms", str(images.latency_ms)]
+    args += ["--image-error-rate", str(images.error_rate)]
+    args += ["--image-refuse-word", images.refuse_word]
+    args += ["--image-force-url"] if images.force_url else []
+    args += ["--image-limit-rate", str(images.limit_rate)]
+    args += ["--image-retry-after", str(images.retry_after_s)]
+    # The key travels in the environment (`_env`), not on a command line others can read.
+    return args
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -712,6 +739,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit-burst", type=float, default=60.0, help="seconds' worth a bucket holds")
     p.add_argument("--batch-start-delay", type=float, default=0.0, help="seconds a batch queues")
     p.add_argument("--batch-failed-lines", type=int, default=0, help="first N batch lines: 500")
+    p.add_argument("--image-latency-ms", type=float, default=0.0, help="per images request")
+    p.add_argument("--image-error-rate", type=float, default=0.0, help="images requests: 500")
+    p.add_argument("--image-refuse-word", default="", help="prompts with it: 400 (policy)")
+    p.add_argument("--image-force-url", action="store_true", help="images replies: url")
+    p.add_argument("--image-limit-rate", type=float, default=0.0, help="images requests: 429")
+    p.add_argument("--image-retry-after", type=int, default=1, help="a 429's Retry-After (s)")
     return p.parse_args(argv)
 
 
@@ -745,6 +778,15 @@ def main(argv: list[str] | None = None) -> None:
             faults,
             BatchOptions(
                 start_delay_s=args.batch_start_delay, failed_lines=args.batch_failed_lines
+            ),
+            ImageOptions(
+                latency_ms=args.image_latency_ms,
+                error_rate=args.image_error_rate,
+                refuse_word=args.image_refuse_word,
+                force_url=args.image_force_url,
+                limit_rate=args.image_limit_rate,
+                retry_after_s=args.image_retry_after,
+                api_key=os.environ.get(IMAGE_API_KEY_ENV, ""),
             ),
         ),
         host=args.host,

@@ -10,6 +10,7 @@ The scheduler knows one shape, `Objective`; every MILS task is one of two kinds:
                          the media scored against the sample's inputs as named terms, and the
                          terms combined as the task declares (prompt enhancement: one term,
                          maximised; style transfer: style + content loss, minimised).
+                         Renders are cached by text and the inputs the renderer reads.
 
 An objective is an async context manager entered once per run. Per run it gets the initial
 pool (`set_pool`); per sample it prepares the target from the sample's raw inputs
@@ -20,7 +21,9 @@ pool (`set_pool`); per sample it prepares the target from the sample's raw input
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -38,11 +41,14 @@ from mils.engine.retry import Retrier
 from mils.engine.scoring import TextEmbeddings, normalise
 
 __all__ = [
+    "DEFAULT_RENDER_CACHE_BYTES",
+    "DEFAULT_RENDER_CACHE_SIZE",
     "Artefact",
     "EmbeddingObjective",
     "Evaluation",
     "Objective",
     "ObjectiveStatistics",
+    "RenderTarget",
     "RenderThenScore",
     "WeightedSum",
 ]
@@ -123,6 +129,12 @@ class Objective(Protocol):
 
     async def evaluate(self, target: Any, texts: Sequence[str]) -> list[Evaluation | None]:
         """One value per text, in order; None where the text could not be scored."""
+        ...
+
+    async def details(self, target: Any, text: str) -> Evaluation | None:
+        """What `evaluate` gives for a text already scored, when it holds more than the
+        value (terms, a render): recorded for the initial pool's best, so the best text of
+        a sample always has them. None when there is nothing more (and no work is done)."""
         ...
 
     def statistics(self) -> ObjectiveStatistics: ...
@@ -237,6 +249,9 @@ class EmbeddingObjective:
     async def score_pool(self, target: np.ndarray) -> list[Scored]:
         return _rank_values(self._pool_matrix @ target, self._pool_texts, self.higher_is_better)
 
+    async def details(self, target: np.ndarray, text: str) -> None:
+        return None  # a cosine is all there is
+
     async def evaluate(self, target: np.ndarray, texts: Sequence[str]) -> list[Evaluation | None]:
         if not texts:
             return []
@@ -274,8 +289,34 @@ class WeightedSum:
         return sum(weight * float(terms[name]) for name, weight in self.weights.items())
 
 
+DEFAULT_RENDER_CACHE_SIZE = 4096
+"""Renders a `RenderThenScore` keeps (least recently used dropped first)."""
+DEFAULT_RENDER_CACHE_BYTES = 512 * 1024 * 1024
+"""Bytes of rendered media it keeps: 4096 renders of 512x512 PNGs would be about 1.5 GB."""
+_HASH_IN_THREAD_BYTES = 1 << 20
+"""Inputs larger than this are hashed off the event loop."""
+
+_RenderKey = tuple[str, tuple[bytes, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderTarget:
+    """A sample's inputs, with the digests of those the renderer reads (its cache key part)."""
+
+    inputs: Mapping[str, bytes]
+    reads_digest: tuple[bytes, ...]
+
+
 class RenderThenScore:
     """Render each text, score the media as named terms, combine them into one value.
+
+    Renders are cached by (text, digests of the inputs the renderer `reads`): a text-to-image
+    renderer reads nothing, so a text proposed for several samples is rendered once; an
+    editor reads the image it edits, so one instruction on two images is two renders. The
+    renderer's `name` carries its model and seed and an objective has one renderer, so the
+    key needs no renderer part. Concurrent asks for one key share one render; a render
+    that fails is not kept (the next ask renders again). Scores are not cached: they
+    depend on the inputs each sample is scored against.
 
     Args:
         renderer: text (+ the sample's inputs) -> media.
@@ -284,6 +325,11 @@ class RenderThenScore:
         higher_is_better: the direction of the combined value.
         in_flight: texts rendered and scored at once, across samples.
         retrier: the run's retry loop.
+        cache_size: most renders kept (0: none kept; concurrent asks still share one).
+        cache_bytes: most bytes of rendered media kept.
+
+    Raises:
+        ConfigError: a negative cache bound.
     """
 
     def __init__(
@@ -295,7 +341,14 @@ class RenderThenScore:
         higher_is_better: bool,
         in_flight: int,
         retrier: Retrier,
+        cache_size: int = DEFAULT_RENDER_CACHE_SIZE,
+        cache_bytes: int = DEFAULT_RENDER_CACHE_BYTES,
     ) -> None:
+        if cache_size < 0 or cache_bytes < 0:
+            raise ConfigError(
+                f"render cache bounds must be >= 0, not cache_size={cache_size}, "
+                f"cache_bytes={cache_bytes}; pass 0 to keep no renders"
+            )
         self._renderer = renderer
         self._scorer = scorer
         self._combine = combine
@@ -304,7 +357,12 @@ class RenderThenScore:
         self._retrier = retrier
         self._pool: list[str] = []
         self._pool_set: frozenset[str] = frozenset()
+        # Finished renders and renders being made; only finished ones count in _kept_bytes.
+        self._renders: OrderedDict[_RenderKey, asyncio.Future[bytes]] = OrderedDict()
+        self._cache_size, self._cache_bytes = cache_size, cache_bytes
+        self._kept_bytes = 0
         self._evaluated = self._unscorable = self._active = self._waiting = 0
+        self._hits = self._misses = 0
 
     @property
     def name(self) -> str:
@@ -314,7 +372,8 @@ class RenderThenScore:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        return None
+        self._renders.clear()
+        self._kept_bytes = 0
 
     async def set_pool(self, pool: Sequence[str]) -> None:
         self._pool = sorted(pool)  # ties are broken by text, as `rank` does
@@ -324,10 +383,31 @@ class RenderThenScore:
     def pool_texts(self) -> frozenset[str]:
         return self._pool_set
 
-    async def prepare(self, inputs: Mapping[str, bytes]) -> Mapping[str, bytes]:
-        return inputs
+    async def prepare(self, inputs: Mapping[str, bytes]) -> RenderTarget:
+        """The inputs, with the digests of those the renderer reads (hashed once per sample).
 
-    async def score_pool(self, target: Mapping[str, bytes]) -> list[Scored]:
+        Raises:
+            ConfigError: the renderer reads an input the sample does not have.
+        """
+        missing = [name for name in self._renderer.reads if name not in inputs]
+        if missing:
+            raise ConfigError(
+                f"renderer {self._renderer.name} reads the inputs {missing}, which the "
+                f"task's samples do not have (they have {sorted(inputs)}); set the "
+                "renderer's `image_input` to one of those"
+            )
+        read = [inputs[name] for name in self._renderer.reads]
+        if sum(len(data) for data in read) > _HASH_IN_THREAD_BYTES:
+            digests = await asyncio.to_thread(_digests, read)
+        else:
+            digests = _digests(read)
+        return RenderTarget(inputs, digests)
+
+    async def score_pool(self, target: RenderTarget) -> list[Scored]:
+        """The pool's values, best first; [] for an empty pool (a run that starts from the
+        sample's own text), an error when a pool was given but none of it could be scored."""
+        if not self._pool:
+            return []
         evaluations = await self.evaluate(target, self._pool)
         kept = [(e.value, text) for e, text in zip(evaluations, self._pool, strict=True) if e]
         if not kept:
@@ -338,35 +418,91 @@ class RenderThenScore:
         values = np.array([value for value, _ in kept])
         return _rank_values(values, [text for _, text in kept], self.higher_is_better)
 
-    async def evaluate(
-        self, target: Mapping[str, bytes], texts: Sequence[str]
-    ) -> list[Evaluation | None]:
+    async def details(self, target: RenderTarget, text: str) -> Evaluation | None:
+        """Scored again from its cached render."""
+        [evaluation] = await self.evaluate(target, [text])
+        return evaluation
+
+    async def evaluate(self, target: RenderTarget, texts: Sequence[str]) -> list[Evaluation | None]:
         return list(await asyncio.gather(*(self._one(target, text) for text in texts)))
 
-    async def _one(self, inputs: Mapping[str, bytes], text: str) -> Evaluation | None:
+    async def _one(self, target: RenderTarget, text: str) -> Evaluation | None:
         self._waiting += 1
         async with self._slots:
             self._waiting -= 1
             self._active += 1
             try:
-                media = await self._retrier.call(self._renderer.render, text, inputs)
-                terms = dict(await self._retrier.call(self._scorer.score, media, text, inputs))
+                media = await self._render((text, target.reads_digest), target.inputs)
+                scored = await self._retrier.call(self._scorer.score, media, text, target.inputs)
+                terms = dict(scored)
                 value = self._combine(terms)
             except InvalidResponse as exc:
                 log.warning("text_unscorable", text=text[:80], error=str(exc))
                 value, terms, media = math.nan, {}, b""
             finally:
                 self._active -= 1
-                self._evaluated += 1
         if not math.isfinite(value):
             self._unscorable += 1
             return None
         return Evaluation(value, terms, Artefact(media, self._renderer.suffix))
 
+    async def _render(self, key: _RenderKey, inputs: Mapping[str, bytes]) -> bytes:
+        """The render for `key`: kept, being made for another ask (shared), or made here."""
+        while (shared := self._renders.get(key)) is not None:
+            self._renders.move_to_end(key)
+            try:
+                # Shielded: this ask being cancelled must not cancel a render others share.
+                media = await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                continue  # the ask making it was cancelled, not this one: make it here
+            self._hits += 1
+            return media
+        self._misses += 1
+        self._evaluated += 1
+        made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._renders[key] = made
+        try:
+            media = await self._retrier.call(self._renderer.render, key[0], inputs)
+        except BaseException as exc:
+            if self._renders.get(key) is made:  # a failed render is not kept
+                del self._renders[key]
+            if isinstance(exc, asyncio.CancelledError):
+                made.cancel()
+            else:
+                made.set_exception(exc)
+                made.exception()  # retrieved here: no "never retrieved" warning without askers
+            raise
+        made.set_result(media)
+        if self._renders.get(key) is made:
+            self._kept_bytes += len(media)
+            self._evict()
+        return media
+
+    def _evict(self) -> None:
+        """Drop the least recently used finished renders until both bounds hold."""
+        if len(self._renders) <= self._cache_size and self._kept_bytes <= self._cache_bytes:
+            return
+        finished = [key for key, render in self._renders.items() if render.done()]
+        for key in finished:
+            if len(self._renders) <= self._cache_size and self._kept_bytes <= self._cache_bytes:
+                return
+            self._kept_bytes -= len(self._renders.pop(key).result())
+
     def statistics(self) -> ObjectiveStatistics:
+        """`texts_evaluated` and `cache_misses` count renders made; `cache_hits` asks
+        answered by a kept render or one being made for another ask."""
         return ObjectiveStatistics(
             texts_evaluated=self._evaluated,
             unscorable=self._unscorable,
             in_flight=self._active,
             queued=self._waiting,
+            cache_hits=self._hits,
+            cache_misses=self._misses,
         )
+
+
+def _digests(read: Sequence[bytes]) -> tuple[bytes, ...]:
+    return tuple(hashlib.blake2b(data, digest_size=16).digest() for data in read)

@@ -151,6 +151,16 @@ class Renderer(Protocol):
         """File suffix of what `render` returns (".png"), for the run's artefacts."""
         ...
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Names of the sample inputs `render` uses: () for text-to-image, ("content",) for
+        an editor of the sample's "content" image.
+
+        With `name` (which includes the model and its seed) this is what makes a render
+        reproducible: the engine caches renders by the text and the digests of these inputs.
+        """
+        ...
+
     async def render(self, text: str, inputs: Mapping[str, bytes]) -> bytes:
         """Render `text`, given the sample's inputs (an image to edit, ...).
 

@@ -1,20 +1,23 @@
 """One scheduler, two objective kinds: a minimised two-term render-then-score task runs
-through the same code path as captioning, on in-process fakes."""
+through the same code path as captioning, on in-process fakes; and the render cache of
+`RenderThenScore` (one render per text and read inputs, shared, failures not kept)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 from fakes import FakeGenerator
 
 from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
-from mils.engine.errors import InvalidResponse
+from mils.engine.errors import ConfigError, InvalidResponse
 from mils.engine.objectives import RenderThenScore, WeightedSum
 from mils.engine.retry import Retrier
-from mils.engine.scheduler import Sample, Scheduler
+from mils.engine.scheduler import Route, Sample, Scheduler
 from mils.engine.store import RunStore
 from mils.tasks import Input, InputKind, RenderSpec, Task
 
@@ -26,8 +29,8 @@ TWO_TERMS = Task(
     name="two-terms",
     summary="test task: minimise a weighted sum of two losses",
     inputs=(
-        Input(name="content", kind=InputKind.TEXT),
-        Input(name="style", kind=InputKind.TEXT),
+        Input(name="content", kind=InputKind.IMAGE),
+        Input(name="style", kind=InputKind.IMAGE),
     ),
     objective=RenderSpec(
         renders=InputKind.IMAGE, weights={"style": 10.0, "content": 1.0}, higher_is_better=False
@@ -43,6 +46,7 @@ class FakeRenderer:
 
     name = "fake-editor"
     suffix = ".bin"
+    reads = ("content",)
 
     def __init__(self) -> None:
         self.rendered: list[str] = []
@@ -80,14 +84,17 @@ def scheduler(store: RunStore, generator: FakeGenerator) -> tuple[Scheduler, Fak
         in_flight=4,
         retrier=retrier,
     )
-    sched = Scheduler(
+    route = Route(
         task=TWO_TERMS,
         loop=LoopConfig(steps=2, keep=3, requested=3),
+        objective=objective,
+        readers={"content": _Literal(), "style": _Literal()},
+    )
+    sched = Scheduler(
+        routes={TWO_TERMS.name: route},
         concurrency=ConcurrencyConfig(score_wait_ms=1.0),
         retrier=retrier,
         generator=generator,
-        objective=objective,
-        readers={"content": _Literal(), "style": _Literal()},
         store=store,
     )
     return sched, renderer
@@ -106,7 +113,7 @@ async def test_minimised_two_term_objective_runs_through_the_scheduler(tmp_path:
     store = RunStore.create(tmp_path / "run", {}, POOL, [(sample.id, sample.inputs)])
     gen = FakeGenerator(lambda n: f"1. xxxxx\n2. unrenderable edit {n}\n3. xxxxxxxxxxx")
     sched, renderer = scheduler(store, gen)
-    summary = await sched.run([sample], POOL)
+    summary = await sched.run([sample], {TWO_TERMS.name: POOL})
     assert (summary.done, summary.failed, summary.steps) == (1, 0, 2)
     assert summary.texts_unscorable == 2  # one unrenderable line per step, dropped alone
 
@@ -122,11 +129,193 @@ async def test_minimised_two_term_objective_runs_through_the_scheduler(tmp_path:
     assert row["best_terms"] == {"style": 0.0, "content": 6.0}
     artefact = tmp_path / "run" / row["best_artefact"]
     assert artefact.read_bytes() == b"photo|xxxxx"
-    # Every new candidate's terms are stored; nothing is rendered twice for the sample.
-    terms = store._db.execute("SELECT text, terms FROM candidates ORDER BY step, pos").fetchall()
-    assert [(t, json.loads(j)) for t, j in terms] == [
-        ("xxxxx", {"style": 0.0, "content": 6.0}),
-        ("xxxxxxxxxxx", {"style": 6.0, "content": 12.0}),
+    # Every new candidate's terms are stored, and step 0 keeps the pool's best with its
+    # render; nothing is rendered twice for the sample.
+    rows = store._db.execute("SELECT step, text, terms FROM candidates ORDER BY step, pos")
+    assert [(step, t, json.loads(j)) for step, t, j in rows] == [
+        (0, "xx", {"style": 3.0, "content": 3.0}),
+        (1, "xxxxx", {"style": 0.0, "content": 6.0}),
+        (1, "xxxxxxxxxxx", {"style": 6.0, "content": 12.0}),
     ]
-    assert renderer.rendered.count("xxxxx") == 1
+    assert (tmp_path / "run" / "artefacts" / "s1" / "0000-0000.bin").is_file()
+    assert renderer.rendered.count("xxxxx") == renderer.rendered.count("xx") == 1
     store.close()
+
+
+class GatedRenderer:
+    """An editor of "content" that counts its renders, holds them until `gate` opens, and
+    refuses a text once for each time it is listed in `fail_once`."""
+
+    name = "gated-editor#seed0"
+    suffix = ".bin"
+    reads = ("content",)
+
+    def __init__(self, *, fail_once: tuple[str, ...] = ()) -> None:
+        self.calls: Counter[tuple[str, bytes]] = Counter()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self._fail = Counter(fail_once)
+
+    async def render(self, text: str, inputs: Mapping[str, bytes]) -> bytes:
+        self.calls[text, inputs["content"]] += 1
+        await self.gate.wait()
+        if self._fail[text] > 0:
+            self._fail[text] -= 1
+            raise InvalidResponse(f"cannot render {text!r}", endpoint=self.name)
+        return inputs["content"] + b"|" + text.encode()
+
+
+def render_objective(renderer: GatedRenderer, **kwargs: int) -> RenderThenScore:
+    return RenderThenScore(
+        renderer=renderer,
+        scorer=LengthLosses(),
+        combine=WeightedSum({"style": 1.0, "content": 1.0}),
+        higher_is_better=False,
+        in_flight=8,
+        retrier=Retrier(NO_WAIT),
+        **kwargs,
+    )
+
+
+INPUTS = {"content": b"photo", "style": b"abc"}
+
+
+async def test_a_repeated_text_is_rendered_once() -> None:
+    """A text asked again (in another batch, for another sample with the same read input)
+    is rendered once, and the repeats count as cache hits."""
+    renderer = GatedRenderer()
+    async with render_objective(renderer) as objective:
+        target = await objective.prepare(INPUTS)
+        other_sample = await objective.prepare({"content": b"photo", "style": b"abcdefgh"})
+        first = await objective.evaluate(target, ["ab", "abcd"])
+        again = await objective.evaluate(target, ["ab"])
+        other = await objective.evaluate(other_sample, ["ab"])
+    assert renderer.calls == {("ab", b"photo"): 1, ("abcd", b"photo"): 1}
+    assert again[0] == first[0]
+    assert other[0] is not None and other[0].terms["style"] == 6.0  # scored against its own
+    stats = objective.statistics()
+    assert (stats.cache_misses, stats.cache_hits, stats.texts_evaluated) == (2, 2, 2)
+
+
+async def test_concurrent_duplicates_share_one_render() -> None:
+    """Asks for one text that arrive while it is being rendered wait for that render."""
+    renderer = GatedRenderer()
+    renderer.gate.clear()
+    async with render_objective(renderer) as objective:
+        target = await objective.prepare(INPUTS)
+        pending = asyncio.gather(
+            objective.evaluate(target, ["ab", "ab", "xyz"]), objective.evaluate(target, ["ab"])
+        )
+        await asyncio.sleep(0.01)
+        assert objective.statistics().in_flight == 4  # all four are waiting on two renders
+        renderer.gate.set()
+        (batch, single) = await pending
+    assert renderer.calls == {("ab", b"photo"): 1, ("xyz", b"photo"): 1}
+    assert batch[0] == batch[1] == single[0] is not None
+    assert batch[0].artefact is not None and batch[0].artefact.data == b"photo|ab"
+    stats = objective.statistics()
+    assert (stats.cache_misses, stats.cache_hits) == (2, 2)
+
+
+async def test_a_failed_render_fails_only_its_text_and_is_retried_next_time() -> None:
+    """A refused render drops that text alone, is not kept, and the next ask renders again."""
+    renderer = GatedRenderer(fail_once=("bad",))
+    async with render_objective(renderer) as objective:
+        target = await objective.prepare(INPUTS)
+        first = await objective.evaluate(target, ["bad", "ok"])
+        second = await objective.evaluate(target, ["bad"])
+    assert first[0] is None and first[1] is not None
+    assert second[0] is not None and second[0].artefact is not None
+    assert second[0].artefact.data == b"photo|bad"
+    assert renderer.calls[("bad", b"photo")] == 2
+    assert objective.statistics().unscorable == 1
+
+
+async def test_concurrent_asks_share_a_failure_but_not_keep_it() -> None:
+    """Asks waiting on a render that fails fail with it; a later ask renders afresh."""
+    renderer = GatedRenderer(fail_once=("bad",))
+    renderer.gate.clear()
+    async with render_objective(renderer) as objective:
+        target = await objective.prepare(INPUTS)
+        pending = objective.evaluate(target, ["bad", "bad"])
+        task = asyncio.ensure_future(pending)
+        await asyncio.sleep(0.01)
+        renderer.gate.set()
+        assert await task == [None, None]
+        assert (await objective.evaluate(target, ["bad"]))[0] is not None
+    assert renderer.calls[("bad", b"photo")] == 2
+
+
+async def test_the_read_input_digest_separates_two_content_images() -> None:
+    """One instruction on two content images is two renders; an input the renderer does not
+    read (style) does not split the key."""
+    renderer = GatedRenderer()
+    async with render_objective(renderer) as objective:
+        one = await objective.prepare({"content": b"photo-1", "style": b"a"})
+        same_content = await objective.prepare({"content": b"photo-1", "style": b"bbbb"})
+        two = await objective.prepare({"content": b"photo-2", "style": b"a"})
+        results = [await objective.evaluate(t, ["sharpen"]) for t in (one, same_content, two)]
+    assert renderer.calls == {("sharpen", b"photo-1"): 1, ("sharpen", b"photo-2"): 1}
+    artefacts = [r[0].artefact.data for r in results if r[0] and r[0].artefact]
+    assert artefacts == [b"photo-1|sharpen", b"photo-1|sharpen", b"photo-2|sharpen"]
+
+
+async def test_the_cache_is_bounded_least_recently_used_first() -> None:
+    """Past `cache_size` the least recently used render is dropped and made again if asked."""
+    renderer = GatedRenderer()
+    async with render_objective(renderer, cache_size=2) as objective:
+        target = await objective.prepare(INPUTS)
+        for text in ("a", "b", "a", "c", "a", "b"):  # "c" evicts "b"; "a" stays (recent)
+            await objective.evaluate(target, [text])
+    assert renderer.calls == {("a", b"photo"): 1, ("b", b"photo"): 2, ("c", b"photo"): 1}
+
+
+async def test_the_byte_bound_drops_renders_too() -> None:
+    """Renders past `cache_bytes` are not kept."""
+    renderer = GatedRenderer()
+    async with render_objective(renderer, cache_bytes=10) as objective:
+        target = await objective.prepare(INPUTS)
+        for text in ("aaaa", "bbbb", "aaaa"):  # each render is 10 bytes: one is kept
+            await objective.evaluate(target, [text])
+    assert renderer.calls == {("aaaa", b"photo"): 2, ("bbbb", b"photo"): 1}
+
+
+async def test_a_cancelled_render_is_made_again_by_an_ask_that_was_sharing_it() -> None:
+    """Cancelling the ask that makes a render does not fail the asks waiting on it."""
+    renderer = GatedRenderer()
+    renderer.gate.clear()
+    async with render_objective(renderer) as objective:
+        target = await objective.prepare(INPUTS)
+        maker = asyncio.ensure_future(objective.evaluate(target, ["ab"]))
+        await asyncio.sleep(0.01)
+        waiter = asyncio.ensure_future(objective.evaluate(target, ["ab"]))
+        await asyncio.sleep(0.01)
+        maker.cancel()
+        await asyncio.sleep(0.01)
+        renderer.gate.set()
+        result = await waiter
+        with pytest.raises(asyncio.CancelledError):
+            await maker
+    assert result[0] is not None
+    assert renderer.calls == {("ab", b"photo"): 2}
+
+
+async def test_a_renderer_reading_a_missing_input_is_a_config_error() -> None:
+    """A renderer whose `reads` names an input the samples lack stops the run at prepare."""
+    async with render_objective(GatedRenderer()) as objective:
+        with pytest.raises(ConfigError, match=r"reads the inputs \['content'\]"):
+            await objective.prepare({"image": b"x"})
+    with pytest.raises(ConfigError, match="cache_size=-1"):
+        render_objective(GatedRenderer(), cache_size=-1)
+
+
+async def test_an_empty_pool_scores_as_no_texts_and_a_pool_nothing_scores_in_is_an_error() -> None:
+    """No pool (a run starting from the sample's own text) ranks as []; a pool of which no
+    text can be rendered is an error naming the objective."""
+    renderer = GatedRenderer(fail_once=("only",))
+    async with render_objective(renderer) as objective:
+        target = await objective.prepare(INPUTS)
+        assert await objective.score_pool(target) == []
+        await objective.set_pool(["only"])
+        with pytest.raises(InvalidResponse, match="none of the 1 initial pool texts"):
+            await objective.score_pool(target)
