@@ -45,6 +45,7 @@ from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
 from mils.engine.protocols import Generator
 from mils.engine.scheduler import Sample
 from mils.engine.store import RunStore
+from mils.tasks import IMAGE_CAPTION
 
 __all__ = ["PRICES", "Workload", "main", "run_batch_benchmark"]
 
@@ -107,7 +108,7 @@ async def _run(
             concurrency=concurrency,
         )
         started = time.monotonic()
-        summary = await engine.run(samples, pool)
+        summary = await engine.run(samples, {IMAGE_CAPTION.name: pool})
         wall = time.monotonic() - started
     store.close()
     jobs = _jobs(llm)[jobs_before:]

@@ -51,7 +51,7 @@ from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, to_di
 from mils.engine.objectives import EmbeddingObjective
 from mils.engine.protocols import Generator
 from mils.engine.retry import Retrier
-from mils.engine.scheduler import RunSummary, Sample, Scheduler
+from mils.engine.scheduler import Route, RunSummary, Sample, Scheduler
 from mils.engine.store import RunStore
 from mils.tasks import IMAGE_CAPTION
 
@@ -176,16 +176,19 @@ def build_engine(
     """The engine with its default configuration (the one place to adapt to its API)."""
     concurrency = concurrency or ConcurrencyConfig()
     retrier = Retrier(RetryConfig())
-    return Scheduler(
+    route = Route(
         task=IMAGE_CAPTION,
         loop=loop,
-        concurrency=concurrency,
-        retrier=retrier,
-        generator=list(generators),
         objective=EmbeddingObjective(
             scorer, target="image", concurrency=concurrency, retrier=retrier
         ),
         readers={"image": MemoryReader(targets)},
+    )
+    return Scheduler(
+        routes={IMAGE_CAPTION.name: route},
+        concurrency=concurrency,
+        retrier=retrier,
+        generator=list(generators),
         store=store,
     )
 
@@ -237,7 +240,7 @@ async def _run_engine(
         async with asyncio.TaskGroup() as tg:
             sampler = tg.create_task(_sample_rss(rss, time.monotonic()))
             try:
-                return await engine.run(samples, pool)
+                return await engine.run(samples, {IMAGE_CAPTION.name: pool})
             finally:
                 sampler.cancel()
 

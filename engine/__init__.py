@@ -50,6 +50,7 @@ from mils.engine.protocols import (
 from mils.engine.retry import Retrier
 from mils.engine.scheduler import (
     Event,
+    Route,
     RunStatistics,
     RunSummary,
     Sample,
@@ -94,6 +95,7 @@ __all__ = [
     "Retrier",
     "RetriesExhausted",
     "RetryConfig",
+    "Route",
     "RunLocked",
     "RunStatistics",
     "RunStore",

@@ -8,7 +8,8 @@ Layout of a run directory:
                     jobs sent in batch mode, so that a resume waits for them instead of
                     paying twice)
     config.json     the run's configuration (no secrets), enough to resume it
-    pool.txt        the initial pool the run started from
+    pool.txt        the initial pool the run started from; a run of several tasks (images,
+                    videos and sounds together) has one per task instead, pools/TASK.txt
     log.jsonl       structured logs
     results.jsonl   one line per sample, written at the end of every run or resume
     artefacts/      media made while scoring (rendered images), one folder per sample
@@ -100,7 +101,7 @@ CREATE TABLE IF NOT EXISTS batches (
 _USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "estimated_requests")
 """Per step: generator requests, their tokens, and how many of them were estimated."""
 _ADDED_COLUMNS: dict[str, dict[str, str]] = {
-    "samples": {"inputs": "TEXT"},
+    "samples": {"inputs": "TEXT", "task": "TEXT"},
     "candidates": {"terms": "TEXT", "artefact": "TEXT"},
     "steps": {name: "INTEGER NOT NULL DEFAULT 0" for name in _USAGE_COLUMNS},
 }
@@ -112,6 +113,8 @@ _STEP_COLUMNS = (
 RUN_FORMAT = "mils-run"
 """The mark in config.json that tells our run directories from other folders."""
 DONE, FAILED, PENDING, RUNNING = "done", "failed", "pending", "running"
+POOLS = "pools"
+"""The folder of a run of several tasks' initial pools, one TASK.txt each."""
 CANCELLED = "cancelled"
 """Reported for a sample stopped by the caller; stored as it was (a resume continues it)."""
 ARTEFACTS = "artefacts"
@@ -126,6 +129,8 @@ class SampleRow:
     error: str | None
     steps_done: int
     inputs: dict[str, str]
+    task: str = ""
+    """The sample's task in a run of several tasks; "" in a run of one (its config's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +169,16 @@ class RunStore:
         cls,
         run_dir: Path,
         config: dict[str, Any],
-        pool: Sequence[str],
+        pool: Sequence[str] | Mapping[str, Sequence[str]],
         samples: Sequence[tuple[str, Mapping[str, str]]] = (),
+        *,
+        tasks: Mapping[str, str] | None = None,
     ) -> RunStore:
         """Start a new run directory; refuses one that already holds a run, and a non-empty
         folder that is not a run of ours (see `check_new`).
+
+        `pool` is the run's initial pool, or one per task (task name -> texts) for a run of
+        several tasks, whose `tasks` then gives each sample's task (sample id -> task).
 
         A directory holds a run once its samples are registered, which happens last (one
         transaction, after config.json and pool.txt are written atomically): a process
@@ -183,9 +193,13 @@ class RunStore:
         try:
             marked = {"format": RUN_FORMAT, **config}
             _write_atomic(run_dir / "config.json", json.dumps(marked, indent=2) + "\n")
-            _write_atomic(run_dir / "pool.txt", "".join(f"{text}\n" for text in pool))
+            if isinstance(pool, Mapping):
+                for task, texts in pool.items():
+                    _write_atomic(run_dir / POOLS / f"{task}.txt", _lines(texts))
+            else:
+                _write_atomic(run_dir / "pool.txt", _lines(pool))
             if samples:
-                store.add_samples(samples)
+                store.add_samples(samples, tasks=tasks)
         except BaseException:
             store.close()
             raise
@@ -230,10 +244,15 @@ class RunStore:
         """
         config = json.loads((src / "config.json").read_text(encoding="utf-8"))
         config.pop("format", None)
-        pool = (src / "pool.txt").read_text(encoding="utf-8").splitlines()
+        pool: list[str] | dict[str, list[str]] = (
+            {path.stem: _read_lines(path) for path in sorted((src / POOLS).glob("*.txt"))}
+            if (src / POOLS).is_dir()
+            else _read_lines(src / "pool.txt")
+        )
         db = sqlite3.connect((src / "run.db").resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            samples = _readable(db, "SELECT id, source, inputs FROM samples ORDER BY ord")
+            task = "task" if "task" in _columns(db, "samples") else "NULL"
+            samples = _readable(db, f"SELECT id, source, inputs, {task} FROM samples ORDER BY ord")
             steps = _readable(db, f"SELECT {_old_columns(db)} FROM steps ORDER BY sample_id, step")
             candidates = _readable(db, "SELECT * FROM candidates")
         finally:
@@ -245,8 +264,9 @@ class RunStore:
                 kept[sid] = step
         steps = [row for row in steps if row[1] <= kept.get(row[0], -1)]
         candidates = [row for row in candidates if 0 < row[1] <= kept.get(row[0], -1)]
-        entries = [(sid, _inputs_out(inputs, source)) for sid, source, inputs in samples]
-        store = cls.create(dest, config, pool, entries)
+        entries = [(sid, _inputs_out(inputs, source)) for sid, source, inputs, _ in samples]
+        tasks = {sid: task for sid, _, _, task in samples if task}
+        store = cls.create(dest, config, pool, entries, tasks=tasks or None)
         try:
             with store._lock, store._transaction():
                 store._db.executemany(
@@ -352,17 +372,25 @@ class RunStore:
         config[section] = None if values is None else dict(values)
         _write_atomic(self.run_dir / "config.json", json.dumps(config, indent=2) + "\n")
 
-    def pool(self) -> list[str]:
-        return (self.run_dir / "pool.txt").read_text(encoding="utf-8").splitlines()
+    def pool(self, task: str = "") -> list[str]:
+        """The initial pool of `task` in a run of several tasks (pools/TASK.txt); the run's
+        pool.txt in a run of one (whatever `task`: a run written before tasks were mixed)."""
+        path = self.run_dir / POOLS / f"{task}.txt"
+        if not task or not path.is_file():
+            path = self.run_dir / "pool.txt"
+        return _read_lines(path)
 
     def samples(self) -> list[SampleRow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, source, status, error, steps_done, inputs FROM samples ORDER BY ord"
+                "SELECT id, source, status, error, steps_done, inputs, task FROM samples "
+                "ORDER BY ord"
             ).fetchall()
         return [
-            SampleRow(sid, _source_out(src), status, error, done, _inputs_out(inputs, src))
-            for sid, src, status, error, done, inputs in rows
+            SampleRow(
+                sid, _source_out(src), status, error, done, _inputs_out(inputs, src), task or ""
+            )
+            for sid, src, status, error, done, inputs, task in rows
         ]
 
     def progress(self, sample_id: str) -> SampleProgress:
@@ -413,6 +441,15 @@ class RunStore:
             ).fetchall()
         return [(batch_id, json.loads(ids)) for batch_id, ids in rows]
 
+    def _run_task(self) -> str | None:
+        """The task config.json names (a sample of a run of one task has no task of its
+        own); None when it cannot be read."""
+        try:
+            task = self.config().get("task")
+        except (OSError, ValueError):
+            return None
+        return task if isinstance(task, str) else None
+
     # -- writing ------------------------------------------------------------------
 
     def record_batch(self, batch_id: str, endpoint: str, custom_ids: Sequence[str]) -> None:
@@ -424,8 +461,14 @@ class RunStore:
                 (batch_id, endpoint, json.dumps(list(custom_ids)), time.time()),
             )
 
-    def add_samples(self, samples: Sequence[tuple[str, Mapping[str, str]]]) -> None:
+    def add_samples(
+        self,
+        samples: Sequence[tuple[str, Mapping[str, str]]],
+        *,
+        tasks: Mapping[str, str] | None = None,
+    ) -> None:
         """Register (id, inputs) pairs in input order; inputs map input names to sources.
+        `tasks` gives each sample's task (sample id -> task) in a run of several tasks.
 
         Raises:
             ConfigError: an id is not a safe file name (it names the sample's artefact folder).
@@ -436,13 +479,14 @@ class RunStore:
                     f"sample id {sid!r} is not usable; use letters, digits, '.', '_' and '-' "
                     "only, not starting with '.'"
                 )
+        tasks = tasks or {}
         rows = [
-            (sid, i, _source_in(_display(inputs)), json.dumps(dict(inputs)))
+            (sid, i, _source_in(_display(inputs)), json.dumps(dict(inputs)), tasks.get(sid))
             for i, (sid, inputs) in enumerate(samples)
         ]
         with self._lock, self._transaction():
             self._db.executemany(
-                "INSERT INTO samples (id, ord, source, inputs) VALUES (?, ?, ?, ?)", rows
+                "INSERT INTO samples (id, ord, source, inputs, task) VALUES (?, ?, ?, ?, ?)", rows
             )
 
     def commit_step(
@@ -557,8 +601,8 @@ class RunStore:
     def _results(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
             samples = self._db.execute(
-                "SELECT id, source, inputs, status, error, steps_done, best_text, best_score "
-                f"FROM samples {where} ORDER BY ord",
+                "SELECT id, source, inputs, status, error, steps_done, best_text, best_score, "
+                f"task FROM samples {where} ORDER BY ord",
                 args,
             ).fetchall()
             steps: dict[str, list[dict[str, Any]]] = {}
@@ -590,10 +634,12 @@ class RunStore:
                     args,
                 )
             }
+        run_task = self._run_task()
         lines = []
-        for sid, source, inputs, status, error, done, text, score in samples:
+        for sid, source, inputs, status, error, done, text, score, task in samples:
             line = {
                 "sample_id": sid,
+                "task": task or run_task,
                 "source": _printable(_source_out(source)),
                 "inputs": {k: _printable(v) for k, v in _inputs_out(inputs, source).items()},
                 "status": status,
@@ -610,6 +656,22 @@ class RunStore:
                 line["best_artefact"] = artefact
             lines.append(line)
         return lines
+
+
+def _lines(texts: Iterable[str]) -> str:
+    return "".join(f"{text}\n" for text in texts)
+
+
+def _read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    """The column names of `table` (none when it cannot be read)."""
+    try:
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.DatabaseError:
+        return set()
 
 
 def _usage_fields(usage: Usage) -> dict[str, int]:

@@ -1,15 +1,15 @@
-"""Which captioning task a run's input files call for, when the caller names none."""
+"""Which captioning task each input file calls for, when the caller names none: one run may
+caption images, videos and sounds together, each file by its kind's task."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 from mils.adapters.media import MEDIA_KINDS, MediaKind, media_kind
 from mils.engine import ConfigError
 from mils.tasks import AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION, Task
 
-__all__ = ["CAPTION_TASKS", "media_kinds", "task_for_files"]
+__all__ = ["CAPTION_TASKS", "describe", "media_kinds", "other_kinds", "tasks_for_files"]
 
 CAPTION_TASKS: dict[str, Task] = {
     "image": IMAGE_CAPTION,
@@ -17,6 +17,7 @@ CAPTION_TASKS: dict[str, Task] = {
     "audio": AUDIO_CAPTION,
 }
 """The captioning task of each kind of media file."""
+_KIND_OF_TASK = {task.name: kind for kind, task in CAPTION_TASKS.items()}
 
 
 def media_kinds(task: Task) -> list[MediaKind]:
@@ -25,20 +26,44 @@ def media_kinds(task: Task) -> list[MediaKind]:
     return [kind for kind in MEDIA_KINDS if kind.name in read]
 
 
-def task_for_files(paths: Sequence[str]) -> tuple[Task, str]:
-    """The captioning task for `paths` and why (for the log), from each file's kind (its
-    extension, else its first bytes). Files of no known kind count as images, whose reader
-    then says what is wrong with them.
+def tasks_for_files(paths: Sequence[str]) -> dict[str, list[str]]:
+    """The captioning task of each of `paths` (task name -> its files, in input order;
+    tasks in the order image, video, audio), from each file's kind (its extension, else its
+    first bytes). Files of no known kind count as images, whose reader then says what is
+    wrong with them."""
+    found: dict[str, list[str]] = {}
+    for path in paths:
+        kind = media_kind(path)
+        found.setdefault(kind.name if kind else "image", []).append(path)
+    return {CAPTION_TASKS[kind].name: found[kind] for kind in CAPTION_TASKS if kind in found}
+
+
+def describe(groups: dict[str, list[str]]) -> str:
+    """What `tasks_for_files` found, for messages and the log ("2 video file(s)")."""
+    return ", ".join(
+        f"{len(paths)} {_KIND_OF_TASK[task]} file(s)" for task, paths in groups.items()
+    )
+
+
+def other_kinds(task: Task, paths: Sequence[str]) -> None:
+    """Refuse media files of another kind than `task` reads (a task named for files that
+    call for another).
 
     Raises:
-        ConfigError: the files are of several kinds (one run captions one kind).
+        ConfigError: some are; the message names the first and says what to do.
     """
-    kinds = Counter(kind.name if (kind := media_kind(p)) else "image" for p in paths)
-    if len(kinds) > 1:
-        counts = ", ".join(f"{n} {name}" for name, n in sorted(kinds.items()))
+    kinds = {kind.name for kind in media_kinds(task)}
+    if not kinds:
+        return  # a task of text inputs: its reader judges the files
+    others = [
+        (p, found.name) for p in paths if (found := media_kind(p)) and found.name not in kinds
+    ]
+    if others:
+        path, other = others[0]
+        more = f" (and {len(others) - 1} more of other kinds)" if len(others) > 1 else ""
         raise ConfigError(
-            f"the inputs mix kinds of media ({counts} files); a run captions one kind: "
-            "run each kind on its own, or pass `task` to keep only its files"
+            f"`task` {task.name} reads {' and '.join(sorted(kinds))} files, but {path} is "
+            f"{'an' if other[0] in 'aeiou' else 'a'} {other} file{more}; leave out `task` to "
+            "caption every kind in one run (each file by its kind's task), or leave out "
+            "those files"
         )
-    name = next(iter(kinds), "image")
-    return CAPTION_TASKS[name], f"{kinds[name]} {name} file(s)"

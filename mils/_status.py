@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -31,6 +31,8 @@ class RunState:
     last_activity: float | None
     engine: str | None
     """Who holds the run now ("mils pid N"), or None."""
+    tasks: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """A run of several tasks: per task, (samples done, samples); empty in a run of one."""
 
 
 def run_state(run_dir: Path) -> RunState:
@@ -49,6 +51,7 @@ def run_state(run_dir: Path) -> RunState:
                 "SELECT COUNT(*), MAX(created_at) FROM steps WHERE step > 0"
             ).fetchone()
             (last_sample,) = db.execute("SELECT MAX(updated_at) FROM samples").fetchone()
+            tasks = _tasks(db)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -65,7 +68,20 @@ def run_state(run_dir: Path) -> RunState:
         steps=steps,
         last_activity=max(times) if times else None,
         engine=_holder(run_dir / ".lock"),
+        tasks=tasks,
     )
+
+
+def _tasks(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """(done, samples) per task of a run of several tasks; {} for a run of one (its samples
+    name no task, or predate the column)."""
+    if "task" not in {row[1] for row in db.execute("PRAGMA table_info(samples)")}:
+        return {}
+    rows = db.execute(
+        "SELECT task, SUM(status = 'done'), COUNT(*) FROM samples WHERE task IS NOT NULL "
+        "GROUP BY task ORDER BY MIN(ord)"
+    ).fetchall()
+    return {task: (done, total) for task, done, total in rows}
 
 
 def _holder(lock: Path) -> str | None:
@@ -98,7 +114,11 @@ def print_status(run_dir: Path, out: TextIO) -> None:
         f"run        {run_dir}\n"
         f"samples    {state.samples}: {state.done} done, {state.failed} failed, "
         f"{state.pending} pending\n"
-        f"steps      {state.steps} committed\n"
+        + "".join(
+            f"{'tasks' if i == 0 else '':<10} {task}: {done}/{total} done\n"
+            for i, (task, (done, total)) in enumerate(state.tasks.items())
+        )
+        + f"steps      {state.steps} committed\n"
         f"activity   {_ago(state.last_activity)}\n"
         f"engine     {engine}\n"
     )

@@ -155,3 +155,22 @@ def audio_triton(
     )
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def mixed_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """Real Triton serving the local stack's closed-world scorer of every kind of media
+    (scene_*, motion_*, sound_*, with their committed weights): a run of several tasks."""
+    from mils._local import LOCAL_SCORERS
+
+    captions = ("image-caption", "video-caption", "audio-caption")
+    models = [
+        m for task in captions for m in (LOCAL_SCORERS[task].text, LOCAL_SCORERS[task].target)
+    ]
+    server = TritonServer(
+        model_repository=REPO / "triton_models",
+        models=models,
+        log_path=tmp_path_factory.mktemp("mixed_triton") / "triton.log",
+    )
+    with server:
+        yield server

@@ -13,11 +13,13 @@ from mils.engine.errors import EndpointUnavailable, InputError
 from mils.engine.objectives import EmbeddingObjective
 from mils.engine.protocols import ChatMessage, Reply
 from mils.engine.retry import Retrier
-from mils.engine.scheduler import Scheduler
+from mils.engine.scheduler import Route, Scheduler
 from mils.engine.store import RunStore
 from mils.tasks import get_task
 
 DIM = 16
+IMAGE = "image-caption"
+"""The task of `fake_scheduler`'s one route."""
 
 
 def vector(text: str) -> np.ndarray:
@@ -100,22 +102,26 @@ def fake_scheduler(
     steps: int = 3,
     in_flight: int = 4,
     budget: Budget | None = None,
+    loop: LoopConfig | None = None,
 ) -> Scheduler:
     """A Scheduler for image-caption over the fakes (keep 5, requested 3, no retry wait)."""
     concurrency = ConcurrencyConfig(
         samples_in_flight=in_flight, score_wait_ms=1.0, generator_cooldown_s=0.01
     )
     retrier = Retrier(NO_WAIT)
-    return Scheduler(
-        task=get_task("image-caption"),
-        loop=LoopConfig(steps=steps, keep=5, requested=3),
-        concurrency=concurrency,
-        retrier=retrier,
-        generator=generator,
+    route = Route(
+        task=get_task(IMAGE),
+        loop=loop or LoopConfig(steps=steps, keep=5, requested=3),
         objective=EmbeddingObjective(
             FakeScorer(max_batch_size=16), target="image", concurrency=concurrency, retrier=retrier
         ),
         readers={"image": FakeReader()},
+    )
+    return Scheduler(
+        routes={IMAGE: route},
+        concurrency=concurrency,
+        retrier=retrier,
+        generator=generator,
         store=store,
         budget=budget,
     )

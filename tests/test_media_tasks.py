@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mils._media import task_for_files
+from mils._media import describe, other_kinds, tasks_for_files
 from mils.adapters.media import VIDEO, AudioReader, VideoReader, expand_inputs, media_kind
 from mils.engine import ConfigError, InputError
 from mils.tasks import AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION
@@ -72,19 +72,28 @@ async def test_empty_and_oversized_media_get_clear_errors(tmp_path: Path) -> Non
 def test_the_task_follows_the_kind_of_the_files(files: dict[str, Path]) -> None:
     """Videos give video-caption, sounds audio-caption, images image-caption; a file with
     an unknown name is told by its first bytes."""
-    assert task_for_files([str(files["clip.mp4"]), str(files["clip.avi"])])[0] is VIDEO_CAPTION
-    assert task_for_files([str(files["beep.ogg"])]) == (AUDIO_CAPTION, "1 audio file(s)")
-    assert task_for_files([str(files["cat.png"])])[0] is IMAGE_CAPTION
+    videos = [str(files["clip.mp4"]), str(files["clip.avi"])]
+    assert tasks_for_files(videos) == {VIDEO_CAPTION.name: videos}
+    beep = tasks_for_files([str(files["beep.ogg"])])
+    assert list(beep) == [AUDIO_CAPTION.name] and describe(beep) == "1 audio file(s)"
+    assert list(tasks_for_files([str(files["cat.png"])])) == [IMAGE_CAPTION.name]
     renamed = files["beep.flac"].rename(files["beep.flac"].with_suffix(".bin"))
     kind = media_kind(renamed)
     assert kind is not None and kind.name == "audio"
 
 
-def test_mixed_kinds_are_refused_with_the_counts(files: dict[str, Path], tmp_path: Path) -> None:
-    """A folder of images, videos and sounds is expanded whole, and a run without a task
-    refuses it, counting each kind; expanded for the video task it holds the videos only."""
+def test_mixed_kinds_go_each_to_its_task(files: dict[str, Path], tmp_path: Path) -> None:
+    """A folder of images, videos and sounds is expanded whole and split by kind, each file
+    to its kind's task; expanded for the video task it holds the videos only, and a video
+    task named for a sound is refused, naming the file."""
     paths = expand_inputs([str(tmp_path)])
     assert len(paths) == len(HEADS)
-    with pytest.raises(ConfigError, match=r"mix kinds of media \(4 audio, 1 image, 3 video"):
-        task_for_files(paths)
-    assert len(expand_inputs([str(tmp_path)], [VIDEO])) == 3
+    groups = tasks_for_files(paths)
+    assert list(groups) == [IMAGE_CAPTION.name, VIDEO_CAPTION.name, AUDIO_CAPTION.name]
+    assert describe(groups) == "1 image file(s), 3 video file(s), 4 audio file(s)"
+    assert sorted(p for group in groups.values() for p in group) == sorted(paths)
+    videos = expand_inputs([str(tmp_path)], [VIDEO])
+    assert len(videos) == 3
+    other_kinds(VIDEO_CAPTION, videos)  # all videos: nothing to refuse
+    with pytest.raises(ConfigError, match=r"beep.ogg is an audio file; leave out `task`"):
+        other_kinds(VIDEO_CAPTION, [*videos, str(files["beep.ogg"])])

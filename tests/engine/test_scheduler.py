@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fakes import FakeGenerator
+from fakes import IMAGE, FakeGenerator
 from fakes import fake_scheduler as scheduler
 from structlog.testing import capture_logs
 
@@ -31,7 +31,7 @@ async def test_every_sample_runs_every_step(tmp_path: Path) -> None:
     samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(10)]
     store = open_store(tmp_path / "run", samples)
     gen = FakeGenerator()
-    summary = await scheduler(store, gen).run(samples, POOL)
+    summary = await scheduler(store, gen).run(samples, {IMAGE: POOL})
     assert (summary.done, summary.failed, summary.steps) == (10, 0, 30)
     assert gen.calls == 30
     assert all(row.status == "done" and row.steps_done == 3 for row in store.samples())
@@ -45,7 +45,7 @@ async def test_initial_pool_is_embedded_once_per_run(tmp_path: Path) -> None:
     samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(6)]
     store = open_store(tmp_path / "run", samples)
     sched = scheduler(store, FakeGenerator(lambda n: "1. shared caption\n2. another one"))
-    summary = await sched.run(samples, POOL)
+    summary = await sched.run(samples, {IMAGE: POOL})
     # 20 pool texts + the 2 distinct generated texts, each once.
     assert summary.texts_evaluated == 22
     assert summary.candidates_scored == 12  # both new texts scored for each sample, once
@@ -60,7 +60,7 @@ async def test_bad_sample_fails_alone_with_its_reason(tmp_path: Path) -> None:
         Sample("good2", {"image": "img2"}),
     ]
     store = open_store(tmp_path / "run", samples)
-    summary = await scheduler(store, FakeGenerator()).run(samples, POOL)
+    summary = await scheduler(store, FakeGenerator()).run(samples, {IMAGE: POOL})
     assert (summary.done, summary.failed) == (2, 1)
     assert summary.failures == [("bad", "bad.png: not an image")]
     rows = {row.id: row for row in store.samples()}
@@ -74,7 +74,7 @@ async def test_reply_without_candidates_is_logged_and_the_loop_goes_on(tmp_path:
     store = open_store(tmp_path / "run", samples)
     with capture_logs() as logs:
         summary = await scheduler(store, FakeGenerator(lambda n: "I like this image!")).run(
-            samples, POOL
+            samples, {IMAGE: POOL}
         )
     assert (summary.done, summary.steps, summary.candidates_scored) == (1, 3, 0)
     assert summary.replies_without_candidates == 3
@@ -91,7 +91,7 @@ async def test_generator_down_fails_samples_with_the_url(tmp_path: Path) -> None
 
     samples = [Sample("a", {"image": "img1"}), Sample("b", {"image": "img2"})]
     store = open_store(tmp_path / "run", samples)
-    summary = await scheduler(store, Down()).run(samples, POOL)
+    summary = await scheduler(store, Down()).run(samples, {IMAGE: POOL})
     assert summary.failed == 2 and summary.faults == {"connect": 4}
     assert all("fake://generator" in reason for _, reason in summary.failures)
     store.close()
@@ -107,7 +107,9 @@ async def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> 
             await asyncio.sleep(0.01)
             return await super().complete(messages)
 
-    task = asyncio.ensure_future(scheduler(store, Slow(), steps=6, in_flight=2).run(samples, POOL))
+    task = asyncio.ensure_future(
+        scheduler(store, Slow(), steps=6, in_flight=2).run(samples, {IMAGE: POOL})
+    )
     while not task.done() and sum(row.steps_done for row in store.samples()) < 5:
         await asyncio.sleep(0.005)
     task.cancel()
@@ -115,7 +117,7 @@ async def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> 
         await task
     partial = {row.id: row.steps_done for row in store.samples()}
     assert 0 < sum(partial.values()) < 24
-    summary = await scheduler(store, Slow(), steps=6).run(samples, POOL)
+    summary = await scheduler(store, Slow(), steps=6).run(samples, {IMAGE: POOL})
     assert summary.steps == 24 - sum(partial.values())
     db_steps = store._db.execute(
         "SELECT sample_id, COUNT(*), MIN(step), MAX(step) FROM steps GROUP BY sample_id"
@@ -131,7 +133,7 @@ async def test_unscorable_texts_are_dropped_alone(tmp_path: Path) -> None:
     store.add_samples([("s", {"image": "img"})])
     gen = FakeGenerator(lambda n: f"1. good {n}\n2. NaN bad {n}")
     with capture_logs() as logs:
-        summary = await scheduler(store, gen).run(samples, [*POOL, "pool NaN text"])
+        summary = await scheduler(store, gen).run(samples, {IMAGE: [*POOL, "pool NaN text"]})
     assert (summary.done, summary.failed, summary.candidates_scored) == (1, 0, 3)
     assert summary.texts_unscorable == 4  # the pool text and three generated ones
     events = [e["event"] for e in logs]
@@ -147,7 +149,7 @@ async def test_echoed_prompt_yields_no_candidate(tmp_path: Path) -> None:
     store = open_store(tmp_path / "run", samples)
     gen = FakeGenerator()
     gen._reply = lambda n: gen.prompts[-1]  # the user message, verbatim
-    summary = await scheduler(store, gen).run(samples, POOL)
+    summary = await scheduler(store, gen).run(samples, {IMAGE: POOL})
     assert (summary.done, summary.steps, summary.candidates_scored) == (1, 3, 0)
     store.close()
 
@@ -158,8 +160,8 @@ async def test_a_reused_scheduler_counts_each_run_alone(tmp_path: Path) -> None:
     second = [Sample("b", {"image": "img2"})]
     store = open_store(tmp_path / "run", [*first, *second])
     sched = scheduler(store, FakeGenerator())
-    one = await sched.run(first, POOL)
-    two = await sched.run([*first, *second], POOL)
+    one = await sched.run(first, {IMAGE: POOL})
+    two = await sched.run([*first, *second], {IMAGE: POOL})
     assert (one.done, one.steps, one.generator_requests) == (1, 3, 3)
     assert (two.done, two.skipped, two.steps, two.generator_requests) == (2, 1, 3, 3)
     assert two.texts_evaluated == 9  # its 9 new texts; the pool is cached from the first run
@@ -171,9 +173,8 @@ async def test_every_extra_line_is_scored(tmp_path: Path) -> None:
     samples = [Sample("s", {"image": "img"})]
     store = open_store(tmp_path / "run", samples)
     gen = FakeGenerator(lambda n: "\n".join(f"{i}. caption {n}-{i}" for i in range(1, 14)))
-    sched = scheduler(store, gen, steps=2)
-    sched._loop = LoopConfig(steps=2, keep=5, requested=10)
-    summary = await sched.run(samples, POOL)
+    sched = scheduler(store, gen, loop=LoopConfig(steps=2, keep=5, requested=10))
+    summary = await sched.run(samples, {IMAGE: POOL})
     assert summary.candidates_scored == 26 and summary.candidates_over_limit == 0
     store.close()
 
@@ -185,7 +186,7 @@ async def test_a_truncated_reply_loses_only_its_cut_off_line(tmp_path: Path) -> 
     gen = FakeGenerator(lambda n: f"1. caption {n}-a\n2. caption {n}-b\n3. capt")
     gen.truncated = True
     with capture_logs() as logs:
-        summary = await scheduler(store, gen).run(samples, POOL)
+        summary = await scheduler(store, gen).run(samples, {IMAGE: POOL})
     assert (summary.replies_truncated, summary.candidates_scored) == (3, 6)
     assert not any(t.endswith("capt") for t in store.progress("s").scored_texts)
     assert sum(e["event"] == "reply_truncated" for e in logs) == 3
@@ -202,11 +203,11 @@ async def test_step_zero_records_the_initial_pool_and_resume_skips_it(tmp_path: 
         async def complete(self, messages):  # type: ignore[no-untyped-def]
             raise InvalidResponse("refused", endpoint=self.endpoint)
 
-    assert (await scheduler(store, Refuses()).run(samples, POOL)).failed == 1
+    assert (await scheduler(store, Refuses()).run(samples, {IMAGE: POOL})).failed == 1
     zero = store.result("s")["trajectory"]
     assert [t["step"] for t in zero] == [0] and zero[0]["new_candidates"] == 0
     best_of_pool = zero[0]["best_score"]
-    summary = await scheduler(store, FakeGenerator()).run(samples, POOL)
+    summary = await scheduler(store, FakeGenerator()).run(samples, {IMAGE: POOL})
     trajectory = store.result("s")["trajectory"]
     assert summary.steps == 3 and [t["step"] for t in trajectory] == [0, 1, 2, 3]
     assert trajectory[0]["best_score"] == best_of_pool
@@ -221,7 +222,7 @@ async def test_completion_mode_continues_the_scored_list(tmp_path: Path) -> None
     store = open_store(tmp_path / "run", samples)
     gen = FakeGenerator(lambda n: f" caption {n}-a\n0.99: caption {n}-b")
     gen.prompt_mode = "completion"
-    summary = await scheduler(store, gen).run(samples, POOL)
+    summary = await scheduler(store, gen).run(samples, {IMAGE: POOL})
     assert (summary.steps, summary.candidates_scored) == (3, 6)
     header, *listed, start = gen.prompts[0].splitlines()
     assert header == get_task("image-caption").completion_header
@@ -255,13 +256,13 @@ async def test_a_generator_refusing_every_first_request_stops_the_run(
     store = open_store(tmp_path / "run", samples)
     gen = RefusesAll()
     with pytest.raises(ExceptionGroup) as caught:
-        await scheduler(store, gen, in_flight=in_flight).run(samples, POOL)
+        await scheduler(store, gen, in_flight=in_flight).run(samples, {IMAGE: POOL})
     error = _leaf(caught.value)
     assert isinstance(error, ConfigError)
     assert "(HTTP 400: Invalid model name passed in model=nope)" in str(error)
     assert gen.calls <= max(3, in_flight)
     assert not [row for row in store.samples() if row.status == "failed"]
-    summary = await scheduler(store, FakeGenerator()).run(samples, POOL)
+    summary = await scheduler(store, FakeGenerator()).run(samples, {IMAGE: POOL})
     assert (summary.done, summary.failed) == (40, 0)
     store.close()
 
@@ -279,7 +280,7 @@ async def test_refusals_after_a_served_request_fail_their_samples_alone(tmp_path
                 raise RequestRefused("refused", endpoint=self.endpoint, status=400, detail="no")
             return await super().complete(messages)
 
-    summary = await scheduler(store, RefusesSome(), in_flight=1).run(samples, POOL)
+    summary = await scheduler(store, RefusesSome(), in_flight=1).run(samples, {IMAGE: POOL})
     assert summary.failed >= 3 and summary.done + summary.failed == 6
     assert all("refused" in reason for _, reason in summary.failures)
     store.close()
@@ -291,7 +292,7 @@ async def test_a_run_smaller_than_the_threshold_fails_its_refused_samples(
     """Two samples, both refused: nothing else can decide, so they fail alone (no hang)."""
     samples = [Sample("a", {"image": "img1"}), Sample("b", {"image": "img2"})]
     store = open_store(tmp_path / "run", samples)
-    summary = await asyncio.wait_for(scheduler(store, RefusesAll()).run(samples, POOL), 10)
+    summary = await asyncio.wait_for(scheduler(store, RefusesAll()).run(samples, {IMAGE: POOL}), 10)
     assert (summary.done, summary.failed) == (0, 2)
     store.close()
 
@@ -313,7 +314,7 @@ async def test_a_rate_limit_costs_no_retry_and_is_counted(tmp_path: Path) -> Non
 
     sched = scheduler(store, LimitedOnce())
     sched._retrier = Retrier(RetryConfig(attempts=1))
-    summary = await sched.run(samples, POOL)
+    summary = await sched.run(samples, {IMAGE: POOL})
     assert (summary.done, summary.failed, summary.faults) == (5, 0, {"429": 1})
     assert sched.statistics().retries == 0
     store.close()

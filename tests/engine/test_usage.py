@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from fakes import FakeGenerator
+from fakes import IMAGE, FakeGenerator
 from fakes import fake_scheduler as scheduler
 
 from mils.adapters.openai_generator import _reply
@@ -46,7 +46,7 @@ async def test_server_tokens_are_summed_per_step_sample_and_run(tmp_path: Path) 
     store = open_store(tmp_path / "run", todo)
     gen = CountingGenerator()
     summary = await scheduler(store, gen, budget=Budget(price_in=2.0, price_out=8.0)).run(
-        todo, POOL
+        todo, {IMAGE: POOL}
     )
     prompt = sum(100 + n for n in range(1, 10))
     expected = Usage(requests=9, prompt_tokens=prompt, completion_tokens=90)
@@ -66,7 +66,7 @@ async def test_replies_without_usage_are_estimated_and_marked(tmp_path: Path) ->
     todo = samples(2)
     store = open_store(tmp_path / "run", todo)
     gen = FakeGenerator()
-    summary = await scheduler(store, gen).run(todo, POOL)
+    summary = await scheduler(store, gen).run(todo, {IMAGE: POOL})
     assert summary.usage.requests == summary.usage.estimated_requests == 6
     assert summary.usage.completion_tokens > 0 and summary.usage.prompt_tokens > 0
     assert summary.cost is None  # no prices
@@ -125,17 +125,17 @@ async def test_max_requests_stops_the_run_and_a_resume_goes_on(tmp_path: Path) -
     store = open_store(tmp_path / "run", todo)
     gen = CountingGenerator()
     summary = await scheduler(store, gen, in_flight=2, budget=Budget(max_requests=5)).run(
-        todo, POOL
+        todo, {IMAGE: POOL}
     )
     assert gen.calls == 5
     assert summary.budget_reached and "`max_requests` 5 reached" in summary.budget_reached
     assert summary.done < 4 and summary.cancelled == 4 - summary.done
     assert store.usage().requests == 5
 
-    again = await scheduler(store, gen, budget=Budget(max_requests=5)).run(todo, POOL)
+    again = await scheduler(store, gen, budget=Budget(max_requests=5)).run(todo, {IMAGE: POOL})
     assert gen.calls == 5 and again.budget_reached and again.steps == 0
 
-    final = await scheduler(store, gen, budget=Budget(max_requests=12)).run(todo, POOL)
+    final = await scheduler(store, gen, budget=Budget(max_requests=12)).run(todo, {IMAGE: POOL})
     assert final.budget_reached is None and final.done == 4
     assert gen.calls == 12 and store.usage().requests == 12
     assert final.run_usage.requests == 12 and final.usage.requests == 7
@@ -148,7 +148,7 @@ async def test_max_tokens_total_stops_the_run(tmp_path: Path) -> None:
     store = open_store(tmp_path / "run", todo)
     gen = CountingGenerator()
     summary = await scheduler(store, gen, in_flight=1, budget=Budget(max_tokens_total=300)).run(
-        todo, POOL
+        todo, {IMAGE: POOL}
     )
     assert gen.calls == 3  # 111 + 112 + 113 tokens: the third reaches 300
     assert summary.budget_reached and "`max_tokens_total` 300" in summary.budget_reached
@@ -175,7 +175,7 @@ async def test_salvage_keeps_the_usage_of_the_steps_it_copies(tmp_path: Path) ->
     """A salvaged run counts the same spend, so its budget goes on where it was."""
     todo = samples(2)
     store = open_store(tmp_path / "run", todo)
-    summary = await scheduler(store, CountingGenerator()).run(todo, POOL)
+    summary = await scheduler(store, CountingGenerator()).run(todo, {IMAGE: POOL})
     store.close()
     RunStore.salvage(tmp_path / "run", tmp_path / "copy")
     copy = RunStore.open(tmp_path / "copy")

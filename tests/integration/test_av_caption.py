@@ -102,11 +102,12 @@ def test_bad_videos_fail_alone_naming_the_file(
     assert "3600" in errors["hour"] and "limit" in errors["hour"], errors["hour"]
 
 
-def test_bad_sounds_fail_alone_and_mixed_inputs_are_refused(
+def test_bad_sounds_fail_alone_and_a_clip_is_refused_for_the_audio_task(
     llama_server: LlamaServer, audio_triton: TritonServer, tmp_path: Path
 ) -> None:
     """A zero-length sound, a garbled one and an hour of silence fail alone beside a good
-    sound; a folder mixing sounds and a video is refused before anything runs (exit 2)."""
+    sound; a clip named beside them with --task audio-caption is refused before anything
+    runs (exit 2). (A folder of both kinds is one run: tests/integration/test_mixed_caption.py.)"""
     folder = tmp_path / "sounds"
     good = list(write_sounds(folder, 1))
     (folder / "empty.wav").write_bytes(b"")
@@ -126,8 +127,9 @@ def test_bad_sounds_fail_alone_and_mixed_inputs_are_refused(
     assert "is empty (0 bytes)" in errors["empty"]
     assert "limit" in errors["hour"], errors["hour"]
 
-    write_motion_clips(folder, 1)
-    mixed = mils(caption([folder], tmp_path / "mixed", llama_server, audio_triton), tmp_path)
+    (clip,) = write_motion_clips(tmp_path / "clips", 1)
+    args = caption([folder, clip], tmp_path / "mixed", llama_server, audio_triton)
+    mixed = mils([*args, "--task", "audio-caption"], tmp_path)
     assert mixed.returncode == 2
-    assert "the inputs mix kinds of media (4 audio, 1 video files)" in mixed.stderr
+    assert f"--task audio-caption reads audio files, but {clip} is a video file" in mixed.stderr
     assert not (tmp_path / "mixed").exists()
