@@ -7,6 +7,12 @@ through a per-endpoint limiter, values through the run's `Objective`, and every 
 through the one retry loop. Each finished step is committed to the store before the sample
 plans its next one.
 
+One run may hold samples of several tasks (images, videos and sounds of one folder): each
+`Route` is one task's prompt, loop, objective and readers, and each sample names its route.
+Every route has its own objective, so nothing one scorer computed (a cached text embedding)
+serves another; the generator endpoints, their limits and the budget are the run's, shared
+by every route.
+
 A sample fails alone: input errors, exhausted retries and unusable replies are recorded as
 its reason and the run goes on. Configuration and store errors stop the run, and so does a
 generator endpoint that refuses its first requests alike (`mils.engine.refusals`): until it
@@ -22,6 +28,7 @@ requests in flight finish and commit, and the samples not done stay resumable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +54,7 @@ from mils.engine.usage import Usage, budget_reached, reply_usage
 
 __all__ = [
     "Event",
+    "Route",
     "RunStatistics",
     "RunSummary",
     "Sample",
@@ -59,11 +67,24 @@ log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """How the samples of one task run: the task's prompt, its loop, its objective (with
+    its own scorer and cache) and one reader per input name of the task."""
+
+    task: TaskSpec
+    loop: LoopConfig
+    objective: Objective
+    readers: Mapping[str, MediaReader]
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
-    """One target of the loop: its id and its named inputs (input name -> source)."""
+    """One target of the loop: its id, its named inputs (input name -> source) and the name
+    of its route ("" when the run has one)."""
 
     id: str
     inputs: Mapping[str, str]
+    task: str = ""
 
     @property
     def source(self) -> str:
@@ -226,13 +247,11 @@ class Scheduler:
     """Wires the pure loop to the endpoints, the objective and the store.
 
     Args:
-        task: the prompt and parser limits.
-        loop: the MILS loop settings.
-        concurrency: samples in flight and generator limits.
-        retrier: the run's retry loop (shared with the objective).
-        generator: one or several generator endpoints.
-        objective: how texts get values; entered by `run`.
-        readers: one reader per input name of the task.
+        routes: one `Route` per task of the run, by name (the name samples give as
+            `Sample.task`); each route's objective is entered by `run`.
+        concurrency: samples in flight and generator limits (shared by every route).
+        retrier: the run's retry loop (shared with the objectives).
+        generator: one or several generator endpoints (shared by every route).
         store: the run directory.
         on_event: called (on the event loop) for every committed step and finished sample.
         on_request: called (on the event loop) after every generator request
@@ -243,26 +262,22 @@ class Scheduler:
     def __init__(
         self,
         *,
-        task: TaskSpec,
-        loop: LoopConfig,
+        routes: Mapping[str, Route],
         concurrency: ConcurrencyConfig,
         retrier: Retrier,
         generator: Generator | Sequence[Generator],
-        objective: Objective,
-        readers: Mapping[str, MediaReader],
         store: RunStore,
         on_event: Callable[[Event], None] | None = None,
         on_request: RequestObserver | None = None,
         budget: Budget | None = None,
     ) -> None:
-        self._task = task
+        if not routes:
+            raise ConfigError("no routes: pass at least one task's `Route`")
+        self._routes = dict(routes)
         self._budget = budget or Budget()
         self._spent_before = Usage()
         """The run directory's usage from earlier sessions (read when `run` starts)."""
-        self._loop = loop
         self._concurrency = concurrency
-        self._objective = objective
-        self._readers = dict(readers)
         self._store = store
         self._on_event = on_event or (lambda event: None)
         self._retrier = retrier
@@ -285,14 +300,28 @@ class Scheduler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
         self._stopping = False
-        self._pool_ready: asyncio.Task[None] | None = None
+        self._pool_ready: dict[str, asyncio.Task[None]] = {}
 
-    async def run(self, samples: Sequence[Sample], pool: Sequence[str]) -> RunSummary:
-        """Run every sample not yet done; return what happened."""
+    async def run(
+        self, samples: Sequence[Sample], pools: Mapping[str, Sequence[str]]
+    ) -> RunSummary:
+        """Run every sample not yet done; return what happened.
+
+        Args:
+            samples: the run's samples, each naming its route.
+            pools: the initial pool of each route, by route name; a route with no sample
+                left to do does not score its pool.
+
+        Raises:
+            ConfigError: a sample names no route of the run, or a route to run has no pool.
+        """
         finished = {row.id for row in self._store.samples() if row.status == DONE}
         todo = [sample for sample in samples if sample.id not in finished]
+        active = {self._route_name(sample) for sample in todo}
+        if unpooled := sorted(active - set(pools)):
+            raise ConfigError(f"no initial pool for task {unpooled[0]!r}; pass one in `pools`")
         retry_before = self._retrier.statistics()
-        stats_before = self._objective.statistics()
+        stats_before = self._objective_statistics()
         self._counts = counts = _Counts(
             total=len(todo),
             faults_before=self._faults(),
@@ -307,14 +336,26 @@ class Scheduler:
             self._stopping = True
             log.warning("budget_reached", reason=reached)
         requests_before = self._generator_requests()
-        log.info("run_started", samples=len(samples), todo=len(todo), pool=len(pool))
-        async with self._objective, asyncio.TaskGroup() as group:
-            if todo and not self._stopping:  # samples prepare targets while the pool scores
-                self._pool_ready = group.create_task(
-                    self._objective.set_pool(pool), name="initial-pool"
-                )
-            await self._run_all(todo)
-        stats = self._objective.statistics()
+        log.info(
+            "run_started",
+            samples=len(samples),
+            todo=len(todo),
+            pool=sum(len(pools[name]) for name in active),
+            **({"tasks": sorted(active)} if len(self._routes) > 1 else {}),
+        )
+        async with contextlib.AsyncExitStack() as objectives:
+            for route in self._routes.values():
+                await objectives.enter_async_context(route.objective)
+            async with asyncio.TaskGroup() as group:
+                self._pool_ready = {}
+                if not self._stopping:  # samples prepare targets while the pools score
+                    for name in sorted(active):
+                        objective = self._routes[name].objective
+                        self._pool_ready[name] = group.create_task(
+                            objective.set_pool(pools[name]), name=f"initial-pool-{name}"
+                        )
+                await self._run_all(todo)
+        stats = self._objective_statistics()
         summary = RunSummary(
             samples=len(samples),
             done=counts.done + len(finished),
@@ -363,12 +404,12 @@ class Scheduler:
         self._stopping = True
         for sample_id in list(self._tasks):
             self.cancel_sample(sample_id)
-        if self._pool_ready is not None:
-            self._pool_ready.cancel()
+        for pool_ready in self._pool_ready.values():
+            pool_ready.cancel()
 
     def statistics(self) -> RunStatistics:
         gen = self._router.statistics()
-        obj = self._objective.statistics()
+        obj = self._objective_statistics()
         counts = self._counts
         retry = self._retrier.statistics()
         faults = self._faults() - counts.faults_before
@@ -394,6 +435,33 @@ class Scheduler:
             cache_misses=obj.cache_misses - before.cache_misses,
             usage=counts.answered,
             cost=self._cost(counts.answered),
+        )
+
+    def _objective_statistics(self) -> ObjectiveStatistics:
+        """Every route's objective statistics, summed."""
+        each = [route.objective.statistics() for route in self._routes.values()]
+        return ObjectiveStatistics(
+            texts_evaluated=sum(s.texts_evaluated for s in each),
+            unscorable=sum(s.unscorable for s in each),
+            in_flight=sum(s.in_flight for s in each),
+            queued=sum(s.queued for s in each),
+            cache_hits=sum(s.cache_hits for s in each),
+            cache_misses=sum(s.cache_misses for s in each),
+        )
+
+    def _route_name(self, sample: Sample) -> str:
+        """The name of the route `sample` runs on.
+
+        Raises:
+            ConfigError: it names none of the run's routes (or none when there are several).
+        """
+        if sample.task in self._routes:
+            return sample.task
+        if not sample.task and len(self._routes) == 1:
+            return next(iter(self._routes))
+        raise ConfigError(
+            f"sample {sample.id!r} is for task {sample.task or '(none)'!r}, which this run "
+            f"does not run; its tasks are {', '.join(sorted(self._routes))}"
         )
 
     def _cost(self, usage: Usage) -> float | None:
@@ -449,7 +517,8 @@ class Scheduler:
     async def _guarded(self, sample: Sample, window: asyncio.Semaphore) -> None:
         in_window = True
         try:
-            with structlog.contextvars.bound_contextvars(sample_id=sample.id):
+            task = {"task": sample.task} if sample.task else {}  # a run of several tasks
+            with structlog.contextvars.bound_contextvars(sample_id=sample.id, **task):
                 try:
                     await self._run_sample(sample)
                 except RequestRefused as exc:
@@ -496,42 +565,42 @@ class Scheduler:
         if held and not self._launching and held >= self._running:
             self._refusals.settle()
 
-    async def _read_inputs(self, sample: Sample) -> dict[str, bytes]:
-        missing = sorted(set(self._readers) - set(sample.inputs))
+    async def _read_inputs(self, sample: Sample, route: Route) -> dict[str, bytes]:
+        readers = route.readers
+        missing = sorted(set(readers) - set(sample.inputs))
         if missing:
             raise InputError(
                 f"sample {sample.id!r} has no input {', '.join(map(repr, missing))}; "
-                f"this task takes {', '.join(sorted(self._readers))}",
+                f"task {route.task.name!r} takes {', '.join(sorted(readers))}",
                 source=sample.source,
             )
-        return {name: await read.read(sample.inputs[name]) for name, read in self._readers.items()}
+        return {name: await read.read(sample.inputs[name]) for name, read in readers.items()}
 
     async def _run_sample(self, sample: Sample) -> None:
+        name = self._route_name(sample)
+        route = self._routes[name]
         committed = await asyncio.to_thread(self._store.progress, sample.id)
-        objective = self._objective
+        objective = route.objective
         optimizer = SampleOptimizer(
-            sample.id, self._loop, higher_is_better=objective.higher_is_better
+            sample.id, route.loop, higher_is_better=objective.higher_is_better
         )
-        inputs = await self._read_inputs(sample)
-        context = _text_context(sample, inputs, self._task.text_inputs)
+        inputs = await self._read_inputs(sample, route)
+        context = _text_context(sample, inputs, route.task.text_inputs)
         target: Any = await objective.prepare(inputs)
-        assert self._pool_ready is not None
-        await asyncio.shield(self._pool_ready)
+        await asyncio.shield(self._pool_ready[name])
         # The sample's own texts (a prompt to improve) are candidates beside the pool.
         own = [text for text in dict.fromkeys(context.values()) if text not in objective.pool_texts]
         initial: list[Scored] = []
-        own_scored: list[tuple[str, Evaluation]] = []
+        recorded: list[tuple[str, Evaluation]] = []
         if committed.last is None:
-            initial = await objective.score_pool(target)
-            own_scored = [
-                (text, e)
-                for text, e in zip(own, await objective.evaluate(target, own), strict=True)
-                if e is not None
-            ]
-            initial = rank(
-                [*initial, *((e.value, text) for text, e in own_scored)],
-                higher_is_better=objective.higher_is_better,
-            )
+            initial, recorded = await self._first_candidates(objective, target, own)
+            if not initial:
+                raise InputError(
+                    f"nothing to start from: the initial pool is empty and input "
+                    f"{', '.join(map(repr, context))} could not be scored by {objective.name} "
+                    "(the log's text_unscorable line says why); fix the input",
+                    source=sample.source,
+                )
         optimizer.restore(
             committed.last,
             initial=initial,
@@ -540,21 +609,50 @@ class Scheduler:
             best_history=committed.best_history,
         )
         if committed.last is None:
-            record = optimizer.initial_record([(text, e.value) for text, e in own_scored])
-            details = _details(own_scored) if own_scored else None
+            record = optimizer.initial_record([(text, e.value) for text, e in recorded])
+            details = _details(recorded) if recorded else None
             await asyncio.to_thread(self._store.commit_step, sample.id, record, details)
         while not optimizer.done:
-            await self._step(sample.id, optimizer, target, context)
+            await self._step(sample.id, route, optimizer, target, context)
         await asyncio.to_thread(self._store.finish_sample, sample.id)
 
+    @staticmethod
+    async def _first_candidates(
+        objective: Objective, target: Any, own: Sequence[str]
+    ) -> tuple[list[Scored], list[tuple[str, Evaluation]]]:
+        """The sample's initial candidates, ranked: the pool's and its own texts'; and what
+        step 0 records: its own texts, and the pool's best when it is the best of all and its
+        evaluation holds more than a value (a render), so the best text has its render."""
+        pool = await objective.score_pool(target)
+        recorded = [
+            (text, e)
+            for text, e in zip(own, await objective.evaluate(target, own), strict=True)
+            if e is not None
+        ]
+        initial = rank(
+            [*pool, *((e.value, text) for text, e in recorded)],
+            higher_is_better=objective.higher_is_better,
+        )
+        best = None
+        if pool and initial[0] == pool[0]:  # the pool's best is the sample's
+            best = await objective.details(target, pool[0][1])
+        if best is not None:
+            recorded.append((pool[0][1], best))
+        return initial, recorded
+
     async def _step(
-        self, sample_id: str, optimizer: SampleOptimizer, target: Any, context: Mapping[str, str]
+        self,
+        sample_id: str,
+        route: Route,
+        optimizer: SampleOptimizer,
+        target: Any,
+        context: Mapping[str, str],
     ) -> None:
         """One step: ask, parse, score what is new, commit."""
         plan = optimizer.plan_step()
-        reply, usage = await self._ask_within_budget(plan, context)
-        fresh = self._candidates(optimizer, plan, reply)
-        evaluations = await self._objective.evaluate(target, fresh)
+        reply, usage = await self._ask_within_budget(route, plan, context)
+        fresh = self._candidates(route.task, optimizer, plan, reply)
+        evaluations = await route.objective.evaluate(target, fresh)
         new = [(text, e) for text, e in zip(fresh, evaluations, strict=True) if e]
         if len(new) < len(fresh):
             log.warning("candidates_unscorable", step=plan.step, dropped=len(fresh) - len(new))
@@ -568,7 +666,7 @@ class Scheduler:
         log.debug("step_committed", step=record.step, best=round(best_score, 4), new=len(new))
 
     async def _ask_within_budget(
-        self, plan: StepPlan, context: Mapping[str, str]
+        self, route: Route, plan: StepPlan, context: Mapping[str, str]
     ) -> tuple[Reply, Usage]:
         """The step's reply and its usage, if the budget allows one more request.
 
@@ -585,34 +683,38 @@ class Scheduler:
             raise _BudgetReached(reached)
         counts.sending += 1
         try:
-            reply, usage = await self._ask(plan, context)
+            reply, usage = await self._ask(route, plan, context)
         finally:
             counts.sending -= 1
         counts.answered += usage
         return reply, usage
 
-    async def _ask(self, plan: StepPlan, context: Mapping[str, str]) -> tuple[Reply, Usage]:
+    async def _ask(
+        self, route: Route, plan: StepPlan, context: Mapping[str, str]
+    ) -> tuple[Reply, Usage]:
         """The generator's reply to this step, in the endpoints' prompting mode, and its
         usage. One attempt per try: a retry may land on another endpoint."""
-        direction = self._objective.higher_is_better
+        direction = route.objective.higher_is_better
         if self._router.prompt_mode == "completion":
             prompt, start = build_continuation(
-                self._task, plan.shown, higher_is_better=direction, context=context
+                route.task, plan.shown, higher_is_better=direction, context=context
             )
             reply = await self._retrier.call(self._router.continue_text, prompt)
             usage = reply_usage(reply, prompt)
             return replace(reply, text=start + reply.text), usage  # the reply continues start
         messages = build_messages(
-            self._task,
+            route.task,
             plan.shown,
-            self._loop.requested,
+            route.loop.requested,
             higher_is_better=direction,
             context=context,
         )
         reply = await self._retrier.call(self._router.complete, messages)
         return reply, reply_usage(reply, "\n".join(m["content"] for m in messages))
 
-    def _candidates(self, optimizer: SampleOptimizer, plan: StepPlan, reply: Reply) -> list[str]:
+    def _candidates(
+        self, task: TaskSpec, optimizer: SampleOptimizer, plan: StepPlan, reply: Reply
+    ) -> list[str]:
         """The texts of `reply` worth scoring; what is dropped on the way is counted."""
         counts, text = self._counts, reply.text
         if reply.truncated:  # the line after the last newline was cut off mid-way
@@ -621,8 +723,8 @@ class Scheduler:
             log.info("reply_truncated", step=plan.step, dropped=reply.text[len(text) :][:80])
         parsed = parse_reply(
             text,
-            max_chars=self._task.max_candidate_chars,
-            strip_annotations=self._task.strip_annotations,
+            max_chars=task.max_candidate_chars,
+            strip_annotations=task.strip_annotations,
         )
         if parsed.too_long:
             counts.too_long += parsed.too_long

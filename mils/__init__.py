@@ -16,9 +16,13 @@ them against the target, the best go back into the prompt, and the loop repeats.
         async for result in run:
             print(result.sample_id, result.best_score, result.best_text)
 
+The generation tasks take a renderer too: `mils.open_run("t2i-enhance", [{"prompt": ...}],
+renderer=mils.RendererSettings(...), ...)`; `mils.arithmetic` composes captioning and
+t2i-enhance (caption two inputs, merge the captions, render the result).
+
 The packages below hold the parts: `mils.engine` (the loop and its orchestration),
-`mils.adapters` (OpenAI-compatible generators, Triton scorers, media readers) and
-`mils.tasks` (one module per MILS task).
+`mils.adapters` (OpenAI-compatible generators, Triton scorers and renderers, media readers)
+and `mils.tasks` (one module per MILS task).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from mils._api import Run, SampleResult, StepResult, load_run_config, open_run, resume_run
+from mils._arithmetic import ArithmeticResult, arithmetic
 from mils._config import RunConfig
 from mils._metrics import MetricsConfig
-from mils.adapters import BatchSettings, GeneratorSettings, ScorerSettings
+from mils.adapters import BatchSettings, GeneratorSettings, RendererSettings, ScorerSettings
 from mils.engine import (
     Budget,
     ConcurrencyConfig,
@@ -57,6 +62,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "TASKS",
+    "ArithmeticResult",
     "BatchSettings",
     "Budget",
     "ConcurrencyConfig",
@@ -68,6 +74,7 @@ __all__ = [
     "LoopConfig",
     "MetricsConfig",
     "MilsError",
+    "RendererSettings",
     "RetryConfig",
     "Run",
     "RunConfig",
@@ -82,6 +89,7 @@ __all__ = [
     "StoreError",
     "Task",
     "Usage",
+    "arithmetic",
     "configure_logging",
     "get_task",
     "load_run_config",

@@ -27,17 +27,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from mils._config import RunConfig
+from mils._config import MIXED, RunConfig, TaskSettings
+from mils._media import other_kinds, tasks_for_files
 from mils._metrics import MetricsConfig, RunMetrics
 from mils.adapters import (
+    AlignmentScorer,
     AudioReader,
     BatchSettings,
     GeneratorSettings,
     ImageReader,
     OpenAIBatchGenerator,
     OpenAIGenerator,
+    RendererSettings,
     ScorerSettings,
     TextReader,
+    TritonStyleScorer,
     VideoReader,
     sample_id_for,
 )
@@ -63,13 +67,14 @@ from mils.engine.objectives import EmbeddingObjective, Objective, RenderThenScor
 from mils.engine.retry import Retrier
 from mils.engine.scheduler import (
     Event,
+    Route,
     RunStatistics,
     RunSummary,
     Sample,
     SampleFinished,
     Scheduler,
 )
-from mils.tasks import EmbeddingSpec, InputKind, Task, get_task
+from mils.tasks import EmbeddingSpec, InputKind, RenderSpec, Task, get_task
 
 __all__ = ["Run", "SampleResult", "StepResult", "load_run_config", "open_run", "resume_run"]
 
@@ -80,7 +85,9 @@ log = get_logger(__name__)
 
 GeneratorArg = GeneratorSettings | Generator | Sequence[GeneratorSettings] | Sequence[Generator]
 ScorerArg = ScorerSettings | Scorer
+RendererArg = RendererSettings | Renderer
 InputArg = str | os.PathLike[str] | Mapping[str, str] | Sample
+PoolArg = Sequence[str] | str | os.PathLike[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,32 +145,40 @@ class SampleResult:
 
 
 def open_run(
-    task: str | Task,
+    task: str | Task | None,
     inputs: Iterable[InputArg],
     *,
     generator: GeneratorArg,
-    scorer: ScorerArg | None = None,
+    scorer: ScorerArg | Mapping[str, ScorerArg] | None = None,
     out: str | os.PathLike[str],
-    loop: LoopConfig | None = None,
+    loop: LoopConfig | Mapping[str, LoopConfig] | None = None,
     concurrency: ConcurrencyConfig | None = None,
     retry: RetryConfig | None = None,
     budget: Budget | None = None,
     batch: BatchSettings | None = None,
-    pool: Sequence[str] | str | os.PathLike[str] | None = None,
-    renderer: Renderer | None = None,
+    pool: PoolArg | Mapping[str, PoolArg] | None = None,
+    renderer: RendererArg | None = None,
     media_scorer: MediaScorer | None = None,
     on_event: Callable[[Event], None] | None = None,
     metrics: MetricsConfig | None = None,
 ) -> Run:
     """Start a new run in the directory `out` (created; refused if it holds a run already).
 
+    One run may caption images, videos and sounds together: with `task` None, each input
+    file goes to its kind's captioning task. Each task then runs with its own loop, pool
+    and encoder pair (its own embedding cache): pass `loop`, `pool` and `scorer` as
+    mappings of task name to value (a single `loop` applies to every task); the generator
+    endpoints and the budget are the run's, shared.
+
     Args:
-        task: a task name (`mils.TASKS`) or a `Task`.
+        task: a task name (`mils.TASKS`) or a `Task`; None: the captioning task of each
+            input file's kind (image, video, audio).
         inputs: one per sample: a source (a file path) for a task with one input, a mapping
             input name -> source, or a `Sample` with its own id. Ids come from file names.
         generator: settings of one or several OpenAI-compatible endpoints (saved, so the
             run can be resumed), or your own `Generator` objects (not saved).
-        scorer: settings of a Triton encoder pair, or your own `Scorer` (embedding tasks).
+        scorer: settings of the Triton scorer (an encoder pair; for style transfer its
+            `style_model`), or your own `Scorer` (embedding tasks).
         out: the run directory.
         loop: the loop settings; default: the task's own (`task.loop`).
         budget: token prices (saved) and limits on the run's spend (`Budget`): a run that
@@ -171,7 +186,11 @@ def open_run(
         batch: send the generator requests as OpenAI Batch API jobs, one per step of the
             samples in flight (`BatchSettings`; saved); None: live requests.
         pool: the initial pool: texts, or a file with one per line; default: the task's.
-        renderer, media_scorer: the two halves of a render-then-score task's objective.
+        renderer: where a render-then-score task renders its candidates: settings of a
+            Triton model or an OpenAI-compatible images API (saved), or your own `Renderer`.
+        media_scorer: your own `MediaScorer` for such a task; default: built from
+            `scorer` by the task's terms (alignment: the encoder pair scores the render
+            against the sample's text; style and content: `scorer.style_model`).
         on_event: called on the event loop for every committed step and finished sample.
         metrics: Prometheus metrics of the run, served on a port and/or added to your
             registry while the run is open (`MetricsConfig`).
@@ -179,19 +198,44 @@ def open_run(
     Raises:
         ConfigError: a setting, the pool or the inputs are unusable (nothing was written).
     """
-    spec = task if isinstance(task, Task) else get_task(task)
-    samples = _samples(spec, inputs)
-    texts, repeated = initial_pool(spec, pool)
+    if task is None:
+        specs, samples = _inferred(inputs)
+    else:
+        spec = task if isinstance(task, Task) else get_task(task)
+        inputs = list(inputs)
+        other_kinds(spec, [os.fspath(i) for i in inputs if isinstance(i, (str, os.PathLike))])
+        specs, samples = {spec.name: spec}, _samples(spec, inputs)
+    if len(specs) > 1:
+        return _open_mixed(
+            specs,
+            samples,
+            generator=generator,
+            scorer=scorer,
+            out=out,
+            loop=loop,
+            concurrency=concurrency,
+            retry=retry,
+            budget=budget,
+            batch=batch,
+            pool=pool,
+            on_event=on_event,
+            metrics=metrics,
+        )
+    spec = next(iter(specs.values()))
+    own_loop: LoopConfig | None = _own(loop, spec.name, "loop")
+    scorer = _own(scorer, spec.name, "scorer")
+    texts, repeated = initial_pool(spec, _own(pool, spec.name, "pool"))
     generators, generator_objects = _split_generators(generator)
     config = RunConfig(
         task=spec.name,
-        loop=loop or spec.loop,
+        loop=own_loop or spec.loop,
         concurrency=concurrency or ConcurrencyConfig(),
         retry=retry or RetryConfig(),
         generator=generators,
         scorer=scorer if isinstance(scorer, ScorerSettings) else None,
         budget=budget or Budget(),
         batch=batch,
+        renderer=renderer if isinstance(renderer, RendererSettings) else None,
     )
     run_dir = Path(out)
     RunStore.check_new(run_dir)  # before anything is written there (logs included)
@@ -212,17 +256,163 @@ def open_run(
     )
 
 
+def _open_mixed(
+    specs: Mapping[str, Task],
+    samples: Sequence[Sample],
+    *,
+    generator: GeneratorArg,
+    scorer: ScorerArg | Mapping[str, ScorerArg] | None,
+    out: str | os.PathLike[str],
+    loop: LoopConfig | Mapping[str, LoopConfig] | None,
+    concurrency: ConcurrencyConfig | None,
+    retry: RetryConfig | None,
+    budget: Budget | None,
+    batch: BatchSettings | None,
+    pool: PoolArg | Mapping[str, PoolArg] | None,
+    on_event: Callable[[Event], None] | None,
+    metrics: MetricsConfig | None,
+) -> Run:
+    """`open_run` of samples of several tasks (`Sample.task` names each one's)."""
+    names = list(specs)
+    for value, what in ((scorer, "scorer"), (pool, "pool")):
+        if value is not None and not isinstance(value, Mapping):
+            raise ConfigError(
+                f"the inputs call for {len(names)} tasks ({', '.join(names)}); pass `{what}` "
+                "as a mapping of task name to its own (one per kind of media), or leave it out"
+            )
+    scorers = _per_task(scorer, names, "scorer")
+    loops = {n: _per_task(loop, names, "loop").get(n) or specs[n].loop for n in names}
+    pools = {n: initial_pool(specs[n], _per_task(pool, names, "pool").get(n)) for n in names}
+    settings = {n: s for n, s in scorers.items() if isinstance(s, ScorerSettings)}
+    if settings and len(settings) < len(names):
+        raise ConfigError(
+            "`scorer` mixes settings and objects; pass ScorerSettings for every task, or "
+            "a Scorer for every task"
+        )
+    shared = {(s.url, s.protocol, s.timeout) for s in settings.values()}
+    if len(shared) > 1:
+        raise ConfigError(
+            "the tasks' `scorer` settings name different servers; the tasks of one run "
+            "share one Triton server (url, protocol, timeout): serve their models together"
+        )
+    generators, generator_objects = _split_generators(generator)
+    config = RunConfig(
+        task=MIXED,
+        loop=loops[names[0]],
+        concurrency=concurrency or ConcurrencyConfig(),
+        retry=retry or RetryConfig(),
+        generator=generators,
+        scorer=settings.get(names[0]),
+        budget=budget or Budget(),
+        batch=batch,
+        tasks={
+            n: TaskSettings(
+                loop=loops[n],
+                **(
+                    {
+                        "text_model": own.text_model,
+                        "target_model": own.target_model,
+                        "target_input": own.target_input,
+                    }
+                    if (own := settings.get(n)) is not None
+                    else {}
+                ),
+            )
+            for n in names
+        },
+    )
+    run_dir = Path(out)
+    RunStore.check_new(run_dir)  # before anything is written there (logs included)
+
+    def create() -> RunStore:
+        entries = [(s.id, s.inputs) for s in samples]
+        texts = {n: pools[n][0] for n in names}
+        tasks = {s.id: s.task for s in samples}
+        return RunStore.create(run_dir, config.to_json(), texts, entries, tasks=tasks)
+
+    return Run(
+        run_dir,
+        create,
+        specs[names[0]],
+        config,
+        _Parts(generator_objects, scorer),
+        on_event,
+        pool_repeats=sum(repeated for _, repeated in pools.values()),
+        metrics=metrics,
+        tasks=specs,
+    )
+
+
+def _own(value: Any, task: str, what: str) -> Any:
+    """`value` for a run of one task: itself, or its entry for `task` when it is a mapping
+    of task name to value (`open_run` of files of one kind, with mappings made for any)."""
+    if isinstance(value, Mapping):
+        return _per_task(value, [task], what).get(task)
+    return value
+
+
+def _per_task(value: Any, names: Sequence[str], what: str) -> dict[str, Any]:
+    """A mapping of task name to value, from one (for every task) or a mapping.
+
+    Raises:
+        ConfigError: the mapping names a task the run does not have.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        return dict.fromkeys(names, value)
+    if unknown := sorted(set(value) - set(names)):
+        raise ConfigError(
+            f"`{what}` names task {unknown[0]!r}, which this run does not have; its tasks "
+            f"are {', '.join(names)}"
+        )
+    return dict(value)
+
+
+def _inferred(inputs: Iterable[InputArg]) -> tuple[dict[str, Task], list[Sample]]:
+    """The captioning task of each input file (by its kind) and the samples, each naming
+    its task when there are several.
+
+    Raises:
+        ConfigError: an input is not a file path (a mapping or `Sample` needs `task`).
+    """
+    paths = []
+    for item in inputs:
+        if not isinstance(item, (str, os.PathLike)):
+            raise ConfigError(
+                "`task` is None and an input is not a file; pass `task` for inputs given "
+                "as mappings or `Sample`s"
+            )
+        paths.append(os.fspath(item))
+    groups = tasks_for_files(paths)
+    specs = {name: get_task(name) for name in groups}
+    if len(specs) == 1:
+        (spec,) = specs.values()
+        return specs, _samples(spec, paths)
+    task_of = {path: name for name, group in groups.items() for path in group}
+    taken: set[str] = set()
+    samples = [
+        Sample(
+            sample_id_for(path, taken),
+            {specs[task_of[path]].inputs[0].name: os.path.abspath(path)},
+            task=task_of[path],
+        )
+        for path in paths
+    ]
+    return specs, samples
+
+
 def resume_run(
     out: str | os.PathLike[str],
     *,
     task: Task | None = None,
     generator: GeneratorArg | None = None,
-    scorer: ScorerArg | None = None,
+    scorer: ScorerArg | Mapping[str, ScorerArg] | None = None,
     concurrency: ConcurrencyConfig | None = None,
     retry: RetryConfig | None = None,
     budget: Budget | None = None,
     batch: BatchSettings | Literal["live"] | None = None,
-    renderer: Renderer | None = None,
+    renderer: RendererArg | None = None,
     media_scorer: MediaScorer | None = None,
     on_event: Callable[[Event], None] | None = None,
     metrics: MetricsConfig | None = None,
@@ -251,7 +441,9 @@ def resume_run(
         batch=saved.batch if batch is None else None if batch == "live" else batch,
         generator=generators,
         scorer=scorer if isinstance(scorer, ScorerSettings) else saved.scorer,
+        renderer=renderer if isinstance(renderer, RendererSettings) else saved.renderer,
     )
+    tasks = {name: get_task(name) for name in config.tasks}
 
     def reopen() -> RunStore:
         store = RunStore.open(run_dir)
@@ -268,11 +460,12 @@ def resume_run(
     return Run(
         run_dir,
         reopen,
-        task or get_task(config.task),
+        task or (next(iter(tasks.values())) if tasks else get_task(config.task)),
         config,
         _Parts(generator_objects, scorer, renderer, media_scorer),
         on_event,
         metrics=metrics,
+        tasks=tasks or None,
     )
 
 
@@ -305,8 +498,9 @@ class _Parts:
     """What the caller passed as live objects (used as they are, owned by the caller)."""
 
     generators: tuple[Generator, ...] = ()
-    scorer: ScorerArg | None = None
-    renderer: Renderer | None = None
+    scorer: ScorerArg | Mapping[str, ScorerArg] | None = None
+    """One, or one per task of a run of several tasks (task name -> scorer)."""
+    renderer: RendererArg | None = None
     media_scorer: MediaScorer | None = None
 
 
@@ -336,9 +530,13 @@ class Run:
         on_event: Callable[[Event], None] | None,
         pool_repeats: int = 0,
         metrics: MetricsConfig | None = None,
+        tasks: Mapping[str, Task] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.task = task
+        """The run's task; in a run of several tasks, the first of `tasks`."""
+        self.tasks: dict[str, Task] = dict(tasks) if tasks else {task.name: task}
+        """Every task of the run by name (one, unless a run mixes kinds of media)."""
         self.config = config
         self._open_store = open_store
         self._parts = parts
@@ -396,26 +594,32 @@ class Run:
         generators = await self._generators(store)
         # Runs first on the way out, while the store is open: the session's outcome.
         self._stack.push_async_callback(_record_reply_formats, store, generators)
-        objective = await self._objective(retrier, on_request)
+        routes = {
+            name: Route(
+                task=task,
+                loop=self.config.loop_for(name),
+                objective=await self._objective(retrier, on_request, task),
+                readers=_readers(task),
+            )
+            for name, task in self.tasks.items()
+        }
         concurrency = self.config.concurrency
         if self.config.batch is not None and concurrency.generator_in_flight is None:
             # A job's latency says nothing about capacity: every sample in flight may ask.
             concurrency = replace(concurrency, generator_in_flight=concurrency.samples_in_flight)
         scheduler = Scheduler(
-            task=self.task,
-            loop=self.config.loop,
+            routes=routes,
             concurrency=concurrency,
             retrier=retrier,
             generator=generators,
-            objective=objective,
-            readers=_readers(self.task),
             store=store,
             on_event=self._event,
             on_request=on_request,
             budget=self.config.budget,
         )
-        samples = [Sample(row.id, row.inputs) for row in store.samples()]
-        live = _Live(store, scheduler, asyncio.create_task(scheduler.run(samples, store.pool())))
+        samples = [Sample(row.id, row.inputs, row.task) for row in store.samples()]
+        pools = {name: store.pool(name) for name in routes}  # pool.txt in a run of one task
+        live = _Live(store, scheduler, asyncio.create_task(scheduler.run(samples, pools)))
         live.runner.add_done_callback(lambda _: live.finished.put_nowait(None))
         self._live = live
 
@@ -451,10 +655,13 @@ class Run:
             for settings in self.config.generator
         ]
 
-    async def _objective(self, retrier: Retrier, on_request: RequestObserver | None) -> Objective:
-        spec = self.task.objective
+    async def _objective(
+        self, retrier: Retrier, on_request: RequestObserver | None, task: Task
+    ) -> Objective:
+        """`task`'s objective; each task of the run has its own (and its own cache)."""
+        spec = task.objective
         if isinstance(spec, EmbeddingSpec):
-            scorer = await self._scorer(retrier)
+            scorer = await self._scorer(retrier, task.name)
             return EmbeddingObjective(
                 scorer,
                 target=spec.target,
@@ -462,30 +669,77 @@ class Run:
                 retrier=retrier,
                 on_request=on_request,
             )
-        if self._parts.renderer is None or self._parts.media_scorer is None:
-            raise ConfigError(
-                f"task {self.task.name!r} renders its candidates; pass `renderer` and "
-                "`media_scorer`"
-            )
         return RenderThenScore(
-            renderer=self._parts.renderer,
-            scorer=self._parts.media_scorer,
+            renderer=await self._renderer(retrier),
+            scorer=await self._media_scorer(spec, retrier),
             combine=WeightedSum(spec.weights),
             higher_is_better=spec.higher_is_better,
             in_flight=self.config.concurrency.score_in_flight,
             retrier=retrier,
         )
 
-    async def _scorer(self, retrier: Retrier) -> Scorer:
+    async def _renderer(self, retrier: Retrier) -> Renderer:
+        given = self._parts.renderer
+        if given is not None and not isinstance(given, RendererSettings):
+            return given
+        if self.config.renderer is None:
+            raise ConfigError(
+                f"task {self.task.name!r} renders its candidates; pass `renderer` "
+                "(RendererSettings for a Triton model or an images API, or your own Renderer)"
+            )
+        renderer = self.config.renderer.build()
+        await retrier.call(renderer.open)  # servers still starting get the retry policy
+        self._stack.push_async_callback(renderer.aclose)
+        return renderer
+
+    async def _media_scorer(self, spec: RenderSpec, retrier: Retrier) -> MediaScorer:
+        """The caller's, or one built from the scorer settings by the task's terms."""
+        if self._parts.media_scorer is not None:
+            return self._parts.media_scorer
+        settings = self.config.scorer
+        terms = set(spec.weights)
+        if settings is None:
+            raise ConfigError(
+                f"task {self.task.name!r} scores renders; pass `scorer` (ScorerSettings) "
+                "or `media_scorer`"
+            )
+        scorer: AlignmentScorer | TritonStyleScorer
+        if terms == {"alignment"} and self.task.text_inputs:
+            scorer = AlignmentScorer(settings, prompt_input=self.task.text_inputs[0])
+        elif terms == {"style", "content"} and settings.style_model:
+            scorer = TritonStyleScorer(
+                settings.url,
+                model=settings.style_model,
+                protocol=settings.protocol,
+                timeout=settings.timeout,
+            )
+        elif terms == {"style", "content"}:
+            raise ConfigError(
+                f"task {self.task.name!r} is scored by a style/content loss model; pass "
+                "`style_model` in the scorer settings"
+            )
+        else:
+            raise ConfigError(
+                f"no built-in scorer gives the terms {sorted(terms)} of task "
+                f"{self.task.name!r}; pass `media_scorer`"
+            )
+        await retrier.call(scorer.open)
+        self._stack.push_async_callback(scorer.aclose)
+        return scorer
+
+    async def _scorer(self, retrier: Retrier, task: str) -> Scorer:
         given = self._parts.scorer
+        if isinstance(given, Mapping):
+            given = given.get(task)
         if given is not None and not isinstance(given, ScorerSettings):
             return given
-        if self.config.scorer is None:
+        settings = self.config.scorer_for(task)
+        if settings is None:
             raise ConfigError(
-                "no scorer: pass `scorer` (ScorerSettings for a Triton encoder pair, or your "
-                "own Scorer)"
+                f"no scorer{f' for task {task!r}' if len(self.tasks) > 1 else ''}: pass "
+                "`scorer` (ScorerSettings for a Triton encoder pair, or your own Scorer)"
             )
-        scorer = self.config.scorer.build()
+        scorer = settings.build()
         # Servers that are still starting get the same retry policy as every other call.
         await retrier.call(scorer.open)
         self._stack.push_async_callback(scorer.aclose)
@@ -636,8 +890,11 @@ def initial_pool(
     Raises:
         ConfigError: the pool cannot work (unreadable, empty, one text repeated).
     """
+    if pool is None and task.pool_file is None:
+        return [], 0  # the samples start from their own texts (`Task.text_inputs`)
     if pool is None or isinstance(pool, (str, os.PathLike)):
         source = Path(pool) if pool is not None else task.pool_file
+        assert source is not None
         try:
             lines = source.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:

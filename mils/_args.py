@@ -23,6 +23,7 @@ from mils.adapters.openai_generator import (
     DEFAULT_TOP_P,
     REPLY_FORMATS,
 )
+from mils.adapters.renderers import DEFAULT_RENDER_SIZE, DEFAULT_RENDER_TIMEOUT
 from mils.engine import ConcurrencyConfig, LoopConfig, RetryConfig
 from mils.tasks import TASKS
 
@@ -39,6 +40,7 @@ examples:
   mils caption photos/*.jpg --generator-url http://vllm:8000/v1 \\
       --generator-model meta-llama/Llama-3.1-8B-Instruct --scorer-url triton:8001
   mils caption clips/*.mp4                             videos: the task follows the files
+  mils caption media/                                  images, videos, sounds: one run
   mils caption photos/ --config run.toml --steps 5     a settings file, a flag on top
   mils config show runs/r1 > run.toml                  the settings of an earlier run
 """
@@ -77,6 +79,36 @@ anywhere and can be attached or mailed. Per sample: thumbnails of its inputs, th
 after each step with its score, a score-by-step plot and, with --references, the ground
 truth; above them the run: samples done and failed (with reasons), steps and their rate,
 candidates, and what log.jsonl recorded (texts embedded, retries and faults by kind).
+"""
+
+_ENHANCE_EXAMPLES = """\
+examples:
+  mils local up && mils enhance prompts.txt --steps 3   offline: the closed world's renderer
+  mils enhance --prompt "a small red circle at the top left" --prompt "two blue stars"
+  mils enhance drawbench.csv --scorer-url triton:8001 --renderer-model sd_render \\
+      --text-model pickscore_text --target-model pickscore_image
+  mils enhance prompts.txt --renderer-kind openai --renderer-url https://api.example/v1 \\
+      --renderer-model flux-schnell                     an OpenAI-compatible images API
+
+A .txt file holds one prompt per line; a .csv file a "prompt" column (else its first).
+"""
+
+_STYLIZE_EXAMPLES = """\
+examples:
+  mils local up && mils stylize content.png style.png --steps 3
+  mils stylize --pairs pairs.csv                       columns content,style (paths)
+  mils stylize a.png s.png --scorer-url triton:8001 --renderer-model pix2pix_edit \\
+      --style-model vgg_style
+"""
+
+_ARITHMETIC_EXAMPLES = """\
+examples:
+  mils local up && mils arithmetic scene.png beeps.wav --steps 2
+  mils arithmetic photo.jpg rain.flac --out runs/arith1
+
+Each input is captioned by its kind's captioning task, the LLM merges the captions into one
+prompt, and t2i-enhance improves and renders it; OUT/arithmetic.json says what each stage
+made and OUT/result.png is the final image.
 """
 
 _RESUME_EXAMPLES = """\
@@ -280,6 +312,72 @@ def _endpoint_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _renderer_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("the renderer (a Triton model or an OpenAI-compatible images API)")
+    g.add_argument(
+        "--renderer-kind",
+        choices=("triton", "openai"),
+        help="a Triton model (TEXT/SEED in, IMAGE out) or an images API "
+        "(/images/generations, /images/edits) (triton)",
+    )
+    g.add_argument(
+        "--renderer-url",
+        metavar="URL",
+        help="Triton HOST:PORT, or the images API's base URL (default: the scorer's Triton)",
+    )
+    g.add_argument(
+        "--renderer-model",
+        metavar="NAME",
+        help="the renderer (the task's: sd_render, pix2pix_edit; on the local stack the "
+        "closed world's scene_render, scene_edit)",
+    )
+    g.add_argument(
+        "--render-seed", metavar="N", type=int, help="the fixed seed of every render (0)"
+    )
+    g.add_argument(
+        "--image-size",
+        metavar="WxH",
+        help=f"the size an images API is asked for ({DEFAULT_RENDER_SIZE})",
+    )
+    g.add_argument(
+        "--renderer-api-key-env",
+        metavar="VAR",
+        help="environment variable holding the images API's key (OPENAI_API_KEY)",
+    )
+    g.add_argument(
+        "--renderer-timeout",
+        metavar="SECONDS",
+        type=float,
+        help=f"seconds allowed per render ({DEFAULT_RENDER_TIMEOUT:g})",
+    )
+    g.add_argument(
+        "--style-model",
+        metavar="NAME",
+        help="style transfer: the Triton style/content loss model (vgg_style; on the local "
+        "stack scene_style)",
+    )
+
+
+def _generation_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    epilog: str,
+) -> argparse.ArgumentParser:
+    """A command running a render-then-score task: the caption command's options and the
+    renderer's."""
+    p = _subcommand(sub, name, summary, epilog=epilog)
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (runs/<task>-<time>)")
+    p.add_argument(
+        "--init-pool", type=Path, metavar="FILE", help="initial pool, a text per line (the task's)"
+    )
+    _loop_args(p)
+    _endpoint_args(p)
+    _renderer_args(p)
+    _run_args(p)
+    return p
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     c = p.add_argument_group("concurrency and retries")
     c.add_argument(
@@ -435,14 +533,15 @@ def parser() -> argparse.ArgumentParser:
     cap.add_argument(
         "inputs",
         nargs="+",
-        help="image, video or audio files, directories or glob patterns (one kind per run)",
+        help="image, video or audio files, directories or glob patterns (several kinds: one "
+        "run, each file by its kind's task)",
     )
     cap.add_argument(
         "--task",
         metavar="NAME",
         help="what to do: "
         + ", ".join(TASKS)
-        + " (the captioning task of the inputs' kind of media; see `mils tasks`)",
+        + " (default: the captioning task of each input's kind of media; see `mils tasks`)",
     )
     cap.add_argument(
         "--out", type=Path, metavar="DIR", help="run directory, new or empty (runs/<task>-<time>)"
@@ -465,7 +564,42 @@ def parser() -> argparse.ArgumentParser:
     )
     res.add_argument("run_dir", type=Path, help="the run directory (--out of `mils caption`)")
     _endpoint_args(res)
+    _renderer_args(res)
     _run_args(res)
+
+    enh = _generation_command(
+        sub,
+        "enhance",
+        "improve text-to-image prompts: rewrites whose renders match each prompt best",
+        _ENHANCE_EXAMPLES,
+    )
+    enh.add_argument("prompts", nargs="*", type=Path, help="files of prompts (.txt or .csv)")
+    enh.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a prompt to improve; repeat for more",
+    )
+
+    sty = _generation_command(
+        sub,
+        "stylize",
+        "find the edit instruction that gives a content image the style of another",
+        _STYLIZE_EXAMPLES,
+    )
+    sty.add_argument("images", nargs="*", type=Path, help="CONTENT STYLE image pairs")
+    sty.add_argument(
+        "--pairs", type=Path, metavar="FILE", help="a CSV of content,style image paths"
+    )
+
+    ari = _generation_command(
+        sub,
+        "arithmetic",
+        "caption two inputs (images, videos or sounds), merge the captions, render the result",
+        _ARITHMETIC_EXAMPLES,
+    )
+    ari.add_argument("inputs", nargs=2, type=Path, help="two media files")
 
     status = _subcommand(sub, "status", "show a run's progress (also while it runs)")
     status.add_argument("run_dir", type=Path)

@@ -15,16 +15,35 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mils.adapters import BatchSettings, GeneratorSettings, ScorerSettings
+from mils.adapters.renderers import RendererSettings
 from mils.engine import Budget, ConcurrencyConfig, ConfigError, LoopConfig, RetryConfig
 from mils.engine.config import from_dict
 from mils.engine.logs import redact_url
 
-__all__ = ["RunConfig", "read_toml"]
+__all__ = ["MIXED", "RunConfig", "TaskSettings", "read_toml"]
+
+MIXED = "mixed"
+"""`RunConfig.task` of a run of several tasks (images, videos and sounds together)."""
+_MODEL_KEYS = ("text_model", "target_model", "target_input")
+"""The scorer settings each task of a run of several tasks has of its own."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSettings:
+    """What one task of a run of several tasks has of its own: its loop, and the encoder
+    pair it scores with on the run's scorer server."""
+
+    loop: LoopConfig
+    text_model: str | None = None
+    """None when the caller passed its own scorer objects."""
+    target_model: str | None = None
+    target_input: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +62,29 @@ class RunConfig:
     """Token prices and the spend at which the run stops."""
     batch: BatchSettings | None = None
     """How generator requests go as Batch API jobs; None: live requests."""
+    renderer: RendererSettings | None = None
+    """Where a render-then-score task renders its candidates; None for the other tasks,
+    and when the caller passed its own renderer object."""
+    tasks: Mapping[str, TaskSettings] = dataclasses.field(default_factory=dict)
+    """A run of several tasks (`task` is MIXED): each task's own loop and encoder pair, by
+    task name; `loop` and `scorer` are then its first task's. Empty in a run of one."""
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The run's tasks: those of `tasks`, else `task`."""
+        return tuple(self.tasks) or (self.task,)
+
+    def loop_for(self, task: str) -> LoopConfig:
+        """The loop of `task` (one of `task_names`)."""
+        return self.tasks[task].loop if self.tasks else self.loop
+
+    def scorer_for(self, task: str) -> ScorerSettings | None:
+        """The scorer settings of `task`: the run's server with the task's encoder pair."""
+        own = self.tasks.get(task)
+        if self.scorer is None or own is None:
+            return self.scorer
+        models = {k: getattr(own, k) for k in _MODEL_KEYS if getattr(own, k) is not None}
+        return dataclasses.replace(self.scorer, **models)
 
     def to_json(self) -> dict[str, Any]:
         generator: dict[str, Any] = {}
@@ -63,15 +105,28 @@ class RunConfig:
             "endpoints": {
                 "generator": generator,
                 "scorer": asdict(self.scorer) if self.scorer else {},
+                **({"renderer": _renderer_json(self.renderer)} if self.renderer else {}),
             },
+            **({"tasks": _tasks_json(self.tasks)} if self.tasks else {}),
         }
 
     def to_toml(self) -> str:
         """The settings as a TOML file that `read_toml` (and `mils ... --config`) accepts."""
         data = self.to_json()
         endpoints = data.pop("endpoints")
+        tasks = data.pop("tasks", {})
+        if tasks and endpoints["scorer"]:  # each task's models are in its own section
+            endpoints["scorer"] = {
+                k: v for k, v in endpoints["scorer"].items() if k not in _MODEL_KEYS
+            }
         sections = {k: v for k, v in data.items() if v is not None}  # no [batch]: live
         sections |= {k: v for k, v in endpoints.items() if v}
+        sections |= {
+            f"tasks.{json.dumps(task)}.{part}": values
+            for task, parts in tasks.items()
+            for part, values in parts.items()
+            if values
+        }
         lines = [f"task = {_toml_value(sections.pop('task'))}"]
         for name, values in sections.items():
             lines += ["", f"[{name}]"]
@@ -104,6 +159,8 @@ class RunConfig:
                 batch=_batch_settings(data.get("batch")),
                 generator=_generator_settings(endpoints.get("generator", {})),
                 scorer=_scorer_settings(endpoints.get("scorer", {})),
+                renderer=_renderer_settings(endpoints.get("renderer", {})),
+                tasks=_task_settings(data.get("tasks", {})),
             )
         except ConfigError as exc:
             if source is None:
@@ -148,6 +205,54 @@ def _scorer_settings(saved: Any) -> ScorerSettings | None:
     if "url" not in values:
         raise ConfigError("endpoints.scorer has no url")
     return _typed(ScorerSettings, values, "endpoints.scorer")
+
+
+def _tasks_json(tasks: Mapping[str, TaskSettings]) -> dict[str, Any]:
+    """The "tasks" section of a run of several tasks: per task, its loop and its encoder
+    pair (the keys of the scorer section that differ by task)."""
+    return {
+        name: {
+            "loop": asdict(own.loop),
+            "scorer": {k: getattr(own, k) for k in _MODEL_KEYS if getattr(own, k) is not None},
+        }
+        for name, own in tasks.items()
+    }
+
+
+def _task_settings(saved: Any) -> dict[str, TaskSettings]:
+    tasks = {}
+    for name, own in _section(saved, "tasks").items():
+        own = _section(own, f"tasks.{name}")
+        scorer = _section(own.get("scorer", {}), f"tasks.{name}.scorer")
+        for key, value in scorer.items():
+            if key not in _MODEL_KEYS or not isinstance(value, str):
+                raise ConfigError(
+                    f"tasks.{name}.scorer.{key} is {value!r}; a task's scorer section holds "
+                    f"the strings {', '.join(_MODEL_KEYS)}"
+                )
+        loop = _typed(LoopConfig, own.get("loop", {}), f"tasks.{name}.loop")
+        tasks[name] = TaskSettings(loop=loop, **scorer)
+    return tasks
+
+
+def _renderer_json(settings: RendererSettings) -> dict[str, Any]:
+    """The renderer's settings without its API key (found again from `api_key_env`)."""
+    saved = asdict(settings)
+    saved.pop("api_key")
+    saved["url"] = redact_url(settings.url)
+    return saved
+
+
+def _renderer_settings(saved: Any) -> RendererSettings | None:
+    saved = _section(saved, "endpoints.renderer")
+    if not saved:
+        return None
+    missing = [key for key in ("kind", "url", "model") if key not in saved]
+    if missing:
+        raise ConfigError(f"endpoints.renderer has no {missing[0]}")
+    values = {k: v for k, v in saved.items() if k != "api_key"}
+    renderer: RendererSettings = _typed(RendererSettings, values, "endpoints.renderer")
+    return renderer
 
 
 _GENERATOR_FIELDS = {f.name for f in dataclasses.fields(GeneratorSettings)}
@@ -212,13 +317,14 @@ _FILE_KEYS: dict[str, set[str]] = {
     "batch": {f.name for f in dataclasses.fields(BatchSettings)},
     "generator": (_GENERATOR_FIELDS - {"base_url", "extra_headers"}) | {"base_urls"},
     "scorer": {f.name for f in dataclasses.fields(ScorerSettings)},
+    "renderer": {f.name for f in dataclasses.fields(RendererSettings)} - {"api_key"},
 }
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """A settings file (TOML: `task`, then [loop], [generator], [scorer], [concurrency],
-    [retry], [budget], [batch]: batch mode) in the shape of config.json. Unknown keys are
-    errors, named.
+    """A settings file (TOML: `task`, then [loop], [generator], [scorer], [renderer],
+    [concurrency], [retry], [budget], [batch]: batch mode) in the shape of config.json.
+    Unknown keys are errors, named.
 
     Raises:
         ConfigError: the file cannot be read or parsed, or holds an unknown key.
@@ -229,6 +335,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read the settings file {path}: {exc}; pass `config`") from None
     for name, value in data.items():
         if name == "task":
+            continue
+        if name == "tasks":
+            _check_tasks(path, value)
             continue
         if name not in _FILE_KEYS:
             raise ConfigError(
@@ -242,8 +351,26 @@ def read_toml(path: Path) -> dict[str, Any]:
                 f"{path}: unknown key {name}.{unknown[0]}; [{name}] takes "
                 f"{', '.join(sorted(_FILE_KEYS[name]))}"
             )
-    endpoints = {k: data.pop(k) for k in ("generator", "scorer") if k in data}
+    endpoints = {k: data.pop(k) for k in ("generator", "scorer", "renderer") if k in data}
     return {**data, "endpoints": endpoints} if endpoints else data
+
+
+def _check_tasks(path: Path, tasks: Any) -> None:
+    """Refuse a [tasks.NAME.*] section of a settings file that holds an unknown key."""
+    for task, parts in _section(tasks, f"[tasks] of {path}").items():
+        for part, values in _section(parts, f"[tasks.{task}] of {path}").items():
+            known = {"loop": _FILE_KEYS["loop"], "scorer": set(_MODEL_KEYS)}.get(part)
+            if known is None:
+                raise ConfigError(
+                    f"{path}: unknown key tasks.{task}.{part}; a task's section takes loop "
+                    "and scorer"
+                )
+            section = _section(values, f"[tasks.{task}.{part}] of {path}")
+            if unknown := sorted(set(section) - known):
+                raise ConfigError(
+                    f"{path}: unknown key tasks.{task}.{part}.{unknown[0]}; it takes "
+                    f"{', '.join(sorted(known))}"
+                )
 
 
 def _toml_value(value: Any) -> str:

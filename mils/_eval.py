@@ -58,6 +58,10 @@ class SampleCaptions:
     """Why the sample failed, or None."""
     input_names: tuple[str, ...] = ()
     """The task's name of each of `inputs` ("image"), in the same order."""
+    task: str = ""
+    """The sample's task in a run of several tasks; "" in a run of one."""
+    artefact: str | None = None
+    """The best text's render (a path in the run directory), when the task renders."""
 
 
 def read_captions(run_dir: Path) -> list[SampleCaptions]:
@@ -83,6 +87,7 @@ def read_captions(run_dir: Path) -> list[SampleCaptions]:
             for sid, step, text, score in steps:
                 by_sample.setdefault(sid, {})[step] = text
                 scores.setdefault(sid, {})[step] = score
+            artefacts = _best_artefacts(db)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -98,10 +103,24 @@ def read_captions(run_dir: Path) -> list[SampleCaptions]:
             best_score=row["best_score"],
             error=row["error"],
             input_names=tuple(named),
+            task=(row["task"] if "task" in row.keys() else None) or "",  # noqa: SIM118 - sqlite3.Row
+            artefact=artefacts.get(row["id"]),
         )
         for row in samples
         for named in [_inputs(row)]
     ]
+
+
+def _best_artefacts(db: sqlite3.Connection) -> dict[str, str]:
+    """Sample id -> the render of its best text (the latest step's, when one was kept)."""
+    columns = {r[1] for r in db.execute("PRAGMA table_info(candidates)")}
+    if "artefact" not in columns:
+        return {}
+    rows = db.execute(
+        "SELECT c.sample_id, c.artefact FROM candidates c JOIN samples s ON s.id = c.sample_id "
+        "WHERE c.text = s.best_text AND c.artefact IS NOT NULL ORDER BY c.step"
+    )
+    return {sid: artefact for sid, artefact in rows}
 
 
 def _inputs(row: sqlite3.Row) -> dict[str, str]:

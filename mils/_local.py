@@ -25,6 +25,7 @@ from mils.tasks import ScorerModels
 
 __all__ = [
     "LOCAL_MODELS",
+    "LOCAL_RENDERERS",
     "LOCAL_SCORERS",
     "PULLED_DIR",
     "STATE_DIR",
@@ -64,9 +65,26 @@ LOCAL_SCORERS: dict[str, ScorerModels] = {
     # (`mils.tasks.sounds`).
     "video-caption": ScorerModels(text="motion_text", target="motion_video", target_input="VIDEO"),
     "audio-caption": ScorerModels(text="sound_text", target="sound_audio", target_input="AUDIO"),
+    # The generation tasks on the closed world: a render is scored against the prompt by the
+    # scene scorer, and a style transfer by losses on the scene scorer's image features.
+    "t2i-enhance": ScorerModels(text="scene_text", target="scene_image", target_input="IMAGE"),
+    "style-transfer": ScorerModels(style="scene_style"),
 }
-"""The local stack's encoder pair per task."""
-LOCAL_MODELS = tuple(dict.fromkeys(m for s in LOCAL_SCORERS.values() for m in (s.text, s.target)))
+"""The local stack's scorer models per task."""
+LOCAL_RENDERERS: dict[str, str] = {"t2i-enhance": "scene_render", "style-transfer": "scene_edit"}
+"""The local stack's renderer per generation task: the closed world's text-to-image
+renderer and image editor (`mils.tasks.scenes.render_text` / `edit_image`, served)."""
+LOCAL_MODELS = tuple(
+    dict.fromkeys(
+        model
+        for models in (
+            *((s.text, s.target, s.style) for s in LOCAL_SCORERS.values()),
+            LOCAL_RENDERERS.values(),
+        )
+        for model in models
+        if model
+    )
+)
 
 
 def pulled_models(repository: Path = PULLED_DIR) -> list[str]:

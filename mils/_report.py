@@ -273,8 +273,18 @@ class _Page:
             ", higher scores are better" if task.higher_is_better else ", lower is better"
         )  # fmt: skip
         yield "task", f"{config.get('task', 'not recorded')}{order}"
+        tasks = config.get("tasks")
+        if isinstance(tasks, dict) and tasks:  # a run of several tasks: each its own loop
+            yield "tasks", ", ".join(map(str, tasks))
+            for name, own in tasks.items():
+                loop, scorer = (own or {}).get("loop") or {}, (own or {}).get("scorer") or {}
+                yield f"loop ({name})", ", ".join(f"{k} {v}" for k, v in loop.items())
+                yield (
+                    f"scorer ({name})",
+                    f"{scorer.get('text_model', '?')} / {scorer.get('target_model', '?')}",
+                )
         loop = config.get("loop")
-        if isinstance(loop, dict):
+        if isinstance(loop, dict) and not tasks:
             yield "loop", ", ".join(f"{k} {v}" for k, v in loop.items())
         endpoints = config.get("endpoints")
         if isinstance(endpoints, dict):
@@ -392,7 +402,10 @@ class _Page:
 
     def _media(self, sample: SampleCaptions) -> str:
         names = sample.input_names or ("input",) * len(sample.inputs)
-        return "".join(self._input(n, v) for n, v in zip(names, sample.inputs, strict=False))
+        shown = "".join(self._input(n, v) for n, v in zip(names, sample.inputs, strict=False))
+        if sample.artefact is not None:  # the render of the best text
+            shown += self._input("best render", str(self.run_dir / sample.artefact))
+        return shown
 
     def _input(self, name: str, source: str) -> str:
         kind = self._kind(name, source)
@@ -424,7 +437,8 @@ class _Page:
         parts = [
             f"<article class='card {_e(sample.status)}' id='sample-{_e(sample.id)}'>",
             f"<header><h3>{_e(sample.id)}</h3><span class='status'>{_e(sample.status)}</span>"
-            f"<span class='score'>{len([k for k in sample.steps if k > 0])} steps{score}</span>"
+            + (f"<span class='task'>{_e(sample.task)}</span>" if sample.task else "")
+            + f"<span class='score'>{len([k for k in sample.steps if k > 0])} steps{score}</span>"
             "</header>",
             f"<div class='top'><div class='media'>{media}</div>",
         ]

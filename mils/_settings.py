@@ -1,20 +1,23 @@
 """A run's settings from the command line: flags over a `--config` file over the saved run
-(resume) or the task's defaults (caption); endpoints fall back to the local stack."""
+(resume) or the task's defaults (caption); endpoints fall back to the local stack. A run of
+several tasks (a folder of images, videos and sounds) gets each task's settings the same
+way, the flags applying to every task."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from mils._config import RunConfig
-from mils._local import LOCAL_SCORERS, local_urls
+from mils._config import MIXED, RunConfig, TaskSettings
+from mils._local import LOCAL_RENDERERS, LOCAL_SCORERS, local_urls
 from mils._prices import prices_for
 from mils.engine import ConfigError, LoopConfig
-from mils.tasks import Task
+from mils.tasks import RenderSpec, Task
 
-__all__ = ["run_settings"]
+__all__ = ["mixed_settings", "run_settings"]
 
 # Flag destination -> (section of config.json, key in it).
 _WHERE: dict[str, tuple[str, str]] = {
@@ -52,6 +55,14 @@ _WHERE: dict[str, tuple[str, str]] = {
     "scorer_protocol": ("scorer", "protocol"),
     "text_model": ("scorer", "text_model"),
     "image_model": ("scorer", "target_model"),
+    "style_model": ("scorer", "style_model"),
+    "renderer_kind": ("renderer", "kind"),
+    "renderer_url": ("renderer", "url"),
+    "renderer_model": ("renderer", "model"),
+    "render_seed": ("renderer", "seed"),
+    "image_size": ("renderer", "size"),
+    "renderer_api_key_env": ("renderer", "api_key_env"),
+    "renderer_timeout": ("renderer", "timeout_s"),
 }
 
 
@@ -67,6 +78,7 @@ def run_settings(
     """
     data: dict[str, Any] = saved.to_json() if saved else {"loop": asdict(task.loop)}
     _overlay(data, file)
+    _own_settings(data, task.name)
     data["task"] = task.name  # what the caller chose (flag, file or saved run)
     _generator_mode(data, args)
     for dest, (section, key) in _WHERE.items():
@@ -80,9 +92,62 @@ def run_settings(
         _section(data, section)[key] = value
     local = _local_endpoints(_section(data, "generator"), _section(data, "scorer"))
     _scorer_models(_section(data, "scorer"), task, local=local)
+    _renderer(data, task, local=local)
     if getattr(args, "prices", None) is not None:
         _table_prices(data, args, batch=data.get("batch") is not None)
     return RunConfig.from_json(data, source=None)
+
+
+def mixed_settings(
+    args: argparse.Namespace,
+    *,
+    saved: RunConfig | None,
+    tasks: Sequence[Task],
+    file: dict[str, Any],
+) -> RunConfig:
+    """The settings of a new or resumed run of several tasks: each task's loop and encoder
+    pair as `run_settings` makes them (the loop flags apply to every task), the rest shared.
+
+    Raises:
+        ConfigError: as `run_settings`; or an encoder flag (or [scorer] model key of the
+            --config file), which would give one model to every kind of media.
+    """
+    flags = {"text_model": "--text-model", "image_model": "--target-model"}
+    given = [flag for dest, flag in flags.items() if getattr(args, dest, None) is not None]
+    scorer = (file.get("endpoints") or {}).get("scorer") or {}
+    given += [f"[scorer] {key}" for key in ("text_model", "target_model") if key in scorer]
+    if given:
+        raise ConfigError(
+            f"{given[0]} gives one model to a run of {len(tasks)} tasks "
+            f"({', '.join(t.name for t in tasks)}); leave the models to each task, or run "
+            "each kind of media on its own with --task"
+        )
+    each = {t.name: run_settings(args, saved=saved, task=t, file=file) for t in tasks}
+    first = each[tasks[0].name]
+    own = {
+        name: TaskSettings(
+            loop=config.loop,
+            **(
+                {
+                    "text_model": config.scorer.text_model,
+                    "target_model": config.scorer.target_model,
+                    "target_input": config.scorer.target_input,
+                }
+                if config.scorer
+                else {}
+            ),
+        )
+        for name, config in each.items()
+    }
+    return dataclasses.replace(first, task=MIXED, tasks=own)
+
+
+def _own_settings(data: dict[str, Any], task: str) -> None:
+    """A run of several tasks keeps each task's loop and encoder pair in its "tasks"
+    section: put `task`'s where a run of one keeps them."""
+    own = data.pop("tasks", None) or {}
+    if task in own:
+        _overlay(data, {"loop": own[task].get("loop", {}), "scorer": own[task].get("scorer", {})})
 
 
 def _table_prices(data: dict[str, Any], args: argparse.Namespace, *, batch: bool) -> None:
@@ -122,8 +187,11 @@ def _overlay(data: dict[str, Any], file: dict[str, Any]) -> None:
             data[name] = value
 
 
+_ENDPOINTS = ("generator", "scorer", "renderer")
+
+
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
-    holder = data.setdefault("endpoints", {}) if name in ("generator", "scorer") else data
+    holder = data.setdefault("endpoints", {}) if name in _ENDPOINTS else data
     section: dict[str, Any] = holder.setdefault(name, {})
     return section
 
@@ -132,10 +200,39 @@ def _scorer_models(sc: dict[str, Any], task: Task, *, local: bool) -> None:
     """The task's own encoder pair where nothing chose one (the local stack's when it
     serves the run, `Task.scorer` otherwise)."""
     models = LOCAL_SCORERS.get(task.name) if local else task.scorer
-    if models is not None:
+    if models is not None and models.style:
+        sc.setdefault("style_model", models.style)
+    elif models is not None:
         sc.setdefault("text_model", models.text)
         sc.setdefault("target_model", models.target)
         sc.setdefault("target_input", models.target_input)
+
+
+def _renderer(data: dict[str, Any], task: Task, *, local: bool) -> None:
+    """A render-then-score task's renderer: what was chosen, else a Triton model beside
+    the scorer (the local stack's closed-world renderer, or the task's real-weights one).
+
+    Raises:
+        ConfigError: renderer settings for a task that renders nothing.
+    """
+    spec = task.objective
+    chosen = data.get("endpoints", {}).get("renderer")
+    if not isinstance(spec, RenderSpec):
+        if chosen:
+            raise ConfigError(
+                f"task {task.name!r} renders nothing; `renderer_url`, `renderer_model` and "
+                "the other renderer settings are for t2i-enhance and style-transfer"
+            )
+        data.get("endpoints", {}).pop("renderer", None)
+        return
+    renderer = _section(data, "renderer")
+    if "url" not in renderer:
+        renderer["url"] = _section(data, "scorer")["url"]
+        renderer.setdefault("kind", "triton")
+    renderer.setdefault("kind", "triton")
+    default = LOCAL_RENDERERS.get(task.name) if local and renderer["kind"] == "triton" else None
+    renderer.setdefault("model", default or spec.renderer)
+    renderer.setdefault("image_input", spec.edits)
 
 
 def _local_endpoints(gen: dict[str, Any], sc: dict[str, Any]) -> bool:

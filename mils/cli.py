@@ -1,6 +1,8 @@
 """The `mils` command line: a client of the public API (`mils.open_run`, `mils.resume_run`).
 
     mils caption INPUTS... [--out RUN_DIR] [--config FILE] [options]
+    mils enhance PROMPT_FILES... [--prompt TEXT]... | stylize CONTENT STYLE... [options]
+    mils arithmetic INPUT INPUT [options]
     mils resume RUN_DIR [options]
     mils status RUN_DIR | runs [DIR] | config show RUN_DIR | tasks
     mils salvage RUN_DIR NEW_DIR
@@ -35,10 +37,12 @@ import structlog
 
 from mils._api import Run, initial_pool, load_run_config, open_run, resume_run
 from mils._args import DEMO_LOOP, parser
-from mils._config import read_toml
+from mils._arithmetic import cmd_arithmetic
+from mils._config import MIXED, RunConfig, read_toml
 from mils._display import print_results, print_summary, show_progress
 from mils._dryrun import print_projection, project
 from mils._eval import cmd_eval
+from mils._inputs import image_pairs, prompt_samples
 from mils._local import (
     LOCAL_SCORERS,
     STATE_DIR,
@@ -46,17 +50,18 @@ from mils._local import (
     model_repository,
     offline_generator,
 )
-from mils._media import media_kinds, task_for_files
+from mils._media import describe, media_kinds, other_kinds, tasks_for_files
 from mils._metrics import DEFAULT_METRICS_HOST, MetricsConfig
 from mils._models import cmd_models
 from mils._report import cmd_report
-from mils._settings import run_settings
+from mils._settings import mixed_settings, run_settings
 from mils._status import print_runs, print_status
 from mils.adapters import expand_inputs
 from mils.adapters.local_stack import LlamaServer, TritonServer
 from mils.engine import ConfigError, LoopConfig, MilsError, RunStore, StoreError, configure_logging
 from mils.engine.logs import get_logger
-from mils.tasks import TASKS, get_task
+from mils.engine.scheduler import Sample
+from mils.tasks import TASKS, Task, get_task
 
 __all__ = ["main"]
 
@@ -85,6 +90,7 @@ _FLAGS = {
     "prices": "--prices",
     "reply_format": "--reply-format",
     "out": "--out",
+    "task": "--task",
     "pool": "--init-pool",
     "read_timeout": "--generator-timeout",
     "retries": "--retries",
@@ -126,7 +132,10 @@ def _drive(run: Run, args: argparse.Namespace) -> int:
     configure_logging(log_file=run.run_dir / "log.jsonl", console_level=args.log_level)
     structlog.contextvars.bind_contextvars(run_id=run.run_dir.name)
     if inferred := getattr(args, "task_inferred", None):
-        log.info("task_inferred", task=run.task.name, inputs=inferred, hint="--task sets it")
+        tasks = {"tasks": list(run.tasks)} if len(run.tasks) > 1 else {}
+        log.info(
+            "task_inferred", task=run.config.task, **tasks, inputs=inferred, hint="--task sets it"
+        )
     mode = args.progress
     if mode == "auto":
         mode = "bar" if sys.stderr.isatty() else "plain"
@@ -143,7 +152,7 @@ def _drive(run: Run, args: argparse.Namespace) -> int:
             finally:
                 display.cancel()
 
-    summary = _run_to_end(work, run.run_dir)
+    summary = run_to_end(work, run.run_dir)
     results = run.run_dir / "results.jsonl"
     if not results.is_file():
         print(f"{results} could not be written; `mils resume {run.run_dir}` writes it")
@@ -162,7 +171,7 @@ def _drive(run: Run, args: argparse.Namespace) -> int:
     return EXIT_FAILED_SAMPLES if summary.failed else 0
 
 
-def _run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
+def run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
     """Run the coroutine; on Ctrl-C or SIGTERM stop cleanly and say how to resume."""
 
     async def main() -> T:
@@ -188,12 +197,17 @@ def _run_to_end(run: Callable[[], Awaitable[T]], run_dir: Path) -> T:
 def _cmd_caption(args: argparse.Namespace) -> int:
     file = read_toml(args.config) if args.config else {}
     named = args.task or file.get("task")
-    if named:
+    if named and named != MIXED:
         task = get_task(named)
         paths = expand_inputs(args.inputs, media_kinds(task))
+        other_kinds(task, paths)
     else:
         paths = expand_inputs(args.inputs)
-        task, args.task_inferred = task_for_files(paths)
+        groups = tasks_for_files(paths)
+        args.task_inferred = describe(groups)
+        if len(groups) > 1:
+            return _caption_mixed(args, paths, groups, file)
+        task = get_task(next(iter(groups), "image-caption"))
         print(f"task: {task.name} (for {args.task_inferred}; --task sets it)", file=sys.stderr)
     if not paths:
         raise ConfigError("no inputs; pass media files, directories or glob patterns")
@@ -202,11 +216,61 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         pool, _ = initial_pool(task, args.init_pool)
         print_projection(project(task, len(paths), pool, settings), sys.stdout)
         return 0
+    return _drive(_new_run(task, paths, settings, args), args)
+
+
+def _caption_mixed(
+    args: argparse.Namespace, paths: list[str], groups: dict[str, list[str]], file: dict[str, Any]
+) -> int:
+    """One run of files of several kinds, each file captioned by its kind's task (its own
+    loop, pool and scorer pair); the flags apply to every task."""
+    if args.init_pool is not None:
+        raise ConfigError(
+            f"--init-pool gives one pool to {len(groups)} tasks ({', '.join(groups)}); "
+            "leave it out (each task starts from its own), or caption each kind on its own "
+            "with --task"
+        )
+    tasks = [get_task(name) for name in groups]
+    settings = mixed_settings(args, saved=None, tasks=tasks, file=file)
+    shown = ", ".join(f"{name} (for {describe({name: g})})" for name, g in groups.items())
+    print(f"tasks: {shown}, in one run; --task keeps one kind", file=sys.stderr)
+    if args.dry_run:
+        for task in tasks:
+            pool, _ = initial_pool(task, None)
+            each = dataclasses.replace(settings, loop=settings.loop_for(task.name))
+            sys.stdout.write(f"{task.name}: ")
+            print_projection(project(task, len(groups[task.name]), pool, each), sys.stdout)
+        return 0
+    names = [task.name for task in tasks]
     run = open_run(
-        task,
+        None,
         paths,
         generator=settings.generator,
+        scorer={n: s for n in names if (s := settings.scorer_for(n)) is not None} or None,
+        out=args.out or Path("runs") / f"{MIXED}-{time.strftime('%Y%m%d-%H%M%S')}",
+        loop={n: settings.loop_for(n) for n in names},
+        concurrency=settings.concurrency,
+        retry=settings.retry,
+        budget=settings.budget,
+        batch=settings.batch,
+        metrics=_metrics(args),
+    )
+    print(f"run directory: {run.run_dir} ({len(paths)} samples)", file=sys.stderr)
+    return _drive(run, args)
+
+
+def _new_run(
+    task: Task,
+    inputs: Sequence[str | Path | Sample],
+    settings: RunConfig,
+    args: argparse.Namespace,
+) -> Run:
+    run = open_run(
+        task,
+        inputs,
+        generator=settings.generator,
         scorer=settings.scorer,
+        renderer=settings.renderer,
         out=args.out or Path("runs") / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         loop=settings.loop,
         concurrency=settings.concurrency,
@@ -216,18 +280,37 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         pool=args.init_pool,
         metrics=_metrics(args),
     )
-    print(f"run directory: {run.run_dir} ({len(paths)} samples)", file=sys.stderr)
-    return _drive(run, args)
+    print(f"run directory: {run.run_dir} ({len(inputs)} samples)", file=sys.stderr)
+    return run
+
+
+def _cmd_enhance(args: argparse.Namespace) -> int:
+    task = get_task("t2i-enhance")
+    samples = prompt_samples(args.prompts, args.prompt)
+    settings = run_settings(args, saved=None, task=task, file={})
+    return _drive(_new_run(task, samples, settings, args), args)
+
+
+def _cmd_stylize(args: argparse.Namespace) -> int:
+    task = get_task("style-transfer")
+    samples = image_pairs(args.images, args.pairs)
+    settings = run_settings(args, saved=None, task=task, file={})
+    return _drive(_new_run(task, samples, settings, args), args)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     saved = load_run_config(args.run_dir)
     file = read_toml(args.config) if args.config else {}
-    settings = run_settings(args, saved=saved, task=get_task(saved.task), file=file)
+    if saved.tasks:  # a run of several tasks: each keeps its own loop and scorer pair
+        tasks = [get_task(name) for name in saved.tasks]
+        settings = mixed_settings(args, saved=saved, tasks=tasks, file=file)
+    else:
+        settings = run_settings(args, saved=saved, task=get_task(saved.task), file=file)
     run = resume_run(
         args.run_dir,
         generator=settings.generator,
         scorer=settings.scorer,
+        renderer=settings.renderer,
         concurrency=settings.concurrency,
         retry=settings.retry,
         budget=settings.budget,
@@ -352,6 +435,9 @@ def _cmd_salvage(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "caption": _cmd_caption,
+    "enhance": _cmd_enhance,
+    "stylize": _cmd_stylize,
+    "arithmetic": cmd_arithmetic,
     "resume": _cmd_resume,
     "status": _cmd_status,
     "runs": _cmd_runs,

@@ -14,11 +14,15 @@ from mils.tasks.base import (
     Task,
 )
 from mils.tasks.image_caption import TASK as IMAGE_CAPTION
+from mils.tasks.style_transfer import TASK as STYLE_TRANSFER
+from mils.tasks.t2i_enhance import TASK as T2I_ENHANCE
 from mils.tasks.video_caption import TASK as VIDEO_CAPTION
 
 __all__ = [
     "AUDIO_CAPTION",
     "IMAGE_CAPTION",
+    "STYLE_TRANSFER",
+    "T2I_ENHANCE",
     "TASKS",
     "VIDEO_CAPTION",
     "EmbeddingSpec",
@@ -31,7 +35,10 @@ __all__ = [
     "get_task",
 ]
 
-TASKS: dict[str, Task] = {task.name: task for task in (IMAGE_CAPTION, VIDEO_CAPTION, AUDIO_CAPTION)}
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (IMAGE_CAPTION, VIDEO_CAPTION, AUDIO_CAPTION, T2I_ENHANCE, STYLE_TRANSFER)
+}
 
 
 def get_task(name: str) -> Task:

@@ -68,8 +68,14 @@ class RenderSpec:
     renders: InputKind
     """What the renderer makes from a text (an image)."""
     weights: Mapping[str, float]
-    """Term name -> weight; the value is the sum of weight x term."""
+    """Term name -> weight; the value is the sum of weight x term. The terms say which
+    scorer judges a render: "alignment" (an image-text pair, against the sample's text
+    input), "style" and "content" (a style/content loss model, against its images)."""
     higher_is_better: bool
+    renderer: str = ""
+    """The Triton model that renders with real weights unless told otherwise."""
+    edits: str | None = None
+    """The sample input the renderer edits (an image editor); None: text to image."""
 
 
 ObjectiveSpec = EmbeddingSpec | RenderSpec
@@ -77,13 +83,15 @@ ObjectiveSpec = EmbeddingSpec | RenderSpec
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScorerModels:
-    """The Triton encoder pair an embedding task uses unless told otherwise: the names
-    under which `triton_models/` serves the real (hub-weight) encoders for its media."""
+    """The Triton models a task scores with unless told otherwise: the names under which
+    `triton_models/` serves the real (hub-weight) encoders for its media, or its loss model."""
 
-    text: str
-    target: str
-    target_input: str
+    text: str = ""
+    target: str = ""
+    target_input: str = "IMAGE"
     """The target model's input name ("IMAGE", "VIDEO", "AUDIO")."""
+    style: str = ""
+    """A style/content loss model (style transfer), instead of an encoder pair."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,8 +111,9 @@ class Task:
     """User message; `{candidates}` gets the scored lines (worst first), `{requested}` the
     count wanted. Describe the reply format in words: numbered example lines would be
     parsed as candidates whenever a model echoes the prompt."""
-    pool_file: Path
-    """Default initial pool, one text per line."""
+    pool_file: Path | None
+    """Default initial pool, one text per line; None: none (each sample starts from its
+    text inputs, as a prompt to improve does)."""
     max_candidate_chars: int = MAX_CANDIDATE_CHARS
     """Longer reply lines are not candidates."""
     completion_header: str = ""
@@ -115,12 +124,16 @@ class Task:
     loop: LoopConfig = field(default_factory=LoopConfig)
     """Defaults of the loop for this task (each overridable)."""
     scorer: ScorerModels | None = None
-    """The default encoder pair of an embedding task."""
+    """The default scorer models (an encoder pair, or a loss model)."""
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.inputs]
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"task {self.name!r} needs distinct input names, got {names}")
+        if self.pool_file is None and not self.text_inputs:
+            raise ConfigError(
+                f"task {self.name!r} has no initial pool and no text input to start from"
+            )
         if isinstance(self.objective, EmbeddingSpec) and self.objective.target not in names:
             raise ConfigError(
                 f"task {self.name!r}: objective target {self.objective.target!r} is not one "
@@ -141,5 +154,8 @@ class Task:
 
     def load_pool(self, path: Path | None = None) -> list[str]:
         """The initial pool: stripped, non-empty, de-duplicated lines in file order."""
-        lines = (path or self.pool_file).read_text(encoding="utf-8").splitlines()
+        source = path or self.pool_file
+        if source is None:
+            return []
+        lines = source.read_text(encoding="utf-8").splitlines()
         return list(dict.fromkeys(line.strip() for line in lines if line.strip()))

@@ -10,9 +10,11 @@ import pytest
 from fakes import NO_WAIT, FakeGenerator
 
 from mils.engine.config import ConcurrencyConfig, LoopConfig
+from mils.engine.errors import InvalidResponse
 from mils.engine.objectives import RenderThenScore, WeightedSum
+from mils.engine.protocols import MediaReader
 from mils.engine.retry import Retrier
-from mils.engine.scheduler import Sample, Scheduler
+from mils.engine.scheduler import Route, Sample, Scheduler
 from mils.engine.store import RunStore
 from mils.tasks import Input, InputKind, RenderSpec, Task
 
@@ -60,24 +62,33 @@ class Literal:
         return source.encode()
 
 
-def scheduler(store: RunStore, generator: FakeGenerator) -> Scheduler:
+def scheduler(
+    store: RunStore,
+    generator: FakeGenerator,
+    renderer: Echo | None = None,
+    *,
+    reader: MediaReader | None = None,
+) -> Scheduler:
     retrier = Retrier(NO_WAIT)
     objective = RenderThenScore(
-        renderer=Echo(),
+        renderer=renderer or Echo(),
         scorer=Overlap(),
         combine=WeightedSum({"overlap": 1.0}),
         higher_is_better=True,
         in_flight=4,
         retrier=retrier,
     )
-    return Scheduler(
+    route = Route(
         task=REWRITE,
         loop=LoopConfig(steps=1, keep=3, requested=2),
+        objective=objective,
+        readers={"prompt": reader or Literal()},
+    )
+    return Scheduler(
+        routes={REWRITE.name: route},
         concurrency=ConcurrencyConfig(score_wait_ms=1.0),
         retrier=retrier,
         generator=generator,
-        objective=objective,
-        readers={"prompt": Literal()},
         store=store,
     )
 
@@ -97,7 +108,7 @@ async def test_the_prompt_fills_its_placeholder_and_is_the_first_candidate(
         reply = " a red cat sitting\n0.500: a photo"
     generator = FakeGenerator(lambda n: reply)
     generator.prompt_mode = mode
-    summary = await scheduler(store, generator).run([sample], POOL)
+    summary = await scheduler(store, generator).run([sample], {REWRITE.name: POOL})
     assert (summary.done, summary.failed) == (1, 0)
 
     prompt = generator.prompts[0]
@@ -119,12 +130,35 @@ async def test_a_prompt_that_is_not_text_fails_its_sample_only(tmp_path: Path) -
 
     samples = [Sample("ok", {"prompt": "a cat"}), Sample("bad", {"prompt": "binary"})]
     store = open_store(tmp_path, samples)
-    sched = scheduler(store, FakeGenerator(lambda n: "1. a cat"))
-    sched._readers = {"prompt": Bytes()}
-    summary = await sched.run(samples, POOL)
+    sched = scheduler(store, FakeGenerator(lambda n: "1. a cat"), reader=Bytes())
+    summary = await sched.run(samples, {REWRITE.name: POOL})
     assert (summary.done, summary.failed) == (1, 1)
     [(sample_id, reason)] = summary.failures
     assert sample_id == "bad"
     assert reason.startswith("binary: input 'prompt' is not UTF-8 text")
     assert "save it as UTF-8" in reason
+    store.close()
+
+
+async def test_a_prompt_that_cannot_be_scored_with_no_pool_fails_its_sample_clearly(
+    tmp_path: Path,
+) -> None:
+    """With no initial pool the sample's prompt is all it starts from: when the renderer
+    refuses it (too long), that sample fails saying so; the others run."""
+
+    class Limited(Echo):
+        async def render(self, text: str, inputs: Mapping[str, bytes]) -> bytes:
+            if len(text) > 20:
+                raise InvalidResponse(f"text is {len(text)} characters; at most 20", endpoint="r")
+            return text.encode()
+
+    samples = [Sample("ok", {"prompt": "a cat"}), Sample("long", {"prompt": "a" * 30})]
+    store = RunStore.create(tmp_path / "run", {}, [], [(s.id, s.inputs) for s in samples])
+    summary = await scheduler(store, FakeGenerator(lambda n: "1. a cat"), Limited()).run(
+        samples, {REWRITE.name: []}
+    )
+    assert (summary.done, summary.failed) == (1, 1)
+    [(sample_id, reason)] = summary.failures
+    assert sample_id == "long"
+    assert "the initial pool is empty and input 'prompt' could not be scored" in reason
     store.close()
