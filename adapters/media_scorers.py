@@ -20,11 +20,11 @@ import asyncio
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
 
+from mils.adapters._resource import OpensAndCloses
 from mils.adapters._triton import Protocol, TritonConnection, check_batching, check_tensor
 from mils.adapters.triton_scorer import ScorerSettings, TritonScorer
 from mils.engine.errors import ConfigError, InvalidResponse
@@ -39,7 +39,7 @@ DEFAULT_PROMPTS_KEPT = 4096
 DEFAULT_STYLE_TIMEOUT = 60.0
 
 
-class AlignmentScorer:
+class AlignmentScorer(OpensAndCloses):
     """How well a render matches the sample's prompt: the cosine of their embeddings.
 
     The prompt's text embedding is computed once per distinct prompt (concurrent asks share
@@ -82,17 +82,6 @@ class AlignmentScorer:
     async def aclose(self) -> None:
         if self._owned:
             await self._scorer.aclose()
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def score(
         self, media: bytes, text: str, inputs: Mapping[str, bytes]
@@ -166,7 +155,7 @@ _STYLE_INPUTS = ("IMAGE", "CONTENT", "STYLE")
 _STYLE_OUTPUTS = {"style": "STYLE_LOSS", "content": "CONTENT_LOSS"}
 
 
-class TritonStyleScorer:
+class TritonStyleScorer(OpensAndCloses):
     """Style and content losses of a render, from a style/content model on Triton.
 
     The render goes as IMAGE, the sample's content and style images as CONTENT and STYLE;
@@ -249,17 +238,6 @@ class TritonStyleScorer:
 
     async def aclose(self) -> None:
         await self._triton.aclose()
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _loss(self, found: np.ndarray | None, output: str) -> float:
         endpoint = f"{self.url}/{self.model}"

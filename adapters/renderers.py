@@ -45,12 +45,12 @@ import os
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
 import numpy as np
 
+from mils.adapters._resource import OpensAndCloses
 from mils.adapters._triton import (
     Protocol,
     TritonConnection,
@@ -156,7 +156,7 @@ class RendererSettings:
         )
 
 
-class TritonRenderer:
+class TritonRenderer(OpensAndCloses):
     """Render texts with a Triton model: text-to-image, or an editor of a sample's image.
 
     Use as `async with TritonRenderer(url, model=...) as renderer:` or `await open()` then
@@ -252,17 +252,6 @@ class TritonRenderer:
         """Close the connection; safe to call twice."""
         await self._triton.aclose()
 
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     def _check_config(self, config: dict[str, Any]) -> None:
         model = self.model
         names = {t["name"] for t in config.get("input", [])}
@@ -299,7 +288,7 @@ def _one_image(found: np.ndarray | None, *, endpoint: str) -> bytes:
     return data
 
 
-class OpenAIImageRenderer:
+class OpenAIImageRenderer(OpensAndCloses):
     """Render texts with an OpenAI-compatible images API (see the module docstring).
 
     Use as `async with OpenAIImageRenderer(base_url, model=...) as renderer:` or
@@ -415,17 +404,6 @@ class OpenAIImageRenderer:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _require(self) -> httpx.AsyncClient:
         if self._client is None:

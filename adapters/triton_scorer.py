@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import numpy as np
 
+from mils.adapters._resource import OpensAndCloses
 from mils.adapters._triton import DEFAULT_TIMEOUT, TritonConnection, address
 from mils.engine.errors import ConfigError, InvalidResponse
 from mils.engine.logs import get_logger
@@ -62,7 +62,7 @@ class ScorerSettings:
         )
 
 
-class TritonScorer:
+class TritonScorer(OpensAndCloses):
     """Embed texts and targets with a text/target model pair on one Triton server.
 
     Use as `async with TritonScorer(url, ...) as scorer:` or `await TritonScorer(...).open()`
@@ -161,17 +161,6 @@ class TritonScorer:
     async def aclose(self) -> None:
         """Close the connection; safe to call twice."""
         await self._triton.aclose()
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _inspect(self, model: str, input_name: str, parameter: str) -> int:
         """Check `model` is ready and shaped as we expect; return its max_batch_size."""
