@@ -636,8 +636,8 @@ class Scheduler:
         best = None
         if pool and initial[0] == pool[0]:  # the pool's best is the sample's
             best = await objective.details(target, pool[0][1])
-        if best is not None:
-            recorded.append((pool[0][1], best))
+        if best is not None:  # with the value it ranked by (a batch may differ in the last bit)
+            recorded.append((pool[0][1], replace(best, value=pool[0][0])))
         return initial, recorded
 
     async def _step(
