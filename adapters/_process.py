@@ -35,6 +35,7 @@ __all__ = [
     "ManagedServer",
     "ServerInfo",
     "free_port",
+    "free_ports",
     "load_state",
     "save_state",
 ]
@@ -106,9 +107,20 @@ def load_state(path: Path) -> dict[str, ServerInfo]:
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (another process may take it: small race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 right now: held together while chosen,
+    since a port just released is often the next one handed out."""
+    with contextlib.ExitStack() as held:
+        socks = [
+            held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 class ManagedServer:

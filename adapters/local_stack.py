@@ -31,6 +31,7 @@ from mils.adapters._process import (
     ManagedServer,
     ServerInfo,
     free_port,
+    free_ports,
     load_state,
     save_state,
 )
@@ -101,8 +102,9 @@ class TritonServer(ManagedServer):
                 raise ConfigError(f"Triton model repository {folder} is not a directory")
         self.models = tuple(models)
         self.extra_env = dict(env or {})
-        self.grpc_port = grpc_port or free_port()
-        self.http_port = http_port or free_port()
+        free = free_ports(2)  # two at once: never the same port twice
+        self.grpc_port = grpc_port or free[0]
+        self.http_port = http_port or (free[1] if free[1] != self.grpc_port else free[0])
         self.backend_cache = backend_cache or _cache_dir() / "triton_backends"
 
     @property
