@@ -34,6 +34,8 @@ Hosted-API faults (`LLMFaults`, for tests), as a gateway such as LiteLLM answers
                     LiteLLM's `llm_provider-retry-after`, or in no header
     a refusal       every chat request gets one fixed client error (e.g. 400 with
                     LiteLLM's "Invalid model name passed in model=...")
+    transient 500s  a fraction of the chat requests past the limits get HTTP 500, spread
+                    evenly (`error_rate`)
     no usage        replies carry no `usage` (as some servers and proxies send them)
     provider limits requests and tokens per minute, as a hosted API enforces and states
                     them: token buckets holding `limit_burst_s` seconds' worth; a request
@@ -42,7 +44,7 @@ Hosted-API faults (`LLMFaults`, for tests), as a gateway such as LiteLLM answers
                     `-reset-*` headers (of requests and tokens)
     no structured   a request with `response_format` gets a fixed error status (e.g. 400),
     replies         as from a server that does not support structured replies
-/stats counts them (`rate_limited`, `refused`, `structured_refused`) beside the requests
+/stats counts them (`rate_limited`, `refused`, `failed`, `structured_refused`) beside the requests
 served. It also says when the first and the last chat request arrived (`first_request_at`,
 `last_request_at`, the server's monotonic clock), and with `?arrivals=1` lists the chat
 requests' arrival times and tokens (`arrivals`: [[t, prompt + completion tokens, status]],
@@ -63,6 +65,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -81,7 +84,7 @@ from typing import Any
 from aiohttp import web
 
 from benchmarks.batch_api import BatchOptions, add_batch_api
-from benchmarks.image_server import ImageOptions, add_images_api
+from benchmarks.image_server import ImageOptions, _due, add_images_api
 from mils.adapters.local_stack import HOST, ManagedServer, free_port
 
 __all__ = [
@@ -206,6 +209,9 @@ class LLMFaults:
     `RETRY_HEADERS`."""
     refuse_status: int = 0
     """Answer every chat request with this HTTP status (0: none)."""
+    error_rate: float = 0.0
+    """Fraction of chat requests answered HTTP 500, spread evenly (every 1/rate-th): the
+    transient faults of a loaded server or gateway, 0 to 1."""
     refuse_message: str = ""
     """The error message of a refusal."""
     no_usage: bool = False
@@ -224,6 +230,8 @@ class LLMFaults:
     def __post_init__(self) -> None:
         if self.rate_limit < 0 or self.rate_window_s <= 0 or self.retry_header not in RETRY_HEADERS:
             raise ValueError(f"need rate_limit >= 0, rate_window_s > 0, a known header: {self}")
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError(f"need error_rate within [0, 1]: {self}")
         if self.rpm < 0 or self.tpm < 0 or self.limit_burst_s <= 0:
             raise ValueError(f"need rpm >= 0, tpm >= 0, limit_burst_s > 0: {self}")
         for status in (self.refuse_status, self.refuse_structured):
@@ -330,6 +338,8 @@ class LLMStats:
     """Chat requests answered 429 (`LLMFaults.rate_limit`)."""
     refused: int = 0
     """Chat requests answered with `LLMFaults.refuse_status`."""
+    failed: int = 0
+    """Chat requests answered 500 (`LLMFaults.error_rate`)."""
     structured: int = 0
     """Chat requests with `response_format` answered with JSON content."""
     structured_refused: int = 0
@@ -553,6 +563,7 @@ def make_app(
     window = _RateWindow(faults.rate_limit, faults.rate_window_s) if faults.rate_limit else None
     limits = _ProviderLimits(faults) if faults.rpm or faults.tpm else None
     arrivals: deque[list[float]] = deque(maxlen=ARRIVALS_KEPT)  # [t, tokens, status]
+    admitted = itertools.count(0)  # chat requests past the limits, for `error_rate`
 
     async def models(_: web.Request) -> web.Response:
         data = [{"id": model.model, "object": "model", "created": 0, "owned_by": "mils-bench"}]
@@ -569,6 +580,11 @@ def make_app(
         refusal = _fault(faults, window, slots.stats)
         if refusal is None:
             refusal = _over_limit(faults, limits, slots.stats)
+        if refusal is None and faults.error_rate and _due(next(admitted), faults.error_rate):
+            slots.stats.failed += 1
+            refusal = _error(
+                500, "The server had an error processing your request.", "server_error", {}
+            )
         if refusal is not None:
             arrived[2] = refusal.status
             return refusal
@@ -694,6 +710,7 @@ def _fault_args(faults: LLMFaults) -> list[str]:
     f = faults
     args = ["--rate-limit", str(f.rate_limit), "--rate-window", str(f.rate_window_s)]
     args += ["--retry-header", f.retry_header, "--refuse-status", str(f.refuse_status)]
+    args += ["--error-rate", str(f.error_rate)]
     args += ["--no-usage"] if f.no_usage else []
     args += ["--refuse-structured", str(f.refuse_structured)]
     args += ["--rpm", str(f.rpm), "--tpm", str(f.tpm), "--limit-burst", str(f.limit_burst_s)]
@@ -730,6 +747,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retry-header", choices=RETRY_HEADERS, default="retry-after")
     p.add_argument("--refuse-status", type=int, default=0, help="refuse every request; 0: no")
     p.add_argument("--refuse-message", default="")
+    p.add_argument("--error-rate", type=float, default=0.0, help="chat requests answered 500")
     p.add_argument("--no-usage", action="store_true", help="replies carry no usage")
     p.add_argument(
         "--refuse-structured", type=int, default=0, help="status for response_format; 0: JSON"
@@ -765,6 +783,7 @@ def main(argv: list[str] | None = None) -> None:
         retry_header=args.retry_header,
         refuse_status=args.refuse_status,
         refuse_message=args.refuse_message,
+        error_rate=args.error_rate,
         no_usage=args.no_usage,
         refuse_structured=args.refuse_structured,
         rpm=args.rpm,

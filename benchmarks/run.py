@@ -1,16 +1,19 @@
-"""Run the benchmark scenarios: baseline vs engine over the same load-model servers.
+"""Run the benchmark scenarios: baseline, engine and hand loop over the same servers.
 
     python -m benchmarks.run [--quick] [--out benchmarks/results] [--scenario NAME ...]
 
 Per scenario it starts the servers (a load-model Triton, one or two load-model LLM
-servers), runs the baseline (the published loop's structure) and the engine (its default
-configuration) one after the other in this process, and reads the servers' own accounting
-around each run. From it:
+servers), runs the baseline (the published loop's structure), the engine (its default
+configuration) and the hand loop (`benchmarks.hand_loop`: what a competent user writes,
+at one or more semaphore sizes) one after the other in this process, and reads the
+servers' own accounting around each run. From it:
 
     lower bound  = max(generator busy slot-s / total slots, busiest scorer model's busy s)
     efficiency   = lower bound / wall time
     utilisation  = busy / (capacity x wall time), per side
     speedup      = engine sample-steps/s / baseline sample-steps/s
+    engine/hand  = engine sample-steps/s / hand-loop sample-steps/s, the engine on the same
+                   endpoints as the hand loop (steps of finished samples only)
 
 It prints one table and writes `<out>/<scenario>.json` per scenario.
 """
@@ -21,12 +24,13 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import resource
 import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,7 +39,8 @@ from typing import Any
 import structlog
 
 from benchmarks.baseline import GROUP_SIZE, run_baseline
-from benchmarks.llm_server import LoadLLMServer
+from benchmarks.hand_loop import BACKOFF_S, TRIES, HandEndpoint, run_hand_loop
+from benchmarks.llm_server import LLMFaults, LoadLLMServer
 from benchmarks.scenarios import (
     SCENARIOS,
     MemoryReader,
@@ -303,8 +308,59 @@ async def _run_baseline(
     return metrics
 
 
+async def _run_hand(scenario: Scenario, servers: _Servers, in_flight: int | None) -> RunMetrics:
+    """The hand loop over every LLM server (round-robin), its semaphore at `in_flight`
+    (None: the servers' total capacity)."""
+    count = min(scenario.samples, scenario.hand_samples or scenario.samples)
+    pool = make_pool(scenario.pool)
+    targets = make_targets(scenario.samples)[:count]
+    loop = _loop_config(scenario)
+    capacity = sum(s.cost.capacity for s in servers.llms)
+    permits = capacity if in_flight is None else in_flight
+    runner = "hand" if in_flight is None else f"hand@{in_flight}"
+
+    async def work() -> Any:
+        return await run_hand_loop(
+            task=IMAGE_CAPTION,
+            loop=loop,
+            endpoints=[HandEndpoint(s.base_url, s.cost.model) for s in servers.llms],
+            triton_url=servers.scorer.grpc_url,
+            text_model=TEXT_MODEL,
+            target_model=IMAGE_MODEL,
+            samples=targets,
+            pool=pool,
+            in_flight=permits,
+            passes=scenario.hand_passes,
+        )
+
+    metrics, result = await _timed(runner, servers, servers.llms, count, 0, work)
+    metrics.steps = result.steps
+    metrics.steps_per_s = result.steps / metrics.wall_s
+    metrics.unique_texts = result.unique_texts
+    metrics.extra = {
+        "in_flight": permits,
+        "endpoints": len(servers.llms),
+        "failed": result.failed,
+        "passes": result.passes,
+        "wasted_steps": result.wasted_steps,
+        "hand_generator_requests": result.generator_requests,
+        "retries": result.retries,
+        "tries": TRIES,
+        "backoff_s": BACKOFF_S,
+        "hand_text_encodes_counted": result.text_encodes,
+        "subset_of_samples": count < scenario.samples,
+        "errors": result.errors,
+    }
+    return metrics
+
+
 def _loop_config(scenario: Scenario) -> LoopConfig:
-    return LoopConfig(steps=scenario.steps, keep=scenario.keep, requested=scenario.requested)
+    return LoopConfig(
+        steps=scenario.steps,
+        keep=scenario.keep,
+        requested=scenario.requested,
+        patience=scenario.patience,
+    )
 
 
 async def _run_all(scenario: Scenario, servers: _Servers, workdir: Path) -> list[RunMetrics]:
@@ -318,15 +374,17 @@ async def _run_all(scenario: Scenario, servers: _Servers, workdir: Path) -> list
         scorer = await stack.enter_async_context(
             TritonScorer(servers.scorer.grpc_url, text_model=TEXT_MODEL, target_model=IMAGE_MODEL)
         )
-        runs = []
+        runs: list[RunMetrics] = []
         if scenario.baseline_samples != 0:
             runs.append(await _run_baseline(scenario, servers, generators[0], scorer))
+        await _fresh_window(scenario, runs)
         runs.append(
             await _run_engine(
                 "engine", scenario, servers, servers.llms[:1], generators[:1], scorer, workdir
             )
         )
         if len(generators) > 1:
+            await _fresh_window(scenario, runs)
             runs.append(
                 await _run_engine(
                     f"engine-{len(generators)}-endpoints",
@@ -338,7 +396,17 @@ async def _run_all(scenario: Scenario, servers: _Servers, workdir: Path) -> list
                     workdir,
                 )
             )
+        for in_flight in scenario.hand:
+            await _fresh_window(scenario, runs)
+            runs.append(await _run_hand(scenario, servers, in_flight))
         return runs
+
+
+async def _fresh_window(scenario: Scenario, runs: Sequence[RunMetrics]) -> None:
+    """With a fixed-window rate limit, wait until the next run starts a window of its own."""
+    faults = scenario.faults
+    if runs and faults is not None and faults.rate_limit:
+        await asyncio.sleep(faults.rate_window_s)
 
 
 def run_scenario(scenario: Scenario, out: Path) -> dict[str, Any]:
@@ -353,9 +421,13 @@ def run_scenario(scenario: Scenario, out: Path) -> dict[str, Any]:
         )
         llms = [
             stack.enter_context(
-                LoadLLMServer(cost=replace(scenario.llm, seed=i), log_path=workdir / f"llm{i}.log")
+                LoadLLMServer(
+                    cost=cost,
+                    faults=scenario.faults or LLMFaults(),
+                    log_path=workdir / f"llm{i}.log",
+                )
             )
-            for i in range(scenario.endpoints)
+            for i, cost in enumerate(scenario.llm_costs())
         ]
         runs = asyncio.run(_run_all(scenario, _Servers(llms, scorer), workdir))
     report = _report(scenario, runs)
@@ -376,10 +448,13 @@ def _report(scenario: Scenario, runs: list[RunMetrics]) -> dict[str, Any]:
             "pool": scenario.pool,
             "keep": scenario.keep,
             "requested": scenario.requested,
+            "patience": scenario.patience,
         },
         "servers": {
             "llm": asdict(scenario.llm),
             "llm_endpoints": scenario.endpoints,
+            "llm_each": [asdict(cost) for cost in scenario.llm_costs()],
+            "llm_faults": asdict(scenario.faults) if scenario.faults else None,
             "scorer": asdict(scenario.scorer),
         },
         "engine_config": to_dict(ConcurrencyConfig()),
@@ -387,8 +462,16 @@ def _report(scenario: Scenario, runs: list[RunMetrics]) -> dict[str, Any]:
     }
     if "baseline" in by:
         report["speedup"] = engine.steps_per_s / by["baseline"].steps_per_s
-    if len(runs) > 1 and scenario.endpoints > 1:
-        report["endpoint_scaling"] = runs[-1].steps_per_s / engine.steps_per_s
+    if scenario.endpoints > 1:
+        report["endpoint_scaling"] = by[_engine_on(scenario.endpoints)].steps_per_s / (
+            engine.steps_per_s
+        )
+    hands = [run for run in runs if run.runner.startswith("hand")]
+    if hands:
+        report["engine_over_hand"] = {
+            run.runner: by[_engine_on(run.extra["endpoints"])].steps_per_s / run.steps_per_s
+            for run in hands
+        }
     if scenario.scale:
         rss = engine.extra["rss_mib_during_run"]
         report["engine_events_per_s"] = engine.steps_per_s
@@ -397,6 +480,11 @@ def _report(scenario: Scenario, runs: list[RunMetrics]) -> dict[str, Any]:
         report["rss_growth_mib"] = rss[-1][1] - rss[0][1]
     report["targets"] = _targets(scenario, report, runs)
     return report
+
+
+def _engine_on(endpoints: int) -> str:
+    """The engine run over `endpoints` LLM servers (all of them from the first)."""
+    return "engine" if endpoints == 1 else f"engine-{endpoints}-endpoints"
 
 
 def _targets(scenario: Scenario, report: dict[str, Any], runs: list[RunMetrics]) -> dict[str, Any]:
@@ -409,8 +497,14 @@ def _targets(scenario: Scenario, report: dict[str, Any], runs: list[RunMetrics])
     }
     if scenario.name == "generator-bound" and "speedup" in report:
         targets["speedup_ge_5_met"] = report["speedup"] >= 5
-    if "endpoint_scaling" in report:
+    if "endpoint_scaling" in report and scenario.other_llms == ():
         targets["endpoint_scaling_ge_1.8_met"] = report["endpoint_scaling"] >= 1.8
+    if "engine_over_hand" in report:
+        ratios = report["engine_over_hand"].values()
+        targets["engine_ge_hand_met"] = all(ratio >= 1.0 for ratio in ratios)
+        targets["hand_lost_samples"] = any(
+            run.extra["failed"] for run in runs if run.runner.startswith("hand")
+        )
     if scenario.scale:
         targets["engine_cpu_fraction"] = round(report["engine_cpu_fraction"], 3)
         targets["rss_growth_mib"] = round(report["rss_growth_mib"], 1)
@@ -429,7 +523,9 @@ _COLUMNS = (
     "bound s",
     "effic.",
     "cpu/wall",
+    "failed",
     "speedup",
+    "engine / hand",
 )
 
 
@@ -438,7 +534,9 @@ def format_table(reports: Sequence[dict[str, Any]]) -> str:
     rows = [_COLUMNS]
     for report in reports:
         for run in report["runs"]:
-            ratio = ""
+            ratio, versus = "", ""
+            if run["runner"].startswith("hand"):
+                versus = f"{report['engine_over_hand'][run['runner']]:.2f}x"
             if run["runner"] == "engine" and "speedup" in report:
                 ratio = f"{report['speedup']:.1f}x"
             elif run["runner"].startswith("engine-") and "endpoint_scaling" in report:
@@ -456,13 +554,47 @@ def format_table(reports: Sequence[dict[str, Any]]) -> str:
                     f"{run['lower_bound_s']:.1f}",
                     f"{run['efficiency']:.2f}",
                     f"{run['cpu_fraction']:.2f}",
+                    _failed(run),
                     ratio,
+                    versus,
                 )
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
     )
+
+
+def _failed(run: dict[str, Any]) -> str:
+    """Samples lost (engine: failed; hand loop: still failed after its passes, and passes)."""
+    extra = run["extra"]
+    if run["runner"].startswith("hand"):
+        passes = f" ({extra['passes']} passes)" if extra["passes"] > 1 else ""
+        return f"{extra['failed']}{passes}"
+    return str(extra.get("failed", ""))
+
+
+def summarise_hand(reports: Sequence[dict[str, Any]]) -> str:
+    """One line: the engine over the hand loop across every hand run (geometric mean, min)."""
+    ratios = {
+        f"{report['scenario']}/{runner}": ratio
+        for report in reports
+        for runner, ratio in report.get("engine_over_hand", {}).items()
+    }
+    if not ratios:
+        return ""
+    worst = min(ratios, key=ratios.__getitem__)
+    best_case = [r for name, r in ratios.items() if name.endswith("/hand")]
+    return (
+        f"engine / hand over {len(ratios)} hand runs: geometric mean "
+        f"{_geomean(ratios.values()):.2f}x, min {ratios[worst]:.2f}x ({worst}); over the "
+        f"{len(best_case)} at the servers' capacity: {_geomean(best_case):.2f}x"
+    )
+
+
+def _geomean(values: Iterable[float]) -> float:
+    found = list(values)
+    return math.exp(sum(math.log(v) for v in found) / len(found)) if found else math.nan
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -511,6 +643,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         reports.append(run_scenario(scenario, args.out))
         print(format_table(reports[-1:]), file=sys.stderr, flush=True)
     print(format_table(reports))
+    if summary := summarise_hand(reports):
+        print(f"\n{summary}")
     print(f"\nJSON per scenario in {args.out}/")
 
 

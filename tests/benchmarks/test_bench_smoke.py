@@ -105,13 +105,14 @@ async def test_busy_slot_seconds_follow_the_cost_model_and_concurrency_caps_at_c
 
 @pytest.mark.integration
 def test_tiny_scenario_writes_a_complete_report(tmp_path: Path) -> None:
-    """One scenario with a handful of samples runs baseline and engine and reports every field."""
+    """One scenario with a handful of samples runs baseline, engine and hand loop and reports
+    every field."""
     base = quick(next(s for s in SCENARIOS if s.name == "generator-bound"))
     scenario = dataclasses.replace(base, samples=8, pool=64, baseline_samples=8)
     report = run_scenario(scenario, tmp_path)
     written = json.loads((tmp_path / "generator-bound.json").read_text())
     assert written == json.loads(json.dumps(report))
-    assert [run["runner"] for run in report["runs"]] == ["baseline", "engine"]
+    assert [run["runner"] for run in report["runs"]] == ["baseline", "engine", "hand"]
     for run in report["runs"]:
         for key in (
             "wall_s",
