@@ -12,9 +12,13 @@ and raises the limit while fewer than `alpha` are queued, lowers it when more th
 are, so the server stays saturated with a short queue. The limit changes at most once per
 window of `limit` completions (about one round trip), so each change is judged by latencies
 measured under it; it doubles per window until the first sign of queueing (slow start),
-then moves by steps. Overload signals (429, 5xx, timeouts) halve it at once, once per
-round: the overloads of requests sent before the last cut (a burst of 429s from requests
-already in flight) say nothing about the new limit, as in TCP's one cut per window.
+then moves by steps. Overload signals halve it at once, once per round: the overloads of
+requests sent before the last cut (a burst of 429s from requests already in flight) say
+nothing about the new limit, as in TCP's one cut per window. A 429 or a timeout is an
+overload signal by itself; a server error (5xx, a refused connection) only when such
+errors are a large share of recent requests (`ERROR_SHARE` of a moving average over about
+`ERROR_MEMORY` requests): an overloaded server fails most requests, while a server with
+sporadic faults (a few percent of 500s) is not made slower by them.
 
 A limiter can also be paused (`pause`): a rate-limited endpoint (HTTP 429) gets no request
 at all until the time the server named, whatever its limit; every caller waits that one
@@ -45,6 +49,10 @@ __all__ = ["AdaptiveLimit", "EndpointLimiter", "LimiterStatistics"]
 
 DEFAULT_INITIAL_LIMIT = 16
 DEFAULT_MAX_LIMIT = 512
+ERROR_SHARE = 0.3
+"""Share of recent requests failing with server errors that counts as overload."""
+ERROR_MEMORY = 50
+"""Requests the moving average of server errors spans, about."""
 _MIN_WINDOW = 4
 """Completions averaged before the limit may change, at the least."""
 
@@ -61,12 +69,15 @@ class AdaptiveLimit:
     """Lowest window latency seen: the latency without queueing. Re-learnt when the
     limit has fallen to 1 (the server became slower for good, not busier)."""
     slow_start: bool = True
+    error_share: float = 0.0
+    """Moving average of the share of requests failing with server errors."""
     _sum: float = 0.0
     _count: int = 0
     _saturated: bool = False
 
     def on_success(self, latency: float, in_flight: int) -> None:
         """Record one completion; `in_flight` counts it and its peers still running."""
+        self.error_share *= 1 - 1 / ERROR_MEMORY
         self._sum += latency
         self._count += 1
         # Only a limit that was actually used says anything about raising it.
@@ -87,6 +98,12 @@ class AdaptiveLimit:
         elif queued < alpha and saturated:
             step = self.limit if self.slow_start else max(1.0, math.sqrt(self.limit) / 2)
             self.limit = min(self.limit + step, self.max_limit)
+
+    def on_error(self) -> bool:
+        """Record a server error; return whether errors are now frequent enough to be
+        overload (the caller then cuts, once per round)."""
+        self.error_share += (1 - self.error_share) / ERROR_MEMORY
+        return self.error_share > ERROR_SHARE
 
     def on_overload(self) -> None:
         self.limit = max(self.limit / 2, 1.0)
@@ -119,7 +136,10 @@ class LimiterStatistics:
     """The requests- and tokens-per-minute limits in force; None when there are none."""
 
 
-_OVERLOAD_KINDS = frozenset({"429", "5xx", "timeout", "unavailable"})
+_OVERLOAD_KINDS = frozenset({"429", "timeout"})
+"""Faults that are overload signals by themselves."""
+_ERROR_KINDS = frozenset({"5xx", "unavailable"})
+"""Faults that are overload signals when frequent (`AdaptiveLimit.on_error`)."""
 
 
 class EndpointLimiter:
@@ -216,7 +236,10 @@ class EndpointLimiter:
             yield reservation
         except EndpointUnavailable as exc:
             self._rate_limited += exc.kind == "429"
-            if exc.kind in _OVERLOAD_KINDS:
+            overload = exc.kind in _OVERLOAD_KINDS
+            if exc.kind in _ERROR_KINDS:
+                overload = self._adaptive.on_error()
+            if overload:
                 self._overloads += 1
                 if started >= self._last_cut:  # sent under the current limit
                     self._adaptive.on_overload()

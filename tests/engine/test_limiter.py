@@ -40,7 +40,7 @@ def test_adaptive_limit_tolerates_reply_length_noise() -> None:
 
 
 def test_overload_halves_and_unused_limit_does_not_grow() -> None:
-    """429/5xx halve the limit; a limit that is not used is not raised."""
+    """An overload halves the limit; a limit that is not used is not raised."""
     limit = AdaptiveLimit(limit=40)
     limit.on_overload()
     assert limit.limit == 20
@@ -184,3 +184,37 @@ async def test_waiting_for_the_rate_holds_no_slot() -> None:
         await second
     await first.__aexit__(None, None, None)
     assert limiter.statistics().waiting == 0 and limiter.load == 0
+
+
+def test_sporadic_server_errors_are_not_overload_frequent_ones_are() -> None:
+    """One request in ten failing with a 500 (a flaky server, not a busy one) never reads as
+    overload; half of them failing does, within a few dozen requests."""
+    limit, rng = AdaptiveLimit(limit=32), random.Random(0)
+    flaky = [rng.random() < 0.1 for _ in range(2000)]
+    for failed in flaky:
+        if failed:
+            assert not limit.on_error()
+        else:
+            limit.on_success(1.0, in_flight=32)
+    overloaded = [limit.on_error() if i % 2 else limit.on_success(1.0, 32) for i in range(80)]
+    assert any(overloaded)
+
+
+async def test_a_flaky_server_keeps_its_limit_an_overloaded_one_loses_it() -> None:
+    """Through the limiter: 10% of requests answered 500 leave the adaptive limit where it
+    was; a run of 503s halves it (once per round)."""
+    limiter = EndpointLimiter("e", None, initial=16)
+
+    async def request(fault: str | None) -> None:
+        with contextlib.suppress(EndpointUnavailable):
+            async with limiter.slot():
+                if fault is not None:
+                    raise EndpointUnavailable("server error", endpoint="e", kind=fault)
+
+    for i in range(200):
+        await request("5xx" if i % 10 == 9 else None)
+    stats = limiter.statistics()
+    assert stats.limit >= 16 and stats.overloads == 0
+    for _ in range(20):
+        await request("5xx")
+    assert limiter.statistics().limit < stats.limit
