@@ -253,17 +253,18 @@ def cmd_arithmetic(args: argparse.Namespace) -> int:
     scorers: dict[str, ScorerSettings] = {}
     pools: dict[str, list[str]] = {}
     loops = {T2I_ENHANCE.name: _loop(args, T2I_ENHANCE)}
+    given_pool = args.init_pool.read_text(encoding="utf-8").splitlines() if args.init_pool else None
     for task in tasks:
         settings = run_settings(caption_args, saved=None, task=task, file={})
         assert settings.scorer is not None  # run_settings fills it or raises
         scorers[task.name] = settings.scorer
         loops[task.name] = _loop(args, task)
         local = LOCAL_SCORERS.get(task.name)
-        if local is not None and settings.scorer.text_model == local.text and not args.init_pool:
+        if given_pool is not None:
+            pools[task.name] = given_pool
+        elif local is not None and settings.scorer.text_model == local.text:
             # The local stack's scorers know their closed worlds only: start from those.
             pools[task.name] = world_for_task(task.name).pool(_LOCAL_POOL_LINES)
-        elif args.init_pool:
-            pools[task.name] = args.init_pool.read_text(encoding="utf-8").splitlines()
     assert enhance.renderer is not None and enhance.scorer is not None
     out = args.out or Path("runs") / f"arithmetic-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +304,7 @@ def _loop(args: argparse.Namespace, task: Task) -> LoopConfig:
     """The task's own loop under the loop flags given."""
     given = {
         name: getattr(args, name)
-        for name in LoopConfig.__dataclass_fields__
+        for name in (field.name for field in dataclasses.fields(LoopConfig))
         if getattr(args, name, None) is not None
     }
     return dataclasses.replace(task.loop, **given)

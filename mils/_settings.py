@@ -226,9 +226,7 @@ def _renderer(data: dict[str, Any], task: Task, *, local: bool) -> None:
         data.get("endpoints", {}).pop("renderer", None)
         return
     renderer = _section(data, "renderer")
-    if "url" not in renderer:
-        renderer["url"] = _section(data, "scorer")["url"]
-        renderer.setdefault("kind", "triton")
+    renderer.setdefault("url", _section(data, "scorer")["url"])
     renderer.setdefault("kind", "triton")
     default = LOCAL_RENDERERS.get(task.name) if local and renderer["kind"] == "triton" else None
     renderer.setdefault("model", default or spec.renderer)

@@ -285,15 +285,16 @@ def _new_run(
 
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
-    task = get_task("t2i-enhance")
-    samples = prompt_samples(args.prompts, args.prompt)
-    settings = run_settings(args, saved=None, task=task, file={})
-    return _drive(_new_run(task, samples, settings, args), args)
+    return _generate("t2i-enhance", prompt_samples(args.prompts, args.prompt), args)
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
-    task = get_task("style-transfer")
-    samples = image_pairs(args.images, args.pairs)
+    return _generate("style-transfer", image_pairs(args.images, args.pairs), args)
+
+
+def _generate(task_name: str, samples: Sequence[Sample], args: argparse.Namespace) -> int:
+    """Run a generation task on `samples` with the settings of the flags."""
+    task = get_task(task_name)
     settings = run_settings(args, saved=None, task=task, file={})
     return _drive(_new_run(task, samples, settings, args), args)
 

@@ -8,12 +8,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mils.adapters.local_stack import TritonServer
+from mils.adapters.local_stack import ServerInfo, TritonServer, save_state
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_MODELS = Path(__file__).resolve().parent / "reliability" / "triton_models"
@@ -141,3 +142,18 @@ def assert_complete(run: Path, sample_ids: Sequence[str], steps: int) -> None:
     for _sid, row in res.items():
         assert row["status"] == "done" and row["steps"] == steps, row
         assert [t["step"] for t in row["trajectory"]] == list(range(steps + 1))
+
+
+def on_local_stack(cwd: Path, triton: TritonServer, llm: Any) -> None:
+    """Make `triton` and `llm` (a LlamaServer or a load-model server) the local stack of
+    `mils` run in `cwd`, as `mils local up` records it: no endpoint or model flag needed."""
+    (cwd / ".mils").mkdir(exist_ok=True)
+    servers: dict[str, ServerInfo] = {"triton": triton.info(), "llama": llm.info()}
+    save_state(cwd / ".mils" / "local.json", servers)
+
+
+def inferences(triton: TritonServer) -> dict[str, int]:
+    """Items each model of `triton` has processed so far (Triton's per-model statistics)."""
+    with urllib.request.urlopen(f"http://{triton.http_url}/v2/models/stats", timeout=10) as r:
+        stats = json.load(r)["model_stats"]
+    return {m["name"]: m["inference_count"] for m in stats}

@@ -158,19 +158,17 @@ def audio_triton(
 
 
 @pytest.fixture(scope="session")
-def mixed_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """Real Triton serving the local stack's closed-world scorer of every kind of media
-    (scene_*, motion_*, sound_*, with their committed weights): a run of several tasks."""
-    from mils._local import LOCAL_SCORERS
+def local_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """Real Triton serving what the local stack serves (`mils._local.LOCAL_MODELS`, with
+    their committed weights): every closed-world scorer (scene_*, motion_*, sound_*) and
+    renderer (scene_render, scene_edit, scene_style). Tests that count its inferences
+    compare counts taken before and after their own run."""
+    from mils._local import LOCAL_MODELS
 
-    captions = ("image-caption", "video-caption", "audio-caption")
-    models = [
-        m for task in captions for m in (LOCAL_SCORERS[task].text, LOCAL_SCORERS[task].target)
-    ]
     server = TritonServer(
         model_repository=REPO / "triton_models",
-        models=models,
-        log_path=tmp_path_factory.mktemp("mixed_triton") / "triton.log",
+        models=LOCAL_MODELS,
+        log_path=tmp_path_factory.mktemp("local_triton") / "triton.log",
     )
     with server:
         yield server

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -34,7 +34,6 @@ from mils.engine.objectives import RenderThenScore, WeightedSum
 from mils.engine.retry import Retrier
 from mils.tasks.scenes import edit_image, render_text
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-0123456789abcdef"
 PROMPT = "a large red circle on the left"
 NO_WAIT = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
@@ -283,17 +282,6 @@ async def test_the_load_model_server_serves_the_images_api_with_its_options(
 # --- Triton: AlignmentScorer on the closed world's committed encoder pair -------------
 
 
-@pytest.fixture(scope="module")
-def scene_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = TritonServer(
-        model_repository=REPO / "triton_models",
-        models=("scene_text", "scene_image"),
-        log_path=tmp_path_factory.mktemp("scene_triton") / "triton.log",
-    )
-    with server:
-        yield server
-
-
 class CountingScorer(TritonScorer):
     """A TritonScorer that records the texts it embeds."""
 
@@ -306,10 +294,10 @@ class CountingScorer(TritonScorer):
         return await super().embed_texts(texts)
 
 
-async def test_alignment_prefers_the_render_of_the_prompt(scene_triton: TritonServer) -> None:
+async def test_alignment_prefers_the_render_of_the_prompt(local_triton: TritonServer) -> None:
     """A render of the sample's prompt aligns better with it than a render of another text,
     and the prompt is embedded once however many renders are scored."""
-    scorer = CountingScorer(scene_triton.grpc_url)
+    scorer = CountingScorer(local_triton.grpc_url)
     inputs = {"prompt": PROMPT.encode()}
     async with scorer, AlignmentScorer(scorer) as alignment:
         right, wrong, again = await asyncio.gather(
@@ -324,10 +312,10 @@ async def test_alignment_prefers_the_render_of_the_prompt(scene_triton: TritonSe
     assert alignment.name == f"alignment({scorer.name})"
 
 
-async def test_alignment_builds_its_own_scorer_from_settings(scene_triton: TritonServer) -> None:
+async def test_alignment_builds_its_own_scorer_from_settings(local_triton: TritonServer) -> None:
     """Given settings, the alignment scorer opens and closes its own encoder pair."""
     settings = ScorerSettings(
-        url=scene_triton.grpc_url, text_model="scene_text", target_model="scene_image"
+        url=local_triton.grpc_url, text_model="scene_text", target_model="scene_image"
     )
     async with AlignmentScorer(settings, prompt_input="caption") as alignment:
         terms = await alignment.score(render_text(PROMPT, 0), "t", {"caption": PROMPT.encode()})
@@ -338,55 +326,42 @@ async def test_alignment_builds_its_own_scorer_from_settings(scene_triton: Trito
 
 # --- Triton: the closed world's renderer, editor and style scorer ---------------------
 
-RENDER_MODELS = ("scene_render", "scene_edit", "scene_style")
-
-
-@pytest.fixture(scope="module")
-def render_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = TritonServer(
-        model_repository=REPO / "triton_models",
-        models=RENDER_MODELS,
-        log_path=tmp_path_factory.mktemp("render_triton") / "triton.log",
-    )
-    with server:
-        yield server
-
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 async def test_triton_renderer_draws_the_text_as_the_closed_world_does(
-    render_triton: TritonServer, protocol: str
+    local_triton: TritonServer, protocol: str
 ) -> None:
     """scene_render returns render_text's PNG for the text and the fixed seed."""
-    url = render_triton.grpc_url if protocol == "grpc" else f"http://{render_triton.http_url}"
+    url = local_triton.grpc_url if protocol == "grpc" else f"http://{local_triton.http_url}"
     async with TritonRenderer(url, model="scene_render", seed=2) as renderer:
         image = await renderer.render(PROMPT, {"unused": b""})
     assert image == render_text(PROMPT, 2)
     assert renderer.reads == () and renderer.name == f"scene_render@{renderer.url}#seed2"
 
 
-async def test_triton_editor_edits_the_samples_image(render_triton: TritonServer) -> None:
+async def test_triton_editor_edits_the_samples_image(local_triton: TritonServer) -> None:
     """scene_edit takes the sample's `image_input` and returns edit_image's PNG."""
     content = render_text(PROMPT, 0)
     async with TritonRenderer(
-        render_triton.grpc_url, model="scene_edit", seed=1, image_input="content"
+        local_triton.grpc_url, model="scene_edit", seed=1, image_input="content"
     ) as editor:
         image = await editor.render("make the circle blue", {"content": content})
     assert image == edit_image(content, "make the circle blue", 1)
     assert editor.reads == ("content",)
 
 
-async def test_triton_renderer_refusals_fail_that_text_alone(render_triton: TritonServer) -> None:
+async def test_triton_renderer_refusals_fail_that_text_alone(local_triton: TritonServer) -> None:
     """A text the model refuses is an InvalidResponse naming the reason; the next renders."""
-    async with TritonRenderer(render_triton.grpc_url, model="scene_render") as renderer:
+    async with TritonRenderer(local_triton.grpc_url, model="scene_render") as renderer:
         with pytest.raises(InvalidResponse, match="at most 300") as info:
             await renderer.render("x" * 900, {})
         assert await renderer.render(PROMPT, {}) == render_text(PROMPT, 0)
     assert not isinstance(info.value, EndpointUnavailable)
 
 
-async def test_triton_renderer_checks_the_model_on_open(render_triton: TritonServer) -> None:
+async def test_triton_renderer_checks_the_model_on_open(local_triton: TritonServer) -> None:
     """Opening checks the model is loaded and matches the mode (editor or text-to-image)."""
-    url = render_triton.grpc_url
+    url = local_triton.grpc_url
     with pytest.raises(ConfigError, match="image_input"):
         await TritonRenderer(url, model="scene_render", image_input="content").open()
     with pytest.raises(ConfigError, match="edits an IMAGE input; set `image_input`"):
@@ -400,7 +375,7 @@ async def test_triton_renderer_checks_the_model_on_open(render_triton: TritonSer
 
 
 async def test_style_scorer_losses_are_zero_for_the_inputs_themselves(
-    render_triton: TritonServer,
+    local_triton: TritonServer,
 ) -> None:
     """scene_style gives both terms: no content loss for the content image, no style loss
     for the style image, and more content loss for another scene."""
@@ -408,7 +383,7 @@ async def test_style_scorer_losses_are_zero_for_the_inputs_themselves(
     style = render_text("a small blue triangle at the bottom", 0)
     other = render_text("three yellow squares on the right", 0)
     inputs = {"content": content, "style": style}
-    async with TritonStyleScorer(render_triton.grpc_url) as scorer:
+    async with TritonStyleScorer(local_triton.grpc_url) as scorer:
         same = await scorer.score(content, "t", inputs)
         moved = await scorer.score(other, "t", inputs)
         styled = await scorer.score(style, "t", inputs)
@@ -419,4 +394,4 @@ async def test_style_scorer_losses_are_zero_for_the_inputs_themselves(
     assert same["content"] == pytest.approx(0.0, abs=1e-6)
     assert styled["style"] == pytest.approx(0.0, abs=1e-6)
     assert same["content"] < moved["content"] and styled["style"] < same["style"]
-    assert scorer.name == f"scene_style@{render_triton.grpc_url}"
+    assert scorer.name == f"scene_style@{local_triton.grpc_url}"

@@ -7,69 +7,46 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import assert_complete, log_events, mils, query, results
+from cli_harness import (
+    assert_complete,
+    inferences,
+    log_events,
+    mils,
+    on_local_stack,
+    query,
+    results,
+)
 
 from benchmarks.image_server import ImageOptions
 from benchmarks.llm_server import LLMCostModel, LoadLLMServer
-from mils.adapters.local_stack import LlamaServer, TritonServer, save_state
+from mils.adapters.local_stack import LlamaServer, TritonServer
 from mils.tasks.scenes import MAX_PROMPT_CHARS, edit_image, render_text, scene_of_image
 from mils.tasks.sounds import write_sounds
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-MODELS = (
-    "scene_text", "scene_image", "scene_render", "scene_edit", "scene_style",
-    "sound_text", "sound_audio",
-)  # fmt: skip
 LOOP = ("--keep", "6", "--requested", "5", "--max-tokens", "200", "--no-progress")
-
-
-@pytest.fixture(scope="module")
-def gen_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """Triton serving what the local stack serves for the generation tasks."""
-    server = TritonServer(
-        model_repository=REPO / "triton_models",
-        models=MODELS,
-        log_path=tmp_path_factory.mktemp("gen_triton") / "triton.log",
-    )
-    with server:
-        yield server
-
-
-def local_stack(cwd: Path, triton: TritonServer, llm: LlamaServer | LoadLLMServer) -> None:
-    """Make these servers the local stack of `mils` run in `cwd` (as `mils local up`
-    records it): the commands then take no endpoint or model flag, as the README shows."""
-    (cwd / ".mils").mkdir(exist_ok=True)
-    save_state(cwd / ".mils" / "local.json", {"triton": triton.info(), "llama": llm.info()})
 
 
 def load_llm_flags(llm: LoadLLMServer) -> list[str]:
     return ["--generator-url", llm.base_url, "--generator-model", "load-llm"]
 
 
-def inferences(triton: TritonServer) -> dict[str, int]:
-    """Items each model has processed so far (Triton's per-model statistics)."""
-    with urllib.request.urlopen(f"http://{triton.http_url}/v2/models/stats", timeout=10) as r:
-        return {m["name"]: m["inference_count"] for m in json.load(r)["model_stats"]}
-
-
 def test_enhance_prompts_renders_each_text_once(
-    llama_server: LlamaServer, gen_triton: TritonServer, tmp_path: Path
+    llama_server: LlamaServer, local_triton: TritonServer, tmp_path: Path
 ) -> None:
     """Prompts from a file and a flag, 2 steps of t2i-enhance with SmolLM2: every sample's
     first candidate is its prompt as written, every candidate's render is kept in the run
     directory, and the renderer drew each distinct text once (the render cache), however
     many samples proposed it."""
-    local_stack(tmp_path, gen_triton, llama_server)
+    on_local_stack(tmp_path, local_triton, llama_server)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a small red circle at the top left\n\na tiny crimson ball up high\n")
     flag_prompt = "two large blue squares on a white background"
-    before = inferences(gen_triton)
+    before = inferences(local_triton)
     run = tmp_path / "run"
     proc = mils(
         ["enhance", str(prompts), "--prompt", flag_prompt, "--steps", "2", *LOOP,
@@ -96,7 +73,7 @@ def test_enhance_prompts_renders_each_text_once(
     artefacts = query(run, "SELECT artefact FROM candidates")
     assert all(a and (run / a).is_file() for (a,) in artefacts)
 
-    after = inferences(gen_triton)
+    after = inferences(local_triton)
     distinct = query(run, "SELECT COUNT(DISTINCT text) FROM candidates")[0][0]
     rendered = after["scene_render"] - before.get("scene_render", 0)
     assert rendered == distinct, (rendered, distinct, len(artefacts))
@@ -105,12 +82,12 @@ def test_enhance_prompts_renders_each_text_once(
 
 
 def test_stylize_pairs_a_missing_style_image_fails_alone(
-    load_llm: LoadLLMServer, gen_triton: TritonServer, tmp_path: Path
+    load_llm: LoadLLMServer, local_triton: TritonServer, tmp_path: Path
 ) -> None:
     """Two content/style pairs, one with a style image that does not exist: the good pair
     runs 2 steps, its loss never rises, its terms and images are kept; the other fails
     naming the missing file; the exit status says a sample failed."""
-    local_stack(tmp_path, gen_triton, load_llm)
+    on_local_stack(tmp_path, local_triton, load_llm)
     content = render_text("a large blue square at the center on a white background", 0)
     (tmp_path / "content.png").write_bytes(content)
     style = edit_image(content, "make the background black and add stripes", 0)
@@ -133,11 +110,11 @@ def test_stylize_pairs_a_missing_style_image_fails_alone(
 
 
 def test_arithmetic_captions_merges_and_renders(
-    llama_server: LlamaServer, gen_triton: TritonServer, tmp_path: Path
+    llama_server: LlamaServer, local_triton: TritonServer, tmp_path: Path
 ) -> None:
     """A scene and a sound: each captioned by its kind's task, the captions merged by the
     LLM, the merged prompt improved and rendered; arithmetic.json says what each stage made."""
-    local_stack(tmp_path, gen_triton, llama_server)
+    on_local_stack(tmp_path, local_triton, llama_server)
     (tmp_path / "scene.png").write_bytes(render_text("a small green star at the center", 3))
     [sound] = write_sounds(tmp_path, 1)
     out = tmp_path / "arith"
@@ -161,7 +138,9 @@ def test_arithmetic_captions_merges_and_renders(
     assert f"merged\t{summary['merged']}" in proc.stdout
 
 
-def test_images_api_faults_fail_single_candidates(gen_triton: TritonServer, tmp_path: Path) -> None:
+def test_images_api_faults_fail_single_candidates(
+    local_triton: TritonServer, tmp_path: Path
+) -> None:
     """Renders through an OpenAI-compatible images API that refuses some prompts (HTTP 400,
     as a content policy) and fails others (HTTP 500): refused candidates are dropped alone,
     failed renders are retried, and the run finishes every sample."""
@@ -170,7 +149,7 @@ def test_images_api_faults_fail_single_candidates(gen_triton: TritonServer, tmp_
     images = ImageOptions(refuse_word=",", error_rate=0.2)
     cost = LLMCostModel(capacity=8, prefill_ms=1, decode_tokens_per_s=50_000, seed=1)
     with LoadLLMServer(cost=cost, images=images, log_path=tmp_path / "llm.log") as llm:
-        local_stack(tmp_path, gen_triton, llm)
+        on_local_stack(tmp_path, local_triton, llm)
         run = tmp_path / "run"
         proc = mils(
             ["enhance", "--prompt", "a small red circle", "--prompt", "three pink stars",
@@ -191,7 +170,7 @@ def test_images_api_faults_fail_single_candidates(gen_triton: TritonServer, tmp_
     assert finished["faults"].get("5xx", 0) > 0  # retried, not dropped
 
 
-def test_bad_generation_inputs_are_named(gen_triton: TritonServer, tmp_path: Path) -> None:
+def test_bad_generation_inputs_are_named(local_triton: TritonServer, tmp_path: Path) -> None:
     """An empty prompt file and an odd number of stylize images stop before anything runs;
     a prompt over the renderer's limit fails its sample saying so, the other one runs."""
     (tmp_path / "empty.txt").write_text("\n  \n")
@@ -205,7 +184,7 @@ def test_bad_generation_inputs_are_named(gen_triton: TritonServer, tmp_path: Pat
 
     cost = LLMCostModel(capacity=8, prefill_ms=1, decode_tokens_per_s=50_000, seed=2)
     with LoadLLMServer(cost=cost, log_path=tmp_path / "llm.log") as llm:
-        local_stack(tmp_path, gen_triton, llm)
+        on_local_stack(tmp_path, local_triton, llm)
         run = tmp_path / "run"
         long_prompt = "a red circle " * (MAX_PROMPT_CHARS // 10)
         proc = mils(

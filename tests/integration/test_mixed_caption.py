@@ -6,17 +6,16 @@ generates. A bad file of one kind fails alone; a stopped mixed run resumes to th
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 
 import pytest
-from cli_harness import SMALL_LOOP, log_events, mils, results
+from cli_harness import SMALL_LOOP, inferences, log_events, mils, on_local_stack, results
 
 from benchmarks.llm_server import LoadLLMServer
 from mils._demo import write_demo_items
 from mils._local import LOCAL_SCORERS
 from mils._worlds import world_for_task
-from mils.adapters.local_stack import TritonServer, save_state
+from mils.adapters.local_stack import TritonServer
 from mils.tasks.motion import write_motion_clips
 from mils.tasks.sounds import write_sounds
 
@@ -24,13 +23,6 @@ pytestmark = pytest.mark.integration
 
 STEPS = 2
 IMAGE, VIDEO, AUDIO = "image-caption", "video-caption", "audio-caption"
-
-
-def inferences(triton: TritonServer) -> dict[str, int]:
-    """Inputs each model of `triton` has embedded so far (Triton's per-model statistics)."""
-    with urllib.request.urlopen(f"http://{triton.http_url}/v2/models/stats", timeout=10) as r:
-        stats = json.load(r)["model_stats"]
-    return {m["name"]: m["inference_count"] for m in stats}
 
 
 def mixed_folder(dest: Path) -> dict[str, set[str]]:
@@ -46,13 +38,6 @@ def mixed_folder(dest: Path) -> dict[str, set[str]]:
     }
 
 
-def on_local_stack(cwd: Path, triton: TritonServer, llm: LoadLLMServer) -> None:
-    """Make `triton` the local stack's scorer for `mils` run in `cwd` (as `mils local up`
-    records it), so that no scorer flag is given; the generator is passed by flag."""
-    (cwd / ".mils").mkdir(exist_ok=True)
-    save_state(cwd / ".mils" / "local.json", {"triton": triton.info(), "llama": llm.info()})
-
-
 def caption(folder: Path, out: Path, llm: LoadLLMServer, *extra: str) -> list[str]:
     return [
         "caption", str(folder), "--steps", str(STEPS), *SMALL_LOOP, "--out", str(out),
@@ -62,15 +47,15 @@ def caption(folder: Path, out: Path, llm: LoadLLMServer, *extra: str) -> list[st
 
 
 def test_a_mixed_folder_is_one_run_each_file_scored_by_its_kind(
-    mixed_triton: TritonServer, load_llm: LoadLLMServer, tmp_path: Path
+    local_triton: TritonServer, load_llm: LoadLLMServer, tmp_path: Path
 ) -> None:
     """Scenes, a clip and a sound are captioned for 2 steps in one run: stderr says which
     task each kind goes to, every good sample is done with its task in results.jsonl, each
     kind's target model was sent exactly its own kind's files (Triton's statistics), the
     garbled sound fails alone naming itself, and config.json records each task's scorer pair."""
     good = mixed_folder(tmp_path / "media")
-    on_local_stack(tmp_path, mixed_triton, load_llm)
-    before = inferences(mixed_triton)
+    on_local_stack(tmp_path, local_triton, load_llm)
+    before = inferences(local_triton)
     run = tmp_path / "run"
     proc = mils(caption(tmp_path / "media", run, load_llm), tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]  # the garbled sound failed
@@ -86,7 +71,7 @@ def test_a_mixed_folder_is_one_run_each_file_scored_by_its_kind(
     assert list(failed) == ["garbled"] and failed["garbled"]["task"] == AUDIO
     assert "garbled.ogg" in failed["garbled"]["error"]
 
-    after = inferences(mixed_triton)
+    after = inferences(local_triton)
     used = {name: after[name] - before.get(name, 0) for name in after}
     kinds = {IMAGE: 2, VIDEO: 1, AUDIO: 2}  # the garbled sound reaches the sound model too
     for task, files in kinds.items():
@@ -112,7 +97,7 @@ def test_a_mixed_folder_is_one_run_each_file_scored_by_its_kind(
 
 
 def test_a_stopped_mixed_run_resumes_to_the_end(
-    mixed_triton: TritonServer, load_llm: LoadLLMServer, tmp_path: Path
+    local_triton: TritonServer, load_llm: LoadLLMServer, tmp_path: Path
 ) -> None:
     """A mixed run stopped by --max-requests 3 (exit 3) is continued by `mils resume`: every
     sample of every task ends done with its steps, each task still with its own scorer."""
@@ -120,7 +105,7 @@ def test_a_stopped_mixed_run_resumes_to_the_end(
     write_demo_items(world_for_task(IMAGE), tmp_path / "media", 2)
     write_motion_clips(tmp_path / "media", 1)
     write_sounds(tmp_path / "media", 2)
-    on_local_stack(tmp_path, mixed_triton, load_llm)
+    on_local_stack(tmp_path, local_triton, load_llm)
     run = tmp_path / "run"
     first = mils(caption(tmp_path / "media", run, load_llm, "--max-requests", "3"), tmp_path)
     assert first.returncode == 3, first.stderr[-3000:]

@@ -7,11 +7,9 @@ import asyncio
 import contextlib
 import io
 import itertools
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import numpy as np
-import pytest
 import tritonclient.grpc.aio as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
@@ -27,21 +25,8 @@ from mils.tasks.scenes import (
     scenes,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 MODELS = ("scene_render", "scene_edit", "scene_style")
 HELD = list(itertools.islice(scenes(Split.HELD_OUT), 8))
-
-
-@pytest.fixture(scope="session")
-def render_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """Real Triton serving only the three closed-world generation models."""
-    server = TritonServer(
-        model_repository=REPO / "triton_models",
-        models=MODELS,
-        log_path=tmp_path_factory.mktemp("render_triton") / "triton.log",
-    )
-    with server:
-        yield server
 
 
 @contextlib.asynccontextmanager
@@ -73,10 +58,10 @@ async def infer(
     return {name: result.as_numpy(name) for name in outputs}
 
 
-async def test_scene_render_draws_what_render_text_draws(render_triton: TritonServer) -> None:
+async def test_scene_render_draws_what_render_text_draws(local_triton: TritonServer) -> None:
     """A batch of canonical texts: the same PNG bytes the engine-side function makes, each
     the scene its text describes."""
-    async with connect(render_triton) as client:
+    async with connect(local_triton) as client:
         texts = [canonical(s) for s in HELD]
         seeds = list(range(len(texts)))
         images = (await infer(client, "scene_render", TEXT=texts, SEED=seeds))["IMAGE"]
@@ -86,9 +71,9 @@ async def test_scene_render_draws_what_render_text_draws(render_triton: TritonSe
             assert check_caption(scene_of_image(image), text).exact
 
 
-async def test_scene_edit_applies_the_instruction(render_triton: TritonServer) -> None:
+async def test_scene_edit_applies_the_instruction(local_triton: TritonServer) -> None:
     """The served editor gives the bytes `edit_image` gives, for several edits at once."""
-    async with connect(render_triton) as client:
+    async with connect(local_triton) as client:
         start = render_text("a small red circle in the top left and a large blue star", 3)
         instructions = ["make the red circle green", "remove the star", "add stripes", "hello"]
         n = len(instructions)
@@ -99,11 +84,11 @@ async def test_scene_edit_applies_the_instruction(render_triton: TritonServer) -
         assert scene_of_image(out["IMAGE"][0, 0]).objects[0].colour == "green"
 
 
-async def test_a_bad_request_fails_alone(render_triton: TritonServer) -> None:
+async def test_a_bad_request_fails_alone(local_triton: TritonServer) -> None:
     """Concurrent requests (the server batches those to one model into one execute): one
     with an overlong text, one with an image that is not a scene, one with bytes that are no
     image; each fails with its reason, and the good requests beside them succeed."""
-    async with connect(render_triton) as client:
+    async with connect(local_triton) as client:
         scene_png = HELD[0].png()
         plain = io.BytesIO()
         HELD[0].render().save(plain, format="PNG")
@@ -134,10 +119,10 @@ def textured(data: bytes, instruction: str) -> bytes:
     return edit_image(data, instruction, 0)
 
 
-async def test_style_and_content_losses(render_triton: TritonServer) -> None:
+async def test_style_and_content_losses(local_triton: TritonServer) -> None:
     """An image against itself: both losses ~0. Against a restyled copy (stripes, noise) the
     style loss grows, and against another scene the content loss grows, staying in [0, 1]."""
-    async with connect(render_triton) as client:
+    async with connect(local_triton) as client:
         plain = [s.png() for s in HELD]
         striped = [textured(p, "add stripes") for p in plain]
         noisy = [textured(p, "add noise") for p in plain]
@@ -164,9 +149,9 @@ async def test_style_and_content_losses(render_triton: TritonServer) -> None:
         assert len(same["STYLE_LOSS"]) == n
 
 
-async def test_images_of_other_sizes_are_scored(render_triton: TritonServer) -> None:
+async def test_images_of_other_sizes_are_scored(local_triton: TritonServer) -> None:
     """The style model takes any image Pillow reads (resized like scene_image's input)."""
-    async with connect(render_triton) as client:
+    async with connect(local_triton) as client:
         buffer = io.BytesIO()
         Image.new("RGB", (120, 40), (200, 10, 10)).save(buffer, format="JPEG")
         out = await infer(
