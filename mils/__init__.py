@@ -18,7 +18,9 @@ them against the target, the best go back into the prompt, and the loop repeats.
 
 The generation tasks take a renderer too: `mils.open_run("t2i-enhance", [{"prompt": ...}],
 renderer=mils.RendererSettings(...), ...)`; `mils.arithmetic` composes captioning and
-t2i-enhance (caption two inputs, merge the captions, render the result).
+t2i-enhance (caption two inputs, merge the captions, render the result). With
+`ray=mils.RaySettings(...)` a run's samples are sharded over Ray actors on one machine or a
+cluster, committing to one run directory.
 
 The packages below hold the parts: `mils.engine` (the loop and its orchestration),
 `mils.adapters` (OpenAI-compatible generators, Triton scorers and renderers, media readers)
@@ -33,6 +35,7 @@ from mils._api import Run, SampleResult, StepResult, load_run_config, open_run, 
 from mils._arithmetic import ArithmeticResult, arithmetic
 from mils._config import RunConfig
 from mils._metrics import MetricsConfig
+from mils._ray import RaySettings
 from mils.adapters import BatchSettings, GeneratorSettings, RendererSettings, ScorerSettings
 from mils.engine import (
     Budget,
@@ -74,6 +77,7 @@ __all__ = [
     "LoopConfig",
     "MetricsConfig",
     "MilsError",
+    "RaySettings",
     "RendererSettings",
     "RetryConfig",
     "Run",

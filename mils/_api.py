@@ -25,11 +25,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from mils._config import MIXED, RunConfig, TaskSettings
 from mils._media import other_kinds, tasks_for_files
 from mils._metrics import MetricsConfig, RunMetrics
+from mils._ray import RayCluster, RayScheduler, RaySettings
 from mils.adapters import (
     AlignmentScorer,
     AudioReader,
@@ -161,6 +162,7 @@ def open_run(
     media_scorer: MediaScorer | None = None,
     on_event: Callable[[Event], None] | None = None,
     metrics: MetricsConfig | None = None,
+    ray: RaySettings | None = None,
 ) -> Run:
     """Start a new run in the directory `out` (created; refused if it holds a run already).
 
@@ -194,6 +196,8 @@ def open_run(
         on_event: called on the event loop for every committed step and finished sample.
         metrics: Prometheus metrics of the run, served on a port and/or added to your
             registry while the run is open (`MetricsConfig`).
+        ray: run the samples on Ray actors (`RaySettings`: the cluster, how many workers);
+            the endpoints must then be given as settings, not objects. Not saved.
 
     Raises:
         ConfigError: a setting, the pool or the inputs are unusable (nothing was written).
@@ -220,6 +224,7 @@ def open_run(
             pool=pool,
             on_event=on_event,
             metrics=metrics,
+            ray=ray,
         )
     spec = next(iter(specs.values()))
     own_loop: LoopConfig | None = _own(loop, spec.name, "loop")
@@ -253,6 +258,7 @@ def open_run(
         on_event,
         pool_repeats=repeated,
         metrics=metrics,
+        ray=ray,
     )
 
 
@@ -271,6 +277,7 @@ def _open_mixed(
     pool: PoolArg | Mapping[str, PoolArg] | None,
     on_event: Callable[[Event], None] | None,
     metrics: MetricsConfig | None,
+    ray: RaySettings | None,
 ) -> Run:
     """`open_run` of samples of several tasks (`Sample.task` names each one's)."""
     names = list(specs)
@@ -340,6 +347,7 @@ def _open_mixed(
         pool_repeats=sum(repeated for _, repeated in pools.values()),
         metrics=metrics,
         tasks=specs,
+        ray=ray,
     )
 
 
@@ -416,6 +424,7 @@ def resume_run(
     media_scorer: MediaScorer | None = None,
     on_event: Callable[[Event], None] | None = None,
     metrics: MetricsConfig | None = None,
+    ray: RaySettings | None = None,
 ) -> Run:
     """Continue every unfinished sample of the run in `out` from its last committed step.
 
@@ -426,7 +435,7 @@ def resume_run(
     it is your own. `batch`: as saved when None; "live" sends live requests from now on.
     Batch API jobs of a run in batch mode that were still running are waited for, not
     sent again.
-    `metrics` is not saved: pass it again.
+    `metrics` and `ray` are not saved: pass them again.
     """
     run_dir = Path(out)
     saved = load_run_config(run_dir)
@@ -466,6 +475,7 @@ def resume_run(
         on_event,
         metrics=metrics,
         tasks=tasks or None,
+        ray=ray,
     )
 
 
@@ -507,7 +517,7 @@ class _Parts:
 @dataclass(slots=True)
 class _Live:
     store: RunStore
-    scheduler: Scheduler
+    scheduler: Scheduler | RayScheduler
     runner: asyncio.Task[RunSummary]
     finished: asyncio.Queue[SampleFinished | None] = field(default_factory=asyncio.Queue)
 
@@ -531,6 +541,7 @@ class Run:
         pool_repeats: int = 0,
         metrics: MetricsConfig | None = None,
         tasks: Mapping[str, Task] | None = None,
+        ray: RaySettings | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.task = task
@@ -544,6 +555,7 @@ class Run:
         self._pool_repeats = pool_repeats
         """Repeated pool lines dropped; logged once the run opens (so into its log)."""
         self._metrics_config = metrics
+        self._ray = ray
         self._metrics: RunMetrics | None = None
         self._stack = contextlib.AsyncExitStack()
         self._live: _Live | None = None
@@ -588,6 +600,9 @@ class Run:
             log.warning("initial_pool_duplicates_dropped", dropped=self._pool_repeats)
         on_request = await self._start_metrics()
         store = await asyncio.to_thread(self._open_store)
+        if self._ray is not None:
+            await self._start_on_ray(store, self._ray)
+            return
         self._stack.callback(store.close)
         self._stack.push_async_callback(_export, store)
         retrier = Retrier(self.config.retry)
@@ -620,6 +635,41 @@ class Run:
         samples = [Sample(row.id, row.inputs, row.task) for row in store.samples()]
         pools = {name: store.pool(name) for name in routes}  # pool.txt in a run of one task
         live = _Live(store, scheduler, asyncio.create_task(scheduler.run(samples, pools)))
+        live.runner.add_done_callback(lambda _: live.finished.put_nowait(None))
+        self._live = live
+
+    async def _start_on_ray(self, store: RunStore, settings: RaySettings) -> None:
+        """The samples go to shard workers on Ray (`mils._ray`); this process serves the
+        run's events and results from the store actor."""
+        parts = self._parts
+        scorers = parts.scorer.values() if isinstance(parts.scorer, Mapping) else [parts.scorer]
+        objects = [
+            *parts.generators,
+            *(s for s in scorers if not isinstance(s, ScorerSettings | None)),
+            *([parts.renderer] if not isinstance(parts.renderer, RendererSettings | None) else []),
+            *([parts.media_scorer] if parts.media_scorer is not None else []),
+        ]
+        if objects or self.config.batch is not None:
+            store.close()
+            raise ConfigError(
+                "a run on Ray builds its endpoints on every worker from settings: pass "
+                "`generator`, `scorer` and `renderer` as settings, not objects, and live "
+                "requests, not `batch`"
+            )
+        secrets = [g.api_key_env for g in self.config.generator]
+        if self.config.renderer is not None:
+            secrets.append(self.config.renderer.api_key_env)
+        try:
+            cluster = await self._stack.enter_async_context(RayCluster(settings, secrets))
+            remote = await asyncio.to_thread(cluster.serve_store, store)
+        finally:
+            store.close()  # handed over (or the run does not start)
+        view = cast(RunStore, remote)  # the store's methods, served by its actor
+        self._stack.callback(view.close)
+        self._stack.push_async_callback(_export, view)
+        scheduler = RayScheduler(cluster, remote, self.config, self.tasks, self._event)
+        samples = [Sample(row.id, row.inputs, row.task) for row in remote.samples()]
+        live = _Live(view, scheduler, asyncio.create_task(scheduler.run(samples, {})))
         live.runner.add_done_callback(lambda _: live.finished.put_nowait(None))
         self._live = live
 

@@ -464,6 +464,20 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help=f"address the metrics server binds; 0.0.0.0 to be scraped from outside a "
         f"container ({DEFAULT_METRICS_HOST})",
     )
+    r = p.add_argument_group("many processes and machines (Ray; needs the `ray` extra)")
+    r.add_argument(
+        "--ray",
+        metavar="auto|local|HOST:PORT",
+        help="shard the samples over Ray actors, each running the engine with a share of "
+        "the limits, all committing to this one run directory: auto joins the cluster of "
+        "`ray start`, local starts one on this machine, HOST:PORT is a head node (off)",
+    )
+    r.add_argument(
+        "--ray-actors",
+        type=int,
+        metavar="N",
+        help="shard workers (one per CPU of the cluster)",
+    )
 
 
 def _budget_args(p: argparse.ArgumentParser) -> None:

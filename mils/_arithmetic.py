@@ -245,6 +245,8 @@ def cmd_arithmetic(args: argparse.Namespace) -> int:
 
     if args.metrics_port is not None:
         raise ConfigError("--metrics-port is for one run; arithmetic runs several")
+    if args.ray is not None:
+        raise ConfigError("--ray is for a run of many samples; arithmetic runs one of each")
     tasks = [caption_task_for(path) for path in args.inputs]
     caption_args = copy.copy(args)
     for dest in _RENDERING_DESTS:

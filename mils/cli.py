@@ -53,6 +53,7 @@ from mils._local import (
 from mils._media import describe, media_kinds, other_kinds, tasks_for_files
 from mils._metrics import DEFAULT_METRICS_HOST, MetricsConfig
 from mils._models import cmd_models
+from mils._ray import RaySettings
 from mils._report import cmd_report
 from mils._settings import mixed_settings, run_settings
 from mils._status import print_runs, print_status
@@ -254,6 +255,7 @@ def _caption_mixed(
         budget=settings.budget,
         batch=settings.batch,
         metrics=_metrics(args),
+        ray=_ray(args),
     )
     print(f"run directory: {run.run_dir} ({len(paths)} samples)", file=sys.stderr)
     return _drive(run, args)
@@ -279,6 +281,7 @@ def _new_run(
         batch=settings.batch,
         pool=args.init_pool,
         metrics=_metrics(args),
+        ray=_ray(args),
     )
     print(f"run directory: {run.run_dir} ({len(inputs)} samples)", file=sys.stderr)
     return run
@@ -317,8 +320,18 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         budget=settings.budget,
         batch=settings.batch or "live",
         metrics=_metrics(args),
+        ray=_ray(args),
     )
     return _drive(run, args)
+
+
+def _ray(args: argparse.Namespace) -> RaySettings | None:
+    """Ray settings from --ray and --ray-actors, or None (one process)."""
+    if args.ray is None:
+        if args.ray_actors is not None:
+            raise ConfigError("--ray-actors needs --ray (auto, local or HOST:PORT); pass both")
+        return None
+    return RaySettings(address=args.ray, actors=args.ray_actors)
 
 
 def _metrics(args: argparse.Namespace) -> MetricsConfig | None:

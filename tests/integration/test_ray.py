@@ -1,0 +1,212 @@
+"""`mils caption --ray` on a real local Ray cluster: a head node and a second worker node,
+each a `ray start --block` process on loopback with 2 CPUs. The shard workers run the
+engine against real servers (llama.cpp or the load-model LLM server, the local stack's
+Triton) and commit through one store actor to one run directory; a worker killed mid-run
+is restarted and its samples continue from their last committed step."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_harness import (
+    SMALL_LOOP,
+    assert_complete,
+    env,
+    log_events,
+    mils,
+    on_local_stack,
+    results,
+)
+
+from benchmarks.llm_server import LLMCostModel, LoadLLMServer
+from mils._demo import write_demo_items
+from mils._worlds import world_for_task
+from mils.adapters.local_stack import LlamaServer, TritonServer
+
+pytestmark = pytest.mark.integration
+
+RAY = Path(sys.executable).with_name("ray")
+# A loopback cluster for the tests alone: no usage reports, no auth token (a token in
+# ~/.ray would otherwise switch `ray start` to token auth).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+NODE = ("--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats", "--block")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(RAY), "start", *args, *NODE],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env(RAY_ENV),
+            start_new_session=True,  # the node's processes are killed with its group
+        )
+
+
+def _nodes_alive(address: str) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import ray; ray.init(address={address!r}, logging_level='error');"
+         "print(sum(n['Alive'] for n in ray.nodes()))"],
+        capture_output=True, text=True, timeout=60, env=env(RAY_ENV),
+    )  # fmt: skip
+    return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else 0
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A two-node Ray cluster on loopback; its head's address."""
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
+    head = _start_node(
+        [
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+        ],
+        temp / "head.log",
+    )
+    nodes = [head]
+    try:
+        deadline = time.monotonic() + 120
+        while _nodes_alive(address) < 1:
+            assert head.poll() is None, (temp / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the Ray head node did not start"
+        nodes.append(
+            _start_node(
+                [f"--address={address}", "--node-ip-address=127.0.0.1"], temp / "worker.log"
+            )
+        )
+        while _nodes_alive(address) < 2:
+            assert nodes[1].poll() is None, (temp / "worker.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the Ray worker node did not join"
+        yield address
+    finally:
+        for node in reversed(nodes):
+            with_group(node, signal.SIGTERM)
+        for node in nodes:
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with_group(node, signal.SIGKILL)
+
+
+def with_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def scenes(dest: Path, count: int) -> list[str]:
+    return sorted(p.stem for p in write_demo_items(world_for_task("image-caption"), dest, count))
+
+
+def test_a_caption_run_on_two_ray_nodes_is_one_run(
+    ray_cluster: str, local_triton: TritonServer, llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    """Four scenes captioned for 2 steps by SmolLM2 on llama.cpp, sharded over 2 Ray
+    workers: every sample done with each step committed once, in one run directory that
+    `mils status` and `mils report` read as usual; each worker embedded the pool once."""
+    ids = scenes(tmp_path / "scenes", 4)
+    on_local_stack(tmp_path, local_triton, llama_server)
+    run = tmp_path / "run"
+    proc = mils(
+        ["caption", str(tmp_path / "scenes"), "--steps", "2", *SMALL_LOOP, "--out", str(run),
+         "--no-progress", "--ray", ray_cluster, "--ray-actors", "2"],
+        tmp_path, timeout=600, extra_env=RAY_ENV,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_complete(run, ids, 2)
+    assert {row["status"] for row in results(run).values()} == {"done"}
+    started = [e for e in log_events(run) if e["event"] == "ray_run_started"]
+    assert [(e["samples"], e["actors"]) for e in started] == [(4, 2)]
+    status = mils(["status", str(run)], tmp_path)
+    assert "4 done" in status.stdout, status.stdout
+    pool = len((run / "pool.txt").read_text(encoding="utf-8").splitlines())
+    summary = re.search(r"(\d+) steps in .* (\d+) texts embedded", proc.stderr)
+    assert summary is not None, proc.stderr[-2000:]
+    assert int(summary[1]) == 8
+    assert 2 * pool <= int(summary[2]) < 3 * pool, summary[0]  # the pool once per worker
+
+
+@pytest.fixture(scope="module")
+def slow_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadLLMServer]:
+    """A load-model LLM server whose every reply takes ~0.3 s: a run long enough to kill a
+    worker in the middle of it."""
+    cost = LLMCostModel(capacity=64, prefill_ms=300, decode_tokens_per_s=50_000, seed=0)
+    server = LoadLLMServer(cost=cost, log_path=tmp_path_factory.mktemp("llm") / "llm.log")
+    with server:
+        yield server
+
+
+def _steps_committed(run: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{run / 'run.db'}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute("SELECT COUNT(*) FROM steps WHERE step > 0").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _worker_pids() -> list[int]:
+    proc = subprocess.run(["pgrep", "-f", "ray::_ShardWorker"], capture_output=True, text=True)
+    return [int(pid) for pid in proc.stdout.split()]
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
+    ray_cluster: str, local_triton: TritonServer, slow_llm: LoadLLMServer, tmp_path: Path
+) -> None:
+    """Eight scenes x 6 steps on 2 workers; once 10 steps are committed one worker's process
+    is SIGKILLed. Ray restarts it, its shard resumes from the store: the run ends with every
+    sample done and each step committed exactly once, and the log says a shard restarted."""
+    steps = 6
+    ids = scenes(tmp_path / "scenes", 8)
+    on_local_stack(tmp_path, local_triton, slow_llm)
+    run = tmp_path / "run"
+    args = ["caption", str(tmp_path / "scenes"), "--steps", str(steps), *SMALL_LOOP,
+            "--out", str(run), "--no-progress", "--ray", ray_cluster, "--ray-actors", "2",
+            "--generator-url", slow_llm.base_url, "--generator-model", "load-llm"]  # fmt: skip
+    with (tmp_path / "stderr.txt").open("w") as err:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "mils", *args],
+            cwd=tmp_path,
+            env=env(RAY_ENV),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while _steps_committed(run) < 10:
+                assert driver.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no steps committed"
+                time.sleep(0.2)
+            pids = _worker_pids()
+            assert len(pids) == 2, pids
+            os.kill(pids[0], signal.SIGKILL)
+            killed_at = _steps_committed(run)
+            assert driver.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+    assert killed_at < len(ids) * steps  # the kill came before the end
+    assert_complete(run, ids, steps)
+    restarts = [e for e in log_events(run) if e["event"] == "ray_worker_restarted"]
+    assert restarts, "no restart logged"
