@@ -660,14 +660,14 @@ class Run:
         if self.config.renderer is not None:
             secrets.append(self.config.renderer.api_key_env)
         try:
-            cluster = await self._stack.enter_async_context(RayCluster(settings, secrets))
+            cluster = await self._stack.enter_async_context(RayCluster(settings))
             remote = await asyncio.to_thread(cluster.serve_store, store)
         finally:
             store.close()  # handed over (or the run does not start)
         view = cast(RunStore, remote)  # the store's methods, served by its actor
         self._stack.callback(view.close)
         self._stack.push_async_callback(_export, view)
-        scheduler = RayScheduler(cluster, remote, self.config, self.tasks, self._event)
+        scheduler = RayScheduler(cluster, remote, self.config, self.tasks, self._event, secrets)
         samples = [Sample(row.id, row.inputs, row.task) for row in remote.samples()]
         live = _Live(view, scheduler, asyncio.create_task(scheduler.run(samples, {})))
         live.runner.add_done_callback(lambda _: live.finished.put_nowait(None))

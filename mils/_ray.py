@@ -265,9 +265,12 @@ class _ShardWorker:
         usage: Usage,
         config: RunConfig,
         tasks: dict[str, Task],
+        secrets: dict[str, str],
     ) -> RunSummary:
         from mils._api import Run, _Parts  # the core of a run in one process
 
+        # Endpoint keys arrive as call arguments (Ray logs a runtime_env's variables).
+        os.environ.update(secrets)
         epoch = await store.claim.remote(shard)
         view = RemoteStore(store, Path(run_dir), shard=ids, fence=(shard, epoch), usage=usage)
         task = next(iter(tasks.values()))
@@ -289,8 +292,9 @@ class _ShardWorker:
             return bool(self._run.cancel(sample_id))
         return False
 
-    def pid(self) -> int:
-        return os.getpid()
+    async def where(self) -> tuple[str, int]:
+        """The worker's node id and process id."""
+        return _ray().get_runtime_context().get_node_id(), os.getpid()
 
 
 # -- the driver ---------------------------------------------------------------------
@@ -300,24 +304,17 @@ class RayCluster(contextlib.AbstractAsyncContextManager["RayCluster"]):
     """The driver's connection to Ray for one run (joined, or started for "local"); left
     as found when the run ends (a caller's own `ray.init` stays)."""
 
-    def __init__(self, settings: RaySettings, secrets: Sequence[str] = ()) -> None:
+    def __init__(self, settings: RaySettings) -> None:
         self.settings = settings
-        self._secrets = secrets
         self._started = False
 
     async def __aenter__(self) -> RayCluster:
         ray = _ray()
         if not ray.is_initialized():
-            # The workers read endpoint keys from the same variables as this process.
-            env = {name: os.environ[name] for name in self._secrets if name in os.environ}
             address = None if self.settings.address == "local" else self.settings.address
             try:
                 await asyncio.to_thread(
-                    ray.init,
-                    address=address,
-                    runtime_env={"env_vars": env} if env else None,
-                    logging_level="warning",
-                    log_to_driver=True,
+                    ray.init, address=address, logging_level="warning", log_to_driver=True
                 )
             except ConnectionError as exc:
                 raise ConfigError(
@@ -369,7 +366,8 @@ class RayCluster(contextlib.AbstractAsyncContextManager["RayCluster"]):
 
 class RayScheduler:
     """What a `Run` asks of its scheduler (run, statistics, cancel), done by shard workers
-    on Ray; events come from the store actor as it commits."""
+    on Ray; events come from the store actor as it commits. `secrets`: the environment
+    variables holding endpoint keys, set on the workers as this process has them."""
 
     def __init__(
         self,
@@ -378,8 +376,10 @@ class RayScheduler:
         config: RunConfig,
         tasks: Mapping[str, Task],
         on_event: Callable[[Event], None],
+        secrets: Sequence[str] = (),
     ) -> None:
         self._cluster = cluster
+        self._secrets = secrets
         self._store = store
         self._config = config
         self._tasks = dict(tasks)
@@ -426,9 +426,17 @@ class RayScheduler:
                 spent,
                 config,
                 self._tasks,
+                {name: os.environ[name] for name in self._secrets if name in os.environ},
             )
             for index, (worker, shard) in enumerate(zip(self._workers, shards, strict=True))
         ]
+        places = await asyncio.gather(*(_awaited(w.where.remote()) for w in self._workers))
+        log.info(
+            "ray_workers",
+            workers=[
+                {"shard": i, "node": node, "pid": pid} for i, (node, pid) in enumerate(places)
+            ],
+        )
         poller = asyncio.create_task(self._poll())
         try:
             summaries = await asyncio.gather(*(_awaited(ref) for ref in refs))

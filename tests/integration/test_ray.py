@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from cli_harness import (
+    SECRET,
     SMALL_LOOP,
     assert_complete,
     env,
@@ -71,8 +73,8 @@ def _nodes_alive(address: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    """A two-node Ray cluster on loopback; its head's address."""
+def ray_cluster() -> Iterator[tuple[str, Path]]:
+    """A two-node Ray cluster on loopback: its head's address, its logs' folder."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
@@ -100,15 +102,17 @@ def ray_cluster() -> Iterator[str]:
         while _nodes_alive(address) < 2:
             assert nodes[1].poll() is None, (temp / "worker.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the Ray worker node did not join"
-        yield address
+        yield address, temp
     finally:
         for node in reversed(nodes):
             with_group(node, signal.SIGTERM)
         for node in nodes:
             try:
-                node.wait(timeout=30)
+                node.wait(timeout=60)  # a node drains for up to 30 s
             except subprocess.TimeoutExpired:
                 with_group(node, signal.SIGKILL)
+                node.wait()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def with_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -121,17 +125,23 @@ def scenes(dest: Path, count: int) -> list[str]:
 
 
 def test_a_caption_run_on_two_ray_nodes_is_one_run(
-    ray_cluster: str, local_triton: TritonServer, llama_server: LlamaServer, tmp_path: Path
+    ray_cluster: tuple[str, Path],
+    local_triton: TritonServer,
+    llama_server: LlamaServer,
+    tmp_path: Path,
 ) -> None:
     """Four scenes captioned for 2 steps by SmolLM2 on llama.cpp, sharded over 2 Ray
     workers: every sample done with each step committed once, in one run directory that
-    `mils status` and `mils report` read as usual; each worker embedded the pool once."""
+    `mils status` reads as usual; the workers ran on both nodes, each embedding the pool
+    once; the endpoint key
+    reached the workers but none of Ray's logs."""
+    address, ray_logs = ray_cluster
     ids = scenes(tmp_path / "scenes", 4)
     on_local_stack(tmp_path, local_triton, llama_server)
     run = tmp_path / "run"
     proc = mils(
         ["caption", str(tmp_path / "scenes"), "--steps", "2", *SMALL_LOOP, "--out", str(run),
-         "--no-progress", "--ray", ray_cluster, "--ray-actors", "2"],
+         "--no-progress", "--ray", address, "--ray-actors", "2"],
         tmp_path, timeout=600, extra_env=RAY_ENV,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -139,6 +149,8 @@ def test_a_caption_run_on_two_ray_nodes_is_one_run(
     assert {row["status"] for row in results(run).values()} == {"done"}
     started = [e for e in log_events(run) if e["event"] == "ray_run_started"]
     assert [(e["samples"], e["actors"]) for e in started] == [(4, 2)]
+    (placed,) = [e["workers"] for e in log_events(run) if e["event"] == "ray_workers"]
+    assert len({w["node"] for w in placed}) == 2  # one worker on each node
     status = mils(["status", str(run)], tmp_path)
     assert "4 done" in status.stdout, status.stdout
     pool = len((run / "pool.txt").read_text(encoding="utf-8").splitlines())
@@ -146,6 +158,8 @@ def test_a_caption_run_on_two_ray_nodes_is_one_run(
     assert summary is not None, proc.stderr[-2000:]
     assert int(summary[1]) == 8
     assert 2 * pool <= int(summary[2]) < 3 * pool, summary[0]  # the pool once per worker
+    leaked = [p for p in ray_logs.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not leaked
 
 
 @pytest.fixture(scope="module")
@@ -166,13 +180,17 @@ def _steps_committed(run: Path) -> int:
         return 0
 
 
-def _worker_pids() -> list[int]:
-    proc = subprocess.run(["pgrep", "-f", "ray::_ShardWorker"], capture_output=True, text=True)
-    return [int(pid) for pid in proc.stdout.split()]
+def _worker_pids(run: Path) -> list[int]:
+    """The shard workers' processes, as the run's log names them."""
+    placed = [e for e in log_events(run) if e["event"] == "ray_workers"]
+    return [w["pid"] for e in placed for w in e["workers"]]
 
 
 def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
-    ray_cluster: str, local_triton: TritonServer, slow_llm: LoadLLMServer, tmp_path: Path
+    ray_cluster: tuple[str, Path],
+    local_triton: TritonServer,
+    slow_llm: LoadLLMServer,
+    tmp_path: Path,
 ) -> None:
     """Eight scenes x 6 steps on 2 workers; once 10 steps are committed one worker's process
     is SIGKILLed. Ray restarts it, its shard resumes from the store: the run ends with every
@@ -182,7 +200,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
     on_local_stack(tmp_path, local_triton, slow_llm)
     run = tmp_path / "run"
     args = ["caption", str(tmp_path / "scenes"), "--steps", str(steps), *SMALL_LOOP,
-            "--out", str(run), "--no-progress", "--ray", ray_cluster, "--ray-actors", "2",
+            "--out", str(run), "--no-progress", "--ray", ray_cluster[0], "--ray-actors", "2",
             "--generator-url", slow_llm.base_url, "--generator-model", "load-llm"]  # fmt: skip
     with (tmp_path / "stderr.txt").open("w") as err:
         driver = subprocess.Popen(
@@ -198,7 +216,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
                 assert driver.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
                 assert time.monotonic() < deadline, "no steps committed"
                 time.sleep(0.2)
-            pids = _worker_pids()
+            pids = _worker_pids(run)
             assert len(pids) == 2, pids
             os.kill(pids[0], signal.SIGKILL)
             killed_at = _steps_committed(run)
