@@ -190,6 +190,17 @@ class EndpointLimiter:
         return (self._in_flight + len(self._waiters) + self._pacing) / self.limit
 
     @property
+    def expected_s(self) -> float | None:
+        """Seconds a request sent now should take to be answered: the endpoint's latency,
+        longer by the queue ahead of it (served `limit` at a time, one latency each); None
+        until a latency has been measured. For routing."""
+        rtt = self._adaptive.rtt
+        if rtt is None:
+            return None
+        ahead = self._in_flight + len(self._waiters) + self._pacing + 1
+        return rtt * max(1.0, ahead / self.limit)
+
+    @property
     def paused_for(self) -> float:
         """Seconds left of the current pause; 0 when not paused."""
         return max(0.0, self._paused_until - time.monotonic())

@@ -1,8 +1,10 @@
 """Spreads chat requests over one or more generator endpoints.
 
-Each request goes to the endpoint with the least outstanding work relative to its limit
-(in flight plus waiting, over the limit), so a faster endpoint, whose adaptive limit is
-higher, takes more. An endpoint that fails `failures_to_cool` times in a row is cooled
+Each request goes to the endpoint expected to answer it first: its measured latency,
+longer by the queue ahead of the request (served `limit` at a time), so a faster endpoint
+takes every request until its queue would cost more than a slower one's latency; until
+each endpoint's latency is known, to the one with the least outstanding work relative to
+its limit (in flight plus waiting, over the limit). An endpoint that fails `failures_to_cool` times in a row is cooled
 down: it gets no new requests for a while (doubling on each relapse, capped), then one
 request probes it. The last healthy endpoint is never cooled down: with nowhere else to
 go, the retry backoff alone paces requests to it. A retried call may land on another
@@ -174,7 +176,9 @@ class GeneratorRouter:
         order = self._endpoints[self._turn :] + self._endpoints[: self._turn]
         ready = [e for e in order if e.cool_until <= now and not e.limiter.paused_for]
         if ready:
-            return min(ready, key=lambda e: e.limiter.load)
+            if any(e.limiter.expected_s is None for e in ready):  # a latency not yet known
+                return min(ready, key=lambda e: e.limiter.load)
+            return min(ready, key=lambda e: e.limiter.expected_s or 0.0)
         # Nothing takes requests now: wait for the first endpoint back. A cool-down is waited
         # out here, then the request probes it; a pause, in the limiter's queue.
         soonest = min(order, key=lambda e: max(e.cool_until - now, e.limiter.paused_for))

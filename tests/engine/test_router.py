@@ -1,5 +1,5 @@
-"""Routing over several generator endpoints: least outstanding, cool-down, recovery, and
-rate-limit pauses."""
+"""Routing over several generator endpoints: least outstanding, then expected answer time,
+cool-down, recovery, and rate-limit pauses."""
 
 from __future__ import annotations
 
@@ -59,6 +59,24 @@ async def test_slow_endpoint_gets_less() -> None:
 
     await asyncio.gather(*(worker() for _ in range(4)))
     assert fast.calls > 2 * slow.calls
+
+
+async def test_once_latencies_are_known_a_request_goes_where_it_is_answered_first() -> None:
+    """A fast endpoint with free slots takes every request, however idle a slower one is:
+    its expected answer (its latency, queue included) comes first. Until both latencies are
+    measured, requests spread by outstanding work, so the slow one is measured too."""
+    fast, slow = Endpoint("fast", 0.002), Endpoint("slow", 0.03)
+    router = GeneratorRouter([fast, slow], limit=8)
+
+    async def worker(requests: int) -> None:
+        for _ in range(requests):
+            await router.complete(MESSAGES)
+
+    await asyncio.gather(*(router.complete(MESSAGES) for _ in range(64)))  # both measured
+    assert slow.calls >= 16
+    fast.calls = slow.calls = 0
+    await asyncio.gather(*(worker(20) for _ in range(4)))  # 4 in flight: under fast's 8
+    assert (fast.calls, slow.calls) == (80, 0)
 
 
 class Clock:
