@@ -186,6 +186,48 @@ def _worker_pids(run: Path) -> list[int]:
     return [w["pid"] for e in placed for w in e["workers"]]
 
 
+@contextlib.contextmanager
+def driving(
+    args: list[str], cwd: Path, run: Path, *, until_steps: int
+) -> Iterator[subprocess.Popen[str]]:
+    """`mils ARGS` running in the background, handed over once `until_steps` steps of
+    `run` are committed; killed if still running after the block."""
+    err = (cwd / "stderr.txt").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "mils", *args],
+        cwd=cwd,
+        env=env(RAY_ENV),
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while _steps_committed(run) < until_steps:
+            assert driver.poll() is None, (cwd / "stderr.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no steps committed"
+            time.sleep(0.2)
+        yield driver
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        err.close()
+
+
+def slow_caption(
+    tmp_path: Path, triton: TritonServer, llm: LoadLLMServer, address: str, steps: int
+) -> tuple[list[str], list[str]]:
+    """Eight scenes to caption for `steps` steps on 2 workers: the sample ids, the args."""
+    ids = scenes(tmp_path / "scenes", 8)
+    on_local_stack(tmp_path, triton, llm)
+    args = ["caption", str(tmp_path / "scenes"), "--steps", str(steps), *SMALL_LOOP,
+            "--out", str(tmp_path / "run"), "--no-progress", "--ray", address,
+            "--ray-actors", "2", "--generator-url", llm.base_url,
+            "--generator-model", "load-llm"]  # fmt: skip
+    return ids, args
+
+
 def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
     ray_cluster: tuple[str, Path],
     local_triton: TritonServer,
@@ -195,36 +237,40 @@ def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
     """Eight scenes x 6 steps on 2 workers; once 10 steps are committed one worker's process
     is SIGKILLed. Ray restarts it, its shard resumes from the store: the run ends with every
     sample done and each step committed exactly once, and the log says a shard restarted."""
-    steps = 6
-    ids = scenes(tmp_path / "scenes", 8)
-    on_local_stack(tmp_path, local_triton, slow_llm)
-    run = tmp_path / "run"
-    args = ["caption", str(tmp_path / "scenes"), "--steps", str(steps), *SMALL_LOOP,
-            "--out", str(run), "--no-progress", "--ray", ray_cluster[0], "--ray-actors", "2",
-            "--generator-url", slow_llm.base_url, "--generator-model", "load-llm"]  # fmt: skip
-    with (tmp_path / "stderr.txt").open("w") as err:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "mils", *args],
-            cwd=tmp_path,
-            env=env(RAY_ENV),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while _steps_committed(run) < 10:
-                assert driver.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no steps committed"
-                time.sleep(0.2)
-            pids = _worker_pids(run)
-            assert len(pids) == 2, pids
-            os.kill(pids[0], signal.SIGKILL)
-            killed_at = _steps_committed(run)
-            assert driver.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
-        finally:
-            if driver.poll() is None:
-                driver.kill()
+    steps, run = 6, tmp_path / "run"
+    ids, args = slow_caption(tmp_path, local_triton, slow_llm, ray_cluster[0], steps)
+    with driving(args, tmp_path, run, until_steps=10) as driver:
+        pids = _worker_pids(run)
+        assert len(pids) == 2, pids
+        os.kill(pids[0], signal.SIGKILL)
+        killed_at = _steps_committed(run)
+        assert driver.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     assert killed_at < len(ids) * steps  # the kill came before the end
     assert_complete(run, ids, steps)
     restarts = [e for e in log_events(run) if e["event"] == "ray_worker_restarted"]
     assert restarts, "no restart logged"
+
+
+def test_an_interrupted_ray_run_resumes_to_the_end_in_one_process_or_on_ray(
+    ray_cluster: tuple[str, Path],
+    local_triton: TritonServer,
+    slow_llm: LoadLLMServer,
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C on the driver mid-run exits 130 naming `mils resume`, the workers gone; a
+    resume on Ray is interrupted too, and a resume in one process (no --ray) finishes the
+    run with each step committed exactly once."""
+    steps, run = 6, tmp_path / "run"
+    ids, args = slow_caption(tmp_path, local_triton, slow_llm, ray_cluster[0], steps)
+    with driving(args, tmp_path, run, until_steps=6) as driver:
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=120) == 130
+    assert f"mils resume {run}" in (tmp_path / "stderr.txt").read_text()
+    resume = ["resume", str(run), "--no-progress", "--ray", ray_cluster[0], "--ray-actors", "2"]
+    with driving(resume, tmp_path, run, until_steps=_steps_committed(run) + 6) as driver:
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=120) == 130
+    assert _steps_committed(run) < len(ids) * steps
+    proc = mils(["resume", str(run), "--no-progress"], tmp_path, extra_env=RAY_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_complete(run, ids, steps)
