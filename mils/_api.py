@@ -598,6 +598,8 @@ class Run:
     async def _start(self) -> None:
         if self._pool_repeats:
             log.warning("initial_pool_duplicates_dropped", dropped=self._pool_repeats)
+        if self._ray is not None:
+            self._refuse_objects_on_ray()  # before anything is written
         on_request = await self._start_metrics()
         store = await asyncio.to_thread(self._open_store)
         if self._ray is not None:
@@ -638,9 +640,8 @@ class Run:
         live.runner.add_done_callback(lambda _: live.finished.put_nowait(None))
         self._live = live
 
-    async def _start_on_ray(self, store: RunStore, settings: RaySettings) -> None:
-        """The samples go to shard workers on Ray (`mils._ray`); this process serves the
-        run's events and results from the store actor."""
+    def _refuse_objects_on_ray(self) -> None:
+        """A run on Ray builds its endpoints on every worker: only settings travel."""
         parts = self._parts
         scorers = parts.scorer.values() if isinstance(parts.scorer, Mapping) else [parts.scorer]
         objects = [
@@ -650,12 +651,15 @@ class Run:
             *([parts.media_scorer] if parts.media_scorer is not None else []),
         ]
         if objects or self.config.batch is not None:
-            store.close()
             raise ConfigError(
                 "a run on Ray builds its endpoints on every worker from settings: pass "
                 "`generator`, `scorer` and `renderer` as settings, not objects, and live "
                 "requests, not `batch`"
             )
+
+    async def _start_on_ray(self, store: RunStore, settings: RaySettings) -> None:
+        """The samples go to shard workers on Ray (`mils._ray`); this process serves the
+        run's events and results from the store actor."""
         secrets = [g.api_key_env for g in self.config.generator]
         if self.config.renderer is not None:
             secrets.append(self.config.renderer.api_key_env)

@@ -196,14 +196,14 @@ class RemoteStore:
         fence: tuple[int, int] | None = None,
         usage: Usage | None = None,
     ) -> None:
-        self._actor = actor
+        self.actor = actor
         self.run_dir = run_dir
         self._shard = shard
         self._fence = fence
         self._usage = usage
 
     def _call(self, method: str, *args: Any) -> Any:
-        return _ray().get(getattr(self._actor, method).remote(*args))
+        return _ray().get(getattr(self.actor, method).remote(*args))
 
     def samples(self) -> list[SampleRow]:
         return cast(list[SampleRow], self._call("samples", self._shard))
@@ -243,7 +243,7 @@ class RemoteStore:
     def close(self) -> None:
         if self._shard is None:
             self._call("close")
-            _ray().kill(self._actor)
+            _ray().kill(self.actor)
 
 
 # -- the shard workers --------------------------------------------------------------
@@ -420,7 +420,7 @@ class RayScheduler:
         refs = [
             worker.run.remote(
                 index,
-                self._store._actor,
+                self._store.actor,
                 str(self._store.run_dir),
                 frozenset(shard),
                 spent,
@@ -493,7 +493,7 @@ class RayScheduler:
             self._stats = [a for a in answers if isinstance(a, RunStatistics)]
 
     async def _collect(self) -> None:
-        events, restarts = await _awaited(self._store._actor.take_events.remote())
+        events, restarts = await _awaited(self._store.actor.take_events.remote())
         if restarts > self.restarts:
             log.warning("ray_worker_restarted", restarts=restarts)
             self.restarts = restarts

@@ -1,0 +1,88 @@
+"""What a run on Ray divides among its workers, and the settings it refuses (no cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mils
+from mils._config import RunConfig
+from mils._ray import RaySettings, shared
+from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
+from mils.engine.usage import Usage
+
+
+def config(**budget: float) -> RunConfig:
+    return RunConfig(
+        task="image-caption",
+        loop=LoopConfig(steps=2),
+        concurrency=ConcurrencyConfig(samples_in_flight=10, generator_in_flight=9),
+        generator=(
+            mils.GeneratorSettings(base_url="http://a/v1", model="m", rpm=100, tpm=None),
+            mils.GeneratorSettings(base_url="http://b/v1", model="m"),
+        ),
+        budget=Budget(price_in=1.0, price_out=2.0, **budget),  # type: ignore[arg-type]
+    )
+
+
+def test_fixed_limits_and_rates_are_divided_rounding_up() -> None:
+    part = shared(config(), 3, Usage())
+    assert part.concurrency.samples_in_flight == 4
+    assert part.concurrency.generator_in_flight == 3
+    assert [g.rpm for g in part.generator] == [34, None]
+    assert part.loop == config().loop
+
+
+def test_the_budget_left_is_divided_so_the_workers_together_stay_within_it() -> None:
+    """Each worker counts from the spend when the run started; their shares of what is left
+    add up to no more than it."""
+    spent = Usage(requests=40, prompt_tokens=400_000, completion_tokens=100_000)
+    whole = config(max_requests=100, max_tokens_total=1_100_000, max_cost=1.6)
+    part = shared(whole, 3, spent).budget
+    assert part.max_requests == 60  # 40 + 60 / 3
+    assert part.max_tokens_total == 700_000  # 500,000 + 600,000 / 3
+    assert part.max_cost == pytest.approx(0.6 + 1.0 / 3)  # 0.6 spent
+    spent_out = shared(config(max_requests=30), 2, spent).budget
+    assert spent_out.max_requests == 40  # nothing left: each worker stops at once
+
+
+def test_one_worker_keeps_the_run_settings() -> None:
+    assert shared(config(max_requests=5), 1, Usage(requests=2)) == config(max_requests=5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"actors": 0}, "ray actors must be >= 1"),
+        ({"address": "ray://head:10001"}, r"Ray Client \(ray://\)"),
+        ({"max_restarts": -1}, "max_restarts must be >= 0"),
+    ],
+)
+def test_bad_settings_are_refused_naming_them(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(mils.ConfigError, match=message):
+        RaySettings(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_run_with_generator_objects_is_refused_on_ray(tmp_path: Path) -> None:
+    """Workers build their own endpoints from settings: objects cannot go to them; the
+    refusal comes before anything is written."""
+
+    class Generator:
+        endpoint = "mine"
+        prompt_mode = "chat"
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"\x89PNG")
+    run = mils.open_run(
+        "image-caption",
+        [image],
+        generator=[Generator()],  # type: ignore[list-item]
+        scorer=mils.ScorerSettings(url="127.0.0.1:1"),
+        out=tmp_path / "run",
+        ray=RaySettings(address="local"),
+    )
+    with pytest.raises(mils.ConfigError, match="from settings: pass `generator`"):
+        async with run:
+            pass
+    assert not (tmp_path / "run" / "run.db").exists()
