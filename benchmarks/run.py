@@ -53,7 +53,7 @@ from benchmarks.scorer_server import IMAGE_MODEL, TEXT_MODEL, LoadScorerServer, 
 from mils.adapters.openai_generator import GeneratorSettings, OpenAIGenerator
 from mils.adapters.triton_scorer import TritonScorer
 from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig, to_dict
-from mils.engine.objectives import EmbeddingObjective
+from mils.engine.objectives import EmbeddingObjective, Objective
 from mils.engine.protocols import Generator
 from mils.engine.retry import Retrier
 from mils.engine.scheduler import Route, RunSummary, Sample, Scheduler
@@ -179,23 +179,43 @@ def build_engine(
     concurrency: ConcurrencyConfig | None = None,
 ) -> Scheduler:
     """The engine with its default configuration (the one place to adapt to its API)."""
+    return _engine_and_objective(
+        loop=loop,
+        generators=generators,
+        scorer=scorer,
+        store=store,
+        targets=targets,
+        concurrency=concurrency,
+    )[0]
+
+
+def _engine_and_objective(
+    *,
+    loop: LoopConfig,
+    generators: Sequence[Generator],
+    scorer: TritonScorer,
+    store: RunStore,
+    targets: dict[str, bytes],
+    concurrency: ConcurrencyConfig | None = None,
+) -> tuple[Scheduler, EmbeddingObjective]:
+    """`build_engine`, and its objective (whose cache the scale scenario reports)."""
     concurrency = concurrency or ConcurrencyConfig()
     retrier = Retrier(RetryConfig())
+    objective = EmbeddingObjective(scorer, target="image", concurrency=concurrency, retrier=retrier)
     route = Route(
         task=IMAGE_CAPTION,
         loop=loop,
-        objective=EmbeddingObjective(
-            scorer, target="image", concurrency=concurrency, retrier=retrier
-        ),
+        objective=objective,
         readers={"image": MemoryReader(targets)},
     )
-    return Scheduler(
+    engine = Scheduler(
         routes={IMAGE_CAPTION.name: route},
         concurrency=concurrency,
         retrier=retrier,
         generator=list(generators),
         store=store,
     )
+    return engine, objective
 
 
 def _unique_texts(store: RunStore, pool: Sequence[str]) -> int:
@@ -208,9 +228,13 @@ def _unique_texts(store: RunStore, pool: Sequence[str]) -> int:
     return len(texts | set(pool))
 
 
-async def _sample_rss(into: list[tuple[float, float]], started: float) -> None:
+async def _sample_rss(
+    into: list[tuple[float, float]], started: float, cached: list[int], objective: Objective
+) -> None:
+    """RSS over time into `into`, and the objective's values held in memory into `cached`."""
     while True:
         into.append((round(time.monotonic() - started, 2), _rss_mib()))
+        cached.append(objective.statistics().cached)
         await asyncio.sleep(RSS_SAMPLE_S)
 
 
@@ -235,15 +259,16 @@ async def _run_engine(
     targets = dict(make_targets(scenario.samples))
     store = RunStore.create(workdir / runner, {"benchmark": scenario.name}, pool)
     store.add_samples([(sid, {"image": sid}) for sid in targets])
-    engine = build_engine(
+    engine, objective = _engine_and_objective(
         loop=loop, generators=generators, scorer=scorer, store=store, targets=targets
     )
     samples = [Sample(sid, {"image": sid}) for sid in targets]
     rss: list[tuple[float, float]] = []
+    cached: list[int] = []
 
     async def work() -> RunSummary:
         async with asyncio.TaskGroup() as tg:
-            sampler = tg.create_task(_sample_rss(rss, time.monotonic()))
+            sampler = tg.create_task(_sample_rss(rss, time.monotonic(), cached, objective))
             try:
                 return await engine.run(samples, {IMAGE_CAPTION.name: pool})
             finally:
@@ -256,6 +281,7 @@ async def _run_engine(
         metrics.steps = summary.steps
         metrics.steps_per_s = summary.steps / metrics.wall_s
         metrics.unique_texts = _unique_texts(store, pool)
+        cache = objective.statistics()
         metrics.extra = {
             "done": summary.done,
             "failed": summary.failed,
@@ -264,6 +290,10 @@ async def _run_engine(
             "engine_generator_requests": summary.generator_requests,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_mib_during_run": _thin(rss),
+            "cache_hits": cache.cache_hits,
+            "cache_misses": cache.cache_misses,
+            "cache_peak_in_memory": max([*cached, cache.cached]),
+            "cache_spilled_to_disk": cache.spilled,
         }
     finally:
         store.close()
@@ -458,7 +488,7 @@ def _report(scenario: Scenario, runs: list[RunMetrics]) -> dict[str, Any]:
             "scorer": asdict(scenario.scorer),
         },
         "engine_config": to_dict(ConcurrencyConfig()),
-        "runs": [asdict(run) for run in runs],
+        "runs": [asdict(run) | {"cpu_ms_per_step": _cpu_ms_per_step(run)} for run in runs],
     }
     if "baseline" in by:
         report["speedup"] = engine.steps_per_s / by["baseline"].steps_per_s
@@ -476,10 +506,16 @@ def _report(scenario: Scenario, runs: list[RunMetrics]) -> dict[str, Any]:
         rss = engine.extra["rss_mib_during_run"]
         report["engine_events_per_s"] = engine.steps_per_s
         report["engine_cpu_fraction"] = engine.cpu_fraction
+        report["engine_cpu_ms_per_step"] = _cpu_ms_per_step(engine)
         report["peak_rss_mib"] = engine.extra["peak_rss_mib"]
         report["rss_growth_mib"] = rss[-1][1] - rss[0][1]
     report["targets"] = _targets(scenario, report, runs)
     return report
+
+
+def _cpu_ms_per_step(run: RunMetrics) -> float:
+    """This process's CPU time per sample-step of the run, ms (engine + client libraries)."""
+    return 1000 * run.cpu_s / max(run.steps, 1)
 
 
 def _engine_on(endpoints: int) -> str:
@@ -507,6 +543,8 @@ def _targets(scenario: Scenario, report: dict[str, Any], runs: list[RunMetrics])
         )
     if scenario.scale:
         targets["engine_cpu_fraction"] = round(report["engine_cpu_fraction"], 3)
+        targets["engine_cpu_ms_per_step_le_1"] = round(report["engine_cpu_ms_per_step"], 2)
+        targets["engine_cpu_ms_per_step_le_1_met"] = report["engine_cpu_ms_per_step"] <= 1.0
         targets["rss_growth_mib"] = round(report["rss_growth_mib"], 1)
     return targets
 
@@ -523,6 +561,7 @@ _COLUMNS = (
     "bound s",
     "effic.",
     "cpu/wall",
+    "cpu ms/step",
     "failed",
     "speedup",
     "engine / hand",
@@ -554,6 +593,7 @@ def format_table(reports: Sequence[dict[str, Any]]) -> str:
                     f"{run['lower_bound_s']:.1f}",
                     f"{run['efficiency']:.2f}",
                     f"{run['cpu_fraction']:.2f}",
+                    f"{run['cpu_ms_per_step']:.2f}",
                     _failed(run),
                     ratio,
                     versus,

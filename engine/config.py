@@ -120,7 +120,8 @@ class ConcurrencyConfig:
     score_in_flight: int = DEFAULT_SCORE_IN_FLIGHT
     """Scorer requests in flight at once."""
     cache_size: int = DEFAULT_CACHE_SIZE
-    """Text embeddings kept in the LRU cache (the initial pool is held separately)."""
+    """Text embeddings kept in memory (LRU; the initial pool is held separately); older ones
+    move to a file on disk, so each unique text is still embedded once per run."""
 
     def __post_init__(self) -> None:
         for name in ("samples_in_flight", "generator_in_flight", "score_batch", "score_in_flight"):

@@ -123,6 +123,7 @@ def test_tiny_scenario_writes_a_complete_report(tmp_path: Path) -> None:
             "lower_bound_s",
             "efficiency",
             "cpu_fraction",
+            "cpu_ms_per_step",
         ):
             assert run[key] >= 0, key
         assert run["wall_s"] > 0 and 0 < run["lower_bound_s"] <= run["wall_s"]

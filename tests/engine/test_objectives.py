@@ -1,6 +1,7 @@
 """One scheduler, two objective kinds: a minimised two-term render-then-score task runs
 through the same code path as captioning, on in-process fakes; and the render cache of
-`RenderThenScore` (one render per text and read inputs, shared, failures not kept)."""
+`RenderThenScore` (one render per text and read inputs, shared, failures not kept); and the
+embedding cache of `EmbeddingObjective` over a long run (exact, memory flat)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from fakes import FakeGenerator
+from fakes import IMAGE, FakeGenerator, FakeReader, FakeScorer
 
 from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
 from mils.engine.errors import ConfigError, InvalidResponse
-from mils.engine.objectives import RenderThenScore, WeightedSum
+from mils.engine.objectives import EmbeddingObjective, RenderThenScore, WeightedSum
 from mils.engine.retry import Retrier
-from mils.engine.scheduler import Route, Sample, Scheduler
+from mils.engine.scheduler import Event, Route, Sample, Scheduler
+from mils.engine.scoring import SPILL_CHUNK
 from mils.engine.store import RunStore
-from mils.tasks import Input, InputKind, RenderSpec, Task
+from mils.tasks import Input, InputKind, RenderSpec, Task, get_task
 
 POOL = ["x", "xx", "xxxxxxxx", "xxxxxxxxxxxxxxxx"]
 NO_WAIT = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
@@ -319,3 +321,52 @@ async def test_an_empty_pool_scores_as_no_texts_and_a_pool_nothing_scores_in_is_
         await objective.set_pool(["only"])
         with pytest.raises(InvalidResponse, match="none of the 1 initial pool texts"):
             await objective.score_pool(target)
+
+
+def _recurring_reply(n: int) -> str:
+    """Eight new lines, and two of twenty lines that any sample may propose again."""
+    lines = [f"caption {n}-{i}" for i in range(8)] + [f"common {n % 20}", f"common {n * 7 % 20}"]
+    return "\n".join(f"{i}. {text}" for i, text in enumerate(lines, 1))
+
+
+async def test_texts_recurring_far_apart_in_a_run_are_embedded_once(tmp_path: Path) -> None:
+    """Over a run of many more texts than the cache holds, a text that comes back after the
+    cache evicted it is read back, not embedded again (each unique text once), while memory
+    holds at most the cache's size plus two chunks on their way to disk (and the batches in
+    flight)."""
+    concurrency = ConcurrencyConfig(samples_in_flight=2, score_wait_ms=1.0, cache_size=50)
+    retrier = Retrier(NO_WAIT)
+    scorer = FakeScorer(max_batch_size=64)
+    objective = EmbeddingObjective(scorer, target="image", concurrency=concurrency, retrier=retrier)
+    samples = [Sample(f"s{i}", {"image": f"img{i}"}) for i in range(200)]
+    pool = [f"pool caption {i}" for i in range(20)]
+    store = RunStore.create(tmp_path / "run", {}, pool)
+    store.add_samples([(s.id, s.inputs) for s in samples])
+    held: list[int] = []
+
+    def on_event(event: Event) -> None:
+        held.append(objective.statistics().cached)
+
+    route = Route(
+        task=get_task(IMAGE),
+        loop=LoopConfig(steps=3, keep=5, requested=10),
+        objective=objective,
+        readers={"image": FakeReader()},
+    )
+    summary = await Scheduler(
+        routes={IMAGE: route},
+        concurrency=concurrency,
+        retrier=retrier,
+        generator=FakeGenerator(_recurring_reply),
+        store=store,
+        on_event=on_event,
+    ).run(samples, {IMAGE: pool})
+    unique = set(pool).union(*(store.progress(s.id).scored_texts for s in samples))
+    store.close()
+    sent = [text for batch in scorer.batches for text in batch]
+    assert summary.done == 200 and len(unique) > 50 + 2 * SPILL_CHUNK
+    assert len(sent) == len(set(sent)) == len(unique) == summary.texts_evaluated
+    stats = objective.statistics()
+    assert stats.spilled >= SPILL_CHUNK and stats.cache_hits > 0
+    in_flight = concurrency.score_in_flight * scorer.max_batch_size  # evicted as they land
+    assert max(held) < 50 + 2 * SPILL_CHUNK + in_flight

@@ -7,11 +7,12 @@ import asyncio
 import numpy as np
 import pytest
 from fakes import FakeScorer, vector
+from structlog.testing import capture_logs
 
 from mils.engine.config import ConcurrencyConfig, RetryConfig
 from mils.engine.errors import InvalidResponse, RetriesExhausted
 from mils.engine.retry import Retrier
-from mils.engine.scoring import TextEmbeddings, normalise
+from mils.engine.scoring import SPILL_CHUNK, TextEmbeddings, normalise
 
 FAST_RETRY = RetryConfig(attempts=2, initial_s=0.0, max_s=0.0, jitter_s=0.0)
 
@@ -101,3 +102,40 @@ async def test_rejected_batch_is_split_so_only_the_bad_text_is_dropped() -> None
         stats = emb.statistics()
     assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
     assert stats.invalid == 1
+
+
+async def test_texts_evicted_from_memory_are_read_back_not_embedded_again() -> None:
+    """Past `cache_size` embeddings move to disk: every text is embedded once however often
+    it recurs, while memory holds at most `cache_size` plus two chunks on their way to disk."""
+    scorer = FakeScorer(max_batch_size=64)
+    texts = [f"text {i}" for i in range(2500)]
+    async with embeddings(scorer, cache_size=100) as emb:
+        first = np.concatenate([await emb.embed(texts[i : i + 50]) for i in range(0, 2500, 50)])
+        again = await asyncio.gather(*(emb.embed(texts[i::7]) for i in range(7)))
+        stats = emb.statistics()
+    sent = [t for b in scorer.batches for t in b]
+    assert sorted(sent) == sorted(texts)
+    assert stats.texts_embedded == 2500 and stats.cache_misses == 2500
+    assert stats.cache_hits == 2500 and 0 < stats.recalled <= stats.spilled
+    assert stats.spilled + stats.cached == 2500
+    assert stats.cached < 100 + 2 * SPILL_CHUNK + 8 * 64  # + the batches in flight
+    for i in range(7):  # read back from disk, bit for bit
+        np.testing.assert_array_equal(again[i], first[i::7])
+
+
+async def test_an_unreadable_spill_costs_an_embedding_not_the_run() -> None:
+    """A text whose spilled embedding cannot be read back is embedded again, with a warning."""
+    scorer = FakeScorer(max_batch_size=64)
+    texts = [f"text {i}" for i in range(SPILL_CHUNK + 10)]
+    async with embeddings(scorer, cache_size=0) as emb:
+        await emb.embed(texts)
+        while emb.statistics().spilled < SPILL_CHUNK:  # the chunk is being written
+            await asyncio.sleep(0.01)
+        spill = emb._spill
+        await spill._run(lambda _: spill._open().execute("DROP TABLE spill"), None)
+        with capture_logs() as logs:
+            out = await emb.embed(texts[:3])
+        stats = emb.statistics()
+    assert np.isfinite(out).all()
+    assert stats.texts_embedded == SPILL_CHUNK + 13 and stats.recalled == 0
+    assert [e["event"] for e in logs] == ["embedding_spill_unreadable"]
