@@ -18,6 +18,8 @@ import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import eq, itemgetter
 
 from mils.engine.config import LoopConfig
 
@@ -27,10 +29,27 @@ Scored = tuple[float, str]
 """A pool entry: (score, text)."""
 
 
+_score = itemgetter(0)
+_text = itemgetter(1)
+
+
 def rank(pool: Iterable[Scored], *, higher_is_better: bool = True) -> list[Scored]:
-    """Best first; ties broken by text so that ranking never depends on arrival order."""
-    sign = -1.0 if higher_is_better else 1.0
-    return sorted(pool, key=lambda entry: (sign * entry[0], entry[1]))
+    """Best first; ties broken by text so that ranking never depends on arrival order.
+
+    Sorted by C-level keys, not a key function building a tuple per entry: every sample
+    ranks its initial pool (thousands of entries), which made this a large share of the
+    engine's CPU per step. Lower is better: the entries' own order, (score, text). Higher:
+    by score, descending; only when two scores tie, again by text first (both sorts are
+    stable, so the second keeps text order among equal scores).
+    """
+    if not higher_is_better:
+        return sorted(pool)
+    ranked = sorted(pool, key=_score, reverse=True)
+    scores = list(map(_score, ranked))
+    if any(map(eq, scores, islice(scores, 1, None))):
+        ranked.sort(key=_text)
+        ranked.sort(key=_score, reverse=True)
+    return ranked
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,8 @@ class SampleOptimizer:
     step: int = 0
     """Steps committed so far."""
     pool: list[Scored] = field(default_factory=list)
+    """Ranked, best first (`start` ranks it, `commit` merges it ranked); of the initial
+    pool, only what a step can show."""
     best_history: list[float] = field(default_factory=list)
     _scored_shared: frozenset[str] = frozenset()
     _scored_own: set[str] = field(default_factory=set)
@@ -78,7 +99,12 @@ class SampleOptimizer:
         """Begin from the scored initial pool; `initial_texts` may be shared across samples."""
         if not initial:
             raise ValueError(f"sample {self.sample_id!r}: the initial pool is empty")
-        self.pool = list(initial)
+        ranked = rank(initial, higher_is_better=self.higher_is_better)
+        # Without exploration nothing past the top `keep` (or `top_k`, for step 0's mean)
+        # is ever read: holding no more keeps a sample's memory, and the garbage
+        # collector's work, at the size of its window rather than of the initial pool.
+        config = self.config
+        self.pool = ranked if config.exploration else ranked[: max(config.keep, config.top_k)]
         self._scored_shared = initial_texts
 
     def restore(
@@ -114,10 +140,9 @@ class SampleOptimizer:
     # -- one step -----------------------------------------------------------------
 
     def plan_step(self) -> StepPlan:
-        """Rank the pool, keep the top `keep`, swap in exploration picks."""
-        ranked = rank(self.pool, higher_is_better=self.higher_is_better)
+        """Keep the top `keep` of the (ranked) pool, swap in exploration picks."""
         keep = self.config.keep
-        kept, rest = ranked[:keep], ranked[keep:]
+        kept, rest = self.pool[:keep], self.pool[keep:]
         shown = list(kept)
         swaps = min(round(self.config.exploration * len(kept)), len(rest))
         if swaps:
@@ -165,9 +190,12 @@ class SampleOptimizer:
         what the loop gained over the best of the pool can be read from the run. `own`:
         the sample's own first candidates (its text inputs), (text, score), recorded as
         step 0's new candidates."""
-        ranked = rank(self.pool, higher_is_better=self.higher_is_better)
         return StepRecord(
-            step=0, best=ranked[0], mean_top_k=self._mean_top_k(ranked), new=tuple(own), pool=()
+            step=0,
+            best=self.pool[0],
+            mean_top_k=self._mean_top_k(self.pool),
+            new=tuple(own),
+            pool=(),
         )
 
     def _mean_top_k(self, ranked: Sequence[Scored]) -> float:

@@ -4,11 +4,11 @@ Each request goes to the endpoint expected to answer it first: its measured late
 longer by the queue ahead of the request (served `limit` at a time), so a faster endpoint
 takes every request until its queue would cost more than a slower one's latency; until
 each endpoint's latency is known, to the one with the least outstanding work relative to
-its limit (in flight plus waiting, over the limit). An endpoint that fails `failures_to_cool` times in a row is cooled
-down: it gets no new requests for a while (doubling on each relapse, capped), then one
-request probes it. The last healthy endpoint is never cooled down: with nowhere else to
-go, the retry backoff alone paces requests to it. A retried call may land on another
-endpoint.
+its limit (in flight plus waiting, over the limit). An endpoint that fails
+`failures_to_cool` times in a row is cooled down: it gets no new requests for a while
+(doubling on each relapse, capped), then one request probes it. The last healthy endpoint
+is never cooled down: with nowhere else to go, the retry backoff alone paces requests to
+it. A retried call may land on another endpoint.
 
 A rate limit (HTTP 429) is the endpoint's state, not the call's fault: the endpoint is
 paused for as long as the server asked (Retry-After or a rate-limit reset header; without

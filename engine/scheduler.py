@@ -23,6 +23,10 @@ pauses its endpoint for every sample (`mils.engine.router`). One sample can be c
 Every generator request's tokens are counted (`mils.engine.usage`) and stored with its step.
 A `Budget` limit stops the run cleanly: once reached, no sample sends another request;
 requests in flight finish and commit, and the samples not done stay resumable.
+
+While a run goes on, the garbage collector skips the objects that existed before it and
+collects young objects less often (`mils.engine._collector`): at thousands of requests a
+second it would otherwise take about a quarter of the engine's CPU.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 import structlog
 
+from mils.engine._collector import collector_tuned
 from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
 from mils.engine.errors import ConfigError, InputError, MilsError, RequestRefused, StoreError
 from mils.engine.limiter import LimiterStatistics
@@ -344,6 +349,7 @@ class Scheduler:
             **({"tasks": sorted(active)} if len(self._routes) > 1 else {}),
         )
         async with contextlib.AsyncExitStack() as objectives:
+            objectives.enter_context(collector_tuned())
             for route in self._routes.values():
                 await objectives.enter_async_context(route.objective)
             async with asyncio.TaskGroup() as group:

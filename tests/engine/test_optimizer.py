@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from mils.engine.config import LoopConfig
@@ -22,11 +24,30 @@ def test_rank_is_best_first_and_breaks_ties_by_text() -> None:
     assert rank([(0.5, "b"), (0.1, "a")], higher_is_better=False)[0] == (0.1, "a")
 
 
+def test_rank_orders_by_score_then_text_whatever_the_arrival_order() -> None:
+    """Any shuffle of a pool with many tied scores ranks to (score, text) order, either way."""
+    rng = random.Random(7)
+    tied = [0.1, 0.2, -0.0, 0.0, 0.3]
+    pool = [(rng.choice(tied), f"t{rng.randrange(10**6)}") for _ in range(300)]
+    pool += [(rng.random(), f"u{i}") for i in range(300)]
+    for _ in range(5):
+        rng.shuffle(pool)
+        assert rank(pool) == sorted(pool, key=lambda e: (-e[0], e[1]))
+        assert rank(pool, higher_is_better=False) == sorted(pool, key=lambda e: (e[0], e[1]))
+
+
 def test_plan_keeps_top_keep() -> None:
     """Without exploration the prompt shows exactly the top `keep`."""
     plan = make(keep=3).plan_step()
     assert [t for _, t in plan.shown] == ["text 9", "text 8", "text 7"]
     assert plan.kept == plan.shown and plan.step == 1
+
+
+def test_without_exploration_a_sample_holds_only_what_a_step_can_show() -> None:
+    """The initial pool is cut to the top `keep` (or `top_k`); with exploration, kept whole."""
+    assert [t for _, t in make(keep=3, top_k=2).pool] == ["text 9", "text 8", "text 7"]
+    assert len(make(keep=3, top_k=5).pool) == 5
+    assert len(make(keep=3, exploration=0.5).pool) == len(POOL)
 
 
 def test_exploration_swaps_a_fraction_for_random_rest_deterministically() -> None:
