@@ -250,13 +250,17 @@ class RemoteStore:
 
 
 class _ShardWorker:
-    """Runs one shard of the run: `Run` over the samples it is given, on its own loop."""
+    """Runs one shard of the run: `Run` over the samples it is given, on an event loop of
+    its own in the actor's `run` call; the other calls (statistics, cancel) come on the
+    actor's other threads. (A threaded actor, not an async one: the store is called with
+    blocking `ray.get`s, from the engine's worker threads as every store call is.)"""
 
     def __init__(self) -> None:
         configure_logging(console_level="warning")
         self._run: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def run(
+    def run(
         self,
         shard: int,
         store: Any,
@@ -271,28 +275,32 @@ class _ShardWorker:
 
         # Endpoint keys arrive as call arguments (Ray logs a runtime_env's variables).
         os.environ.update(secrets)
-        epoch = await store.claim.remote(shard)
+        epoch = _ray().get(store.claim.remote(shard))
         view = RemoteStore(store, Path(run_dir), shard=ids, fence=(shard, epoch), usage=usage)
         task = next(iter(tasks.values()))
-        self._run = run = Run(
+        run = Run(
             Path(run_dir), lambda: cast(RunStore, view), task, config, _Parts(), None, tasks=tasks
         )
-        async with run:
-            return await run.wait()
 
-    async def statistics(self) -> RunStatistics | None:
+        async def to_end() -> RunSummary:
+            self._loop = asyncio.get_running_loop()
+            async with run:
+                self._run = run
+                return await run.wait()
+
+        return asyncio.run(to_end())
+
+    def statistics(self) -> RunStatistics | None:
+        """A snapshot of the shard's run (read from another thread: counters only)."""
         with contextlib.suppress(MilsError):
             return cast(RunStatistics, self._run.statistics()) if self._run else None
         return None
 
-    async def cancel(self, sample_id: str | None) -> bool:
-        if self._run is None:
-            return False
-        with contextlib.suppress(MilsError):
-            return bool(self._run.cancel(sample_id))
-        return False
+    def cancel(self, sample_id: str | None) -> None:
+        if self._run is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._run.cancel, sample_id)
 
-    async def where(self) -> tuple[str, int]:
+    def where(self) -> tuple[str, int]:
         """The worker's node id and process id."""
         return _ray().get_runtime_context().get_node_id(), os.getpid()
 
@@ -313,9 +321,8 @@ class RayCluster(contextlib.AbstractAsyncContextManager["RayCluster"]):
         if not ray.is_initialized():
             address = None if self.settings.address == "local" else self.settings.address
             try:
-                await asyncio.to_thread(
-                    ray.init, address=address, logging_level="warning", log_to_driver=True
-                )
+                # On this thread: ray.init sets its signal handlers only on the main one.
+                ray.init(address=address, logging_level="warning", log_to_driver=True)
             except ConnectionError as exc:
                 raise ConfigError(
                     f"no Ray cluster at {self.settings.address!r}: {exc}; start one "
@@ -358,6 +365,7 @@ class RayCluster(contextlib.AbstractAsyncContextManager["RayCluster"]):
                 num_cpus=1,
                 max_restarts=self.settings.max_restarts,
                 max_task_retries=-1,
+                max_concurrency=4,  # `run`, and statistics and cancel beside it
                 scheduling_strategy="SPREAD",
             )
             .remote()
@@ -392,6 +400,7 @@ class RayScheduler:
         self._done = self._failed = self._steps = 0
         self._failures: list[tuple[str, str]] = []
         self._started = time.monotonic()
+        self._spent_before = Usage()
         self.restarts = 0
         """Shard workers restarted after dying, so far."""
 
@@ -407,11 +416,11 @@ class RayScheduler:
         todo = [sample.id for sample in samples if sample.id not in finished]
         self._total = len(todo)
         self._started = time.monotonic()
+        self._spent_before = spent = await asyncio.to_thread(self._store.usage)
         if not todo:
             return await self._summary([], len(finished))
         width = min(self._cluster.width(), len(todo))
         shards = [todo[i::width] for i in range(width)]
-        spent = await asyncio.to_thread(self._store.usage)
         config = shared(self._config, width, spent)
         log.info("ray_run_started", samples=len(todo), actors=width)
         self._workers = [self._cluster.worker() for _ in shards]
@@ -453,10 +462,16 @@ class RayScheduler:
         return await self._summary(summaries, len(finished))
 
     async def _summary(self, summaries: Sequence[RunSummary], skipped: int) -> RunSummary:
-        """The run's summary: samples and steps as the store committed them (a restarted
-        worker's summary misses what its predecessor did), the rest the workers'."""
+        """The run's summary: samples, steps and usage as the store committed them (a
+        restarted worker's summary misses what its predecessor did), the rest the workers'."""
         spent = await asyncio.to_thread(self._store.usage)
-        usage = sum((s.usage for s in summaries), Usage())
+        before = self._spent_before
+        usage = Usage(  # committed in this session, by every incarnation of every worker
+            requests=spent.requests - before.requests,
+            prompt_tokens=spent.prompt_tokens - before.prompt_tokens,
+            completion_tokens=spent.completion_tokens - before.completion_tokens,
+            estimated_requests=spent.estimated_requests - before.estimated_requests,
+        )
         budget = self._config.budget
         return RunSummary(
             samples=self._total + skipped,
@@ -467,7 +482,7 @@ class RayScheduler:
             wall_s=time.monotonic() - self._started,
             candidates_scored=_summed(summaries, "candidates_scored"),
             texts_evaluated=_summed(summaries, "texts_evaluated"),
-            generator_requests=_summed(summaries, "generator_requests"),
+            generator_requests=max(_summed(summaries, "generator_requests"), usage.requests),
             replies_without_candidates=_summed(summaries, "replies_without_candidates"),
             candidates_too_long=_summed(summaries, "candidates_too_long"),
             candidates_over_limit=_summed(summaries, "candidates_over_limit"),
@@ -488,7 +503,11 @@ class RayScheduler:
             await asyncio.sleep(POLL_S)
             await self._collect()
             answers = await asyncio.gather(
-                *(_awaited(w.statistics.remote()) for w in self._workers), return_exceptions=True
+                *(
+                    _awaited(w.statistics.options(max_task_retries=0).remote())
+                    for w in self._workers
+                ),
+                return_exceptions=True,
             )
             self._stats = [a for a in answers if isinstance(a, RunStatistics)]
 
