@@ -99,7 +99,7 @@ async def _run(
             generator_in_flight=None if batch is None else workload.samples,
             samples_in_flight=workload.samples,
         )
-        engine = build_engine(
+        engine, _ = build_engine(
             loop=LoopConfig(steps=workload.steps, keep=50, requested=50),
             generators=[generator],
             scorer=scorer,

@@ -177,28 +177,9 @@ def build_engine(
     store: RunStore,
     targets: dict[str, bytes],
     concurrency: ConcurrencyConfig | None = None,
-) -> Scheduler:
-    """The engine with its default configuration (the one place to adapt to its API)."""
-    return _engine_and_objective(
-        loop=loop,
-        generators=generators,
-        scorer=scorer,
-        store=store,
-        targets=targets,
-        concurrency=concurrency,
-    )[0]
-
-
-def _engine_and_objective(
-    *,
-    loop: LoopConfig,
-    generators: Sequence[Generator],
-    scorer: TritonScorer,
-    store: RunStore,
-    targets: dict[str, bytes],
-    concurrency: ConcurrencyConfig | None = None,
 ) -> tuple[Scheduler, EmbeddingObjective]:
-    """`build_engine`, and its objective (whose cache the scale scenario reports)."""
+    """The engine with its default configuration (the one place to adapt to its API), and
+    its objective (whose cache the scale scenario reports)."""
     concurrency = concurrency or ConcurrencyConfig()
     retrier = Retrier(RetryConfig())
     objective = EmbeddingObjective(scorer, target="image", concurrency=concurrency, retrier=retrier)
@@ -259,7 +240,7 @@ async def _run_engine(
     targets = dict(make_targets(scenario.samples))
     store = RunStore.create(workdir / runner, {"benchmark": scenario.name}, pool)
     store.add_samples([(sid, {"image": sid}) for sid in targets])
-    engine, objective = _engine_and_objective(
+    engine, objective = build_engine(
         loop=loop, generators=generators, scorer=scorer, store=store, targets=targets
     )
     samples = [Sample(sid, {"image": sid}) for sid in targets]
