@@ -51,6 +51,7 @@ __all__ = [
     "RunStore",
     "SampleProgress",
     "SampleRow",
+    "StepCommit",
     "write_atomic",
 ]
 
@@ -140,6 +141,10 @@ class SampleProgress:
     last: StepRecord | None
     scored_texts: list[str]
     best_history: list[float]
+
+
+StepCommit = tuple[str, StepRecord, Sequence[Evaluation] | None, Usage | None]
+"""One step to commit: sample id, its record, the details of its new candidates, usage."""
 
 
 class RunStore:
@@ -503,43 +508,51 @@ class RunStore:
         or artefacts; artefact files are written first, so a committed row never names a
         missing file.
         """
+        self.commit_steps([(sample_id, record, details, usage)])
+
+    def commit_steps(self, steps: Sequence[StepCommit]) -> None:
+        """Commit several samples' finished steps (`commit_step`'s arguments each) in one
+        transaction: all of them, or none."""
         now = time.time()
-        score, text = record.best
-        extra = self._write_details(sample_id, record.step, details) if details else None
-        rows = [
-            (sample_id, record.step, i, t, s, *(extra[i] if extra else (None, None)))
-            for i, (t, s) in enumerate(record.new)
-        ]
-        used = usage or Usage()
+        writes = []
+        for sample_id, record, details, usage in steps:
+            extra = self._write_details(sample_id, record.step, details) if details else None
+            rows = [
+                (sample_id, record.step, i, t, s, *(extra[i] if extra else (None, None)))
+                for i, (t, s) in enumerate(record.new)
+            ]
+            writes.append((sample_id, record, rows, usage or Usage()))
         with self._lock, self._transaction():
-            self._db.execute(
-                ("INSERT OR REPLACE" if record.step == 0 else "INSERT")
-                + f" INTO steps ({_STEP_COLUMNS}) VALUES ({_marks(_STEP_COLUMNS)})",
-                (
-                    sample_id,
-                    record.step,
-                    text,
-                    score,
-                    record.mean_top_k,
-                    len(record.new),
-                    json.dumps(record.pool),
-                    now,
-                    used.requests,
-                    used.prompt_tokens,
-                    used.completion_tokens,
-                    used.estimated_requests,
-                ),
-            )
-            self._db.executemany(
-                "INSERT INTO candidates (sample_id, step, pos, text, score, terms, artefact) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._db.execute(
-                "UPDATE samples SET status = ?, steps_done = ?, best_text = ?, best_score = ?, "
-                "error = NULL, updated_at = ? WHERE id = ?",
-                (RUNNING, record.step, text, score, now, sample_id),
-            )
+            for sample_id, record, rows, used in writes:
+                score, text = record.best
+                self._db.execute(
+                    ("INSERT OR REPLACE" if record.step == 0 else "INSERT")
+                    + f" INTO steps ({_STEP_COLUMNS}) VALUES ({_marks(_STEP_COLUMNS)})",
+                    (
+                        sample_id,
+                        record.step,
+                        text,
+                        score,
+                        record.mean_top_k,
+                        len(record.new),
+                        json.dumps(record.pool),
+                        now,
+                        used.requests,
+                        used.prompt_tokens,
+                        used.completion_tokens,
+                        used.estimated_requests,
+                    ),
+                )
+                self._db.executemany(
+                    "INSERT INTO candidates (sample_id, step, pos, text, score, terms, artefact) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.execute(
+                    "UPDATE samples SET status = ?, steps_done = ?, best_text = ?, "
+                    "best_score = ?, error = NULL, updated_at = ? WHERE id = ?",
+                    (RUNNING, record.step, text, score, now, sample_id),
+                )
 
     def finish_sample(self, sample_id: str, *, error: str | None = None) -> None:
         """Mark a sample done, or failed with its reason."""

@@ -26,9 +26,11 @@ import asyncio
 import contextlib
 import math
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -47,7 +49,15 @@ from mils.engine.scheduler import (
     SampleFinished,
     StepCommitted,
 )
-from mils.engine.store import CANCELLED, DONE, FAILED, RunStore, SampleProgress, SampleRow
+from mils.engine.store import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    RunStore,
+    SampleProgress,
+    SampleRow,
+    StepCommit,
+)
 from mils.engine.usage import Usage
 
 if TYPE_CHECKING:
@@ -140,20 +150,17 @@ class _StoreServer:
     def progress(self, sample_id: str) -> SampleProgress:
         return self._store.progress(sample_id)
 
-    def commit_step(
-        self,
-        fence: tuple[int, int] | None,
-        sample_id: str,
-        record: StepRecord,
-        details: Sequence[Evaluation] | None,
-        usage: Usage | None,
-    ) -> None:
-        if not self._current(fence, sample_id):
+    def commit_steps(self, fence: tuple[int, int] | None, steps: Sequence[StepCommit]) -> None:
+        """Commit a worker's finished steps in one transaction (group commit)."""
+        if not self._current(fence, steps[0][0]):
             return
-        self._store.commit_step(sample_id, record, details, usage)
-        if record.step > 0:  # step 0 (the initial pool's result) is not a step taken
-            score, text = record.best
-            self._events.append(StepCommitted(sample_id, record.step, text, score, len(record.new)))
+        self._store.commit_steps(steps)
+        for sample_id, record, _, _ in steps:
+            if record.step > 0:  # step 0 (the initial pool's result) is not a step taken
+                score, text = record.best
+                self._events.append(
+                    StepCommitted(sample_id, record.step, text, score, len(record.new))
+                )
 
     def finish_sample(
         self, fence: tuple[int, int] | None, sample_id: str, error: str | None
@@ -201,6 +208,7 @@ class RemoteStore:
         self._shard = shard
         self._fence = fence
         self._usage = usage
+        self._commits = _GroupCommit(lambda steps: self._call("commit_steps", fence, steps))
 
     def _call(self, method: str, *args: Any) -> Any:
         return _ray().get(getattr(self.actor, method).remote(*args))
@@ -224,7 +232,9 @@ class RemoteStore:
         details: Sequence[Evaluation] | None = None,
         usage: Usage | None = None,
     ) -> None:
-        self._call("commit_step", self._fence, sample_id, record, details, usage)
+        """Commit through the store actor; the commits of the worker's other threads that
+        come meanwhile go with it in one call and one transaction."""
+        self._commits.submit((sample_id, record, details, usage))
 
     def finish_sample(self, sample_id: str, *, error: str | None = None) -> None:
         self._call("finish_sample", self._fence, sample_id, error)
@@ -244,6 +254,43 @@ class RemoteStore:
         if self._shard is None:
             self._call("close")
             _ray().kill(self.actor)
+
+
+class _GroupCommit:
+    """Items submitted from many threads, sent in batches: the first submitter sends what
+    has gathered, then what gathered meanwhile, until none is left; every submitter
+    returns once its own item is sent (or raises what sending it raised)."""
+
+    def __init__(self, send: Callable[[list[StepCommit]], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[StepCommit, Future[None]]] = []
+        self._sending = False
+
+    def submit(self, item: StepCommit) -> None:
+        done: Future[None] = Future()
+        with self._lock:
+            self._waiting.append((item, done))
+            leader, self._sending = not self._sending, True
+        if leader:
+            self._drain()
+        done.result()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+                if not batch:
+                    self._sending = False
+                    return
+            try:
+                self._send([item for item, _ in batch])
+            except BaseException as exc:  # each submitter raises it
+                for _, done in batch:
+                    done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
 
 
 # -- the shard workers --------------------------------------------------------------
