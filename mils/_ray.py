@@ -257,32 +257,32 @@ class RemoteStore:
 
 
 class _GroupCommit:
-    """Items submitted from many threads, sent in batches: the first submitter sends what
-    has gathered, then what gathered meanwhile, until none is left; every submitter
-    returns once its own item is sent (or raises what sending it raised)."""
+    """Items submitted from many threads, sent in batches by a thread of its own: what
+    gathers while one batch is being sent goes in the next. Every submitter returns once
+    its own item is sent (or raises what sending it raised)."""
 
     def __init__(self, send: Callable[[list[StepCommit]], None]) -> None:
         self._send = send
-        self._lock = threading.Lock()
+        self._ready = threading.Condition()
         self._waiting: list[tuple[StepCommit, Future[None]]] = []
-        self._sending = False
+        self._sender: threading.Thread | None = None
 
     def submit(self, item: StepCommit) -> None:
         done: Future[None] = Future()
-        with self._lock:
+        with self._ready:
             self._waiting.append((item, done))
-            leader, self._sending = not self._sending, True
-        if leader:
-            self._drain()
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+                self._sender.start()
+            self._ready.notify()
         done.result()
 
-    def _drain(self) -> None:
+    def _loop(self) -> None:
         while True:
-            with self._lock:
+            with self._ready:
+                while not self._waiting:
+                    self._ready.wait()
                 batch, self._waiting = self._waiting, []
-                if not batch:
-                    self._sending = False
-                    return
             try:
                 self._send([item for item, _ in batch])
             except BaseException as exc:  # each submitter raises it
