@@ -37,6 +37,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import struct
@@ -118,30 +119,38 @@ def write_targets(dest: Path, count: int) -> list[str]:
 # -- the Ray head and its processes' CPU --------------------------------------------
 
 
-class RayHead:
-    """`ray start --head --block` on loopback in its own session; a context manager."""
+class RayNode:
+    """`ray start --block` on loopback in its own session, a context manager: a head node,
+    or with `join` (a head's address) a node joining its cluster."""
 
-    def __init__(self, workdir: Path, num_cpus: int = RAY_CPUS) -> None:
+    def __init__(self, workdir: Path, num_cpus: int = RAY_CPUS, *, join: str | None = None) -> None:
         self.num_cpus = num_cpus
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = join or f"127.0.0.1:{self.port}"
         # Short: Ray's socket paths must fit in 107 bytes.
-        self._temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-        self.log_path = workdir / "ray-head.log"
+        self.temp = None if join else Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+        """A head's logs and sockets; None for a joining node (it keeps the head's)."""
+        self.log_path = workdir / f"ray-{'node' if join else 'head'}-{self.port}.log"
+        self._join = join
         self.start_s = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def session(self) -> int:
-        """The session id of every process of the head (its workers included)."""
+        """The session id of every process of the node (its workers included)."""
         assert self._proc is not None
         return self._proc.pid
 
-    def __enter__(self) -> RayHead:
+    def __enter__(self) -> RayNode:
         ray = Path(sys.executable).with_name("ray")
+        role = (
+            [f"--address={self._join}"]
+            if self._join
+            else ["--head", f"--port={self.port}", "--include-dashboard=false",
+                  f"--temp-dir={self.temp}"]
+        )  # fmt: skip
         args = [
-            str(ray), "start", "--head", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-            "--include-dashboard=false", f"--temp-dir={self._temp}", f"--num-cpus={self.num_cpus}",
+            str(ray), "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
             "--object-store-memory=200000000", "--disable-usage-stats", "--block",
         ]  # fmt: skip
         started = time.monotonic()
@@ -151,7 +160,7 @@ class RayHead:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=os.environ | RAY_ENV,
-                start_new_session=True,  # the head's processes end with its session
+                start_new_session=True,  # the node's processes end with its session
             )
         try:
             self._wait_started(started)
@@ -166,7 +175,7 @@ class RayHead:
         while "Ray runtime started" not in self.log_path.read_text(errors="replace"):
             if self._proc.poll() is not None or time.monotonic() - started > RAY_START_TIMEOUT_S:
                 tail = self.log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the Ray head did not start ({self.log_path}):\n{tail}")
+                raise RuntimeError(f"the Ray node did not start ({self.log_path}):\n{tail}")
             time.sleep(0.2)
 
     def __exit__(self, *exc_info: object) -> None:
@@ -175,12 +184,13 @@ class RayHead:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=60)  # a node drains for up to 30 s
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        subprocess.run(["rm", "-rf", str(self._temp)], check=False)
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def _session_processes(session: int) -> dict[int, tuple[str, float]]:
@@ -378,7 +388,7 @@ def _started_at(pid: int) -> int:
 async def run_once(
     runner: str,
     work: _Workload,
-    head: RayHead,
+    head: RayNode,
     *,
     actors: int | None,
     kill: bool = False,
@@ -503,7 +513,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 async def _run_all(
-    work: _Workload, head: RayHead, actors: Sequence[int], kill: bool
+    work: _Workload, head: RayNode, actors: Sequence[int], kill: bool
 ) -> list[RunResult]:
     runs = [await run_once("one-process", work, head, actors=None)]
     for n in actors:
@@ -543,7 +553,7 @@ def run_benchmark(
         print("starting the servers and the Ray head ...", file=sys.stderr, flush=True)
         scorer = stack.enter_context(LoadScorerServer(cost=SCALE.scorer, workdir=workdir / "tr"))
         llm = stack.enter_context(LoadLLMServer(cost=llm_cost, log_path=workdir / "llm.log"))
-        head = stack.enter_context(RayHead(workdir))
+        head = stack.enter_context(RayNode(workdir))
         work = _Workload(
             inputs=write_targets(workdir / "targets", samples),
             steps=steps,

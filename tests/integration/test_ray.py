@@ -9,13 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,34 +30,14 @@ from cli_harness import (
 )
 
 from benchmarks.llm_server import LLMCostModel, LoadLLMServer
+from benchmarks.ray_scaling import RAY_ENV, RayNode
 from mils._demo import write_demo_items
 from mils._worlds import world_for_task
 from mils.adapters.local_stack import LlamaServer, TritonServer
 
 pytestmark = pytest.mark.integration
 
-RAY = Path(sys.executable).with_name("ray")
-# A loopback cluster for the tests alone: no usage reports, no auth token (a token in
-# ~/.ray would otherwise switch `ray start` to token auth).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-NODE = ("--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats", "--block")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [str(RAY), "start", *args, *NODE],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env(RAY_ENV),
-            start_new_session=True,  # the node's processes are killed with its group
-        )
+NODE_CPUS = 2
 
 
 def _nodes_alive(address: str) -> int:
@@ -73,51 +50,19 @@ def _nodes_alive(address: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[tuple[str, Path]]:
-    """A two-node Ray cluster on loopback: its head's address, its logs' folder."""
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
-    head = _start_node(
-        [
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--include-dashboard=false",
-            f"--temp-dir={temp}",
-        ],
-        temp / "head.log",
-    )
-    nodes = [head]
-    try:
-        deadline = time.monotonic() + 120
-        while _nodes_alive(address) < 1:
-            assert head.poll() is None, (temp / "head.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the Ray head node did not start"
-        nodes.append(
-            _start_node(
-                [f"--address={address}", "--node-ip-address=127.0.0.1"], temp / "worker.log"
-            )
-        )
-        while _nodes_alive(address) < 2:
-            assert nodes[1].poll() is None, (temp / "worker.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the Ray worker node did not join"
-        yield address, temp
-    finally:
-        for node in reversed(nodes):
-            with_group(node, signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.wait(timeout=60)  # a node drains for up to 30 s
-            except subprocess.TimeoutExpired:
-                with_group(node, signal.SIGKILL)
-                node.wait()
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def with_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A two-node Ray cluster on loopback (`ray start --block`, each node in its own
+    process session): its head's address, its logs' folder."""
+    logs = tmp_path_factory.mktemp("ray")
+    with (
+        RayNode(logs, NODE_CPUS) as head,
+        RayNode(logs, NODE_CPUS, join=head.address),
+    ):
+        deadline = time.monotonic() + 60
+        while _nodes_alive(head.address) < 2:  # the second node registered with the head
+            assert time.monotonic() < deadline, "the second Ray node did not join"
+        assert head.temp is not None
+        yield head.address, head.temp
 
 
 def scenes(dest: Path, count: int) -> list[str]:
