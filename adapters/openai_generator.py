@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import itertools
 import json
 import math
 import os
@@ -56,6 +55,7 @@ from typing import Any, Literal
 import httpx
 import openai
 
+from mils.adapters.http_transport import KeepAliveTransport
 from mils.engine.config import RateLimits
 from mils.engine.errors import ConfigError, EndpointUnavailable, InvalidResponse, RequestRefused
 from mils.engine.logs import get_logger, redact_url
@@ -101,12 +101,6 @@ REPLY_FORMATS: tuple[ReplyFormat, ...] = ("lines", "json")
 "json" (a `response_format` JSON schema: `{"candidates": [...]}`)."""
 
 _BODY_EXCERPT_CHARS = 200
-_CONNECTION_POOLS = 8
-"""SDK clients (each with its own HTTP connection pool) the requests to one endpoint are
-spread over, in turn. The pool of the HTTP library scans its connections whenever a
-request starts or ends (probing each idle socket), so one pool holding hundreds of
-connections costs about as much CPU per request as all the rest; several small pools keep
-each scan short (measured at 256 in flight: 1.9 ms -> 1.15 ms CPU per request)."""
 
 _Redact = Callable[[str], str]
 _MASKED = "***"  # what `redact_url` writes for a password
@@ -269,9 +263,8 @@ class OpenAIGenerator:
     """
 
     __slots__ = (
-        "_clients",
+        "_client",
         "_fixed_body",
-        "_next_client",
         "_options",
         "_redact",
         "_settings",
@@ -304,15 +297,15 @@ class OpenAIGenerator:
         # Only the key itself is remembered (inside a closure) so errors can be scrubbed.
         self._redact = _redactor(key, urllib.parse.urlsplit(settings.base_url).password or "")
         try:
-            self._clients = tuple(
-                openai.AsyncOpenAI(
-                    base_url=settings.base_url,
-                    api_key=key,
-                    max_retries=0,
-                    # openai.Timeout is the Timeout class of the HTTP library under the SDK.
-                    timeout=openai.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-                )
-                for _ in range(_CONNECTION_POOLS)
+            self._client = openai.AsyncOpenAI(
+                base_url=settings.base_url,
+                api_key=key,
+                max_retries=0,
+                # openai.Timeout is the Timeout class of the HTTP library under the SDK.
+                timeout=openai.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+                # The SDK's own client on a lean keep-alive transport: its generic pool
+                # cost about 0.9 ms of CPU per request at hundreds in flight, this 0.35.
+                http_client=openai.DefaultAsyncHttpxClient(transport=KeepAliveTransport()),
             )
         except (openai.OpenAIError, ValueError, TypeError) as exc:
             raise ConfigError(
@@ -321,7 +314,6 @@ class OpenAIGenerator:
                     "check `base_url`"
                 )
             ) from None
-        self._next_client = itertools.cycle(self._clients)
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator(endpoint={self.endpoint!r})"
@@ -360,7 +352,7 @@ class OpenAIGenerator:
             # response model (most of the engine's CPU per request at high rates). The raw
             # response (the SDK's documented way to read headers) is decoded as the SDK
             # would decode it for `cast_to=object`.
-            response = await next(self._next_client).post(
+            response = await self._client.post(
                 path, body=body, cast_to=httpx.Response, options=self._options
             )
             completion = _decoded(response)
@@ -449,7 +441,7 @@ class OpenAIGenerator:
     @property
     def client(self) -> openai.AsyncOpenAI:
         """An SDK client (its own retries off): for the Batch API's files and batches."""
-        return self._clients[0]
+        return self._client
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
         """Translate the SDK's exceptions raised in the block, as every request here does."""
@@ -457,8 +449,7 @@ class OpenAIGenerator:
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
-        for client in self._clients:
-            await client.close()
+        await self._client.close()
 
     async def __aenter__(self) -> OpenAIGenerator:
         return self

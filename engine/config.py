@@ -95,6 +95,12 @@ class LoopConfig:
         )
 
     @property
+    def window(self) -> int | None:
+        """How many of a sample's ranked candidates are ever read: the top `keep` (or
+        `top_k`, for a step's mean) without exploration; all of them (None) with it."""
+        return None if self.exploration else max(self.keep, self.top_k)
+
+    @property
     def max_new(self) -> int:
         """The number of new candidates scored per step at most."""
         if self.candidate_limit is not None:

@@ -129,8 +129,9 @@ class Objective(Protocol):
         """The sample's target, from its raw inputs; the other methods take it back."""
         ...
 
-    async def score_pool(self, target: Any) -> list[Scored]:
-        """The initial pool's values for this sample, best first (ties by text)."""
+    async def score_pool(self, target: Any, *, limit: int | None = None) -> list[Scored]:
+        """The initial pool's values for this sample, best first (ties by text); only the
+        best `limit` when given (what the sample's loop will ever read)."""
         ...
 
     async def evaluate(self, target: Any, texts: Sequence[str]) -> list[Evaluation | None]:
@@ -153,12 +154,22 @@ def _similarities(embeddings: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.einsum("ij,j->i", embeddings, target)
 
 
-def _rank_values(values: np.ndarray, texts: Sequence[str], higher_is_better: bool) -> list[Scored]:
-    """`texts` sorted by text, ranked by value with numpy; a stable sort keeps ties by text."""
+def _rank_values(
+    values: np.ndarray, texts: Sequence[str], higher_is_better: bool, limit: int | None = None
+) -> list[Scored]:
+    """`texts` sorted by text, ranked by value with numpy (the best `limit`, when given);
+    a stable sort keeps ties by text."""
     key = -values if higher_is_better else values
+    if limit is not None and limit < len(key):
+        # Only the candidates up to the limit's value (all of its ties) are sorted.
+        cut = np.partition(key, limit - 1)[limit - 1]
+        if not np.isnan(cut):
+            chosen = np.flatnonzero(key <= cut)
+            order = chosen[np.argsort(key[chosen], kind="stable")][:limit].tolist()
+            return [(float(values[i]), texts[i]) for i in order]
     order = np.argsort(key, kind="stable").tolist()
     listed = values.tolist()
-    return [(listed[i], texts[i]) for i in order]
+    return [(listed[i], texts[i]) for i in order][:limit]
 
 
 class EmbeddingObjective:
@@ -259,9 +270,9 @@ class EmbeddingObjective:
             )
         return target
 
-    async def score_pool(self, target: np.ndarray) -> list[Scored]:
+    async def score_pool(self, target: np.ndarray, *, limit: int | None = None) -> list[Scored]:
         values = _similarities(self._pool_matrix, target)
-        return _rank_values(values, self._pool_texts, self.higher_is_better)
+        return _rank_values(values, self._pool_texts, self.higher_is_better, limit)
 
     async def details(self, target: np.ndarray, text: str) -> None:
         return None  # a cosine is all there is
@@ -419,7 +430,7 @@ class RenderThenScore:
             digests = _digests(read)
         return RenderTarget(inputs, digests)
 
-    async def score_pool(self, target: RenderTarget) -> list[Scored]:
+    async def score_pool(self, target: RenderTarget, *, limit: int | None = None) -> list[Scored]:
         """The pool's values, best first; [] for an empty pool (a run that starts from the
         sample's own text), an error when a pool was given but none of it could be scored."""
         if not self._pool:
@@ -432,7 +443,7 @@ class RenderThenScore:
                 endpoint=self.name,
             )
         values = np.array([value for value, _ in kept])
-        return _rank_values(values, [text for _, text in kept], self.higher_is_better)
+        return _rank_values(values, [text for _, text in kept], self.higher_is_better, limit)
 
     async def details(self, target: RenderTarget, text: str) -> Evaluation | None:
         """Scored again from its cached render."""

@@ -100,11 +100,9 @@ class SampleOptimizer:
         if not initial:
             raise ValueError(f"sample {self.sample_id!r}: the initial pool is empty")
         ranked = rank(initial, higher_is_better=self.higher_is_better)
-        # Without exploration nothing past the top `keep` (or `top_k`, for step 0's mean)
-        # is ever read: holding no more keeps a sample's memory, and the garbage
+        # Holding no more than is ever read keeps a sample's memory, and the garbage
         # collector's work, at the size of its window rather than of the initial pool.
-        config = self.config
-        self.pool = ranked if config.exploration else ranked[: max(config.keep, config.top_k)]
+        self.pool = ranked[: self.config.window]
         self._scored_shared = initial_texts
 
     def restore(

@@ -599,7 +599,9 @@ class Scheduler:
         initial: list[Scored] = []
         recorded: list[tuple[str, Evaluation]] = []
         if committed.last is None:
-            initial, recorded = await self._first_candidates(objective, target, own)
+            initial, recorded = await self._first_candidates(
+                objective, target, own, route.loop.window
+            )
             if not initial:
                 raise InputError(
                     f"nothing to start from: the initial pool is empty and input "
@@ -624,12 +626,13 @@ class Scheduler:
 
     @staticmethod
     async def _first_candidates(
-        objective: Objective, target: Any, own: Sequence[str]
+        objective: Objective, target: Any, own: Sequence[str], window: int | None
     ) -> tuple[list[Scored], list[tuple[str, Evaluation]]]:
-        """The sample's initial candidates, ranked: the pool's and its own texts'; and what
-        step 0 records: its own texts, and the pool's best when it is the best of all and its
-        evaluation holds more than a value (a render), so the best text has its render."""
-        pool = await objective.score_pool(target)
+        """The sample's initial candidates, ranked: the pool's best `window` (all: None) and
+        its own texts; and what step 0 records: its own texts, and the pool's best when it
+        is the best of all and its evaluation holds more than a value (a render), so the
+        best text has its render."""
+        pool = await objective.score_pool(target, limit=window)
         recorded = [
             (text, e)
             for text, e in zip(own, await objective.evaluate(target, own), strict=True)

@@ -11,12 +11,13 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fakes import IMAGE, FakeGenerator, FakeReader, FakeScorer
 
 from mils.engine.config import ConcurrencyConfig, LoopConfig, RetryConfig
 from mils.engine.errors import ConfigError, InvalidResponse
-from mils.engine.objectives import EmbeddingObjective, RenderThenScore, WeightedSum
+from mils.engine.objectives import EmbeddingObjective, RenderThenScore, WeightedSum, _rank_values
 from mils.engine.retry import Retrier
 from mils.engine.scheduler import Event, Route, Sample, Scheduler
 from mils.engine.scoring import SPILL_CHUNK
@@ -370,3 +371,18 @@ async def test_texts_recurring_far_apart_in_a_run_are_embedded_once(tmp_path: Pa
     assert stats.spilled >= SPILL_CHUNK and stats.cache_hits > 0
     in_flight = concurrency.score_in_flight * scorer.max_batch_size  # evicted as they land
     assert max(held) < 50 + 2 * SPILL_CHUNK + in_flight
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_the_best_limit_of_a_pool_rank_as_the_whole_pool_does(higher_is_better: bool) -> None:
+    """Ranking only the best `limit` (a loop without exploration reads no more) gives the
+    head of the full ranking: ties by text across the cut, a NaN never among the best."""
+    rng = np.random.default_rng(7)
+    texts = sorted(f"text {i:04d}" for i in range(500))
+    values = rng.integers(0, 40, size=500).astype(np.float32) / 8  # many ties
+    values[[3, 77]] = np.nan
+    whole = [(repr(v), t) for v, t in _rank_values(values, texts, higher_is_better)]
+    for limit in (1, 5, 10, 37, 499, 500, 600):
+        head = _rank_values(values, texts, higher_is_better, limit)
+        assert [(repr(v), t) for v, t in head] == whole[:limit]  # repr: nan == nan
+    assert not any(np.isnan(v) for v, _ in _rank_values(values, texts, higher_is_better, 498))
