@@ -5,7 +5,8 @@ at once, so memory follows the window and not the dataset. While one sample wait
 generator, others score: generation and scoring overlap across samples. Generator calls go
 through a per-endpoint limiter, values through the run's `Objective`, and every endpoint call
 through the one retry loop. Each finished step is committed to the store before the sample
-plans its next one.
+plans its next one; the steps that finish together are committed together
+(`mils.engine.commits`).
 
 One run may hold samples of several tasks (images, videos and sounds of one folder): each
 `Route` is one task's prompt, loop, objective and readers, and each sample names its route.
@@ -42,6 +43,7 @@ from typing import Any
 import structlog
 
 from mils.engine._collector import collector_tuned
+from mils.engine.commits import GroupCommit
 from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
 from mils.engine.errors import ConfigError, InputError, MilsError, RequestRefused, StoreError
 from mils.engine.limiter import LimiterStatistics
@@ -284,6 +286,7 @@ class Scheduler:
         """The run directory's usage from earlier sessions (read when `run` starts)."""
         self._concurrency = concurrency
         self._store = store
+        self._commits = GroupCommit(store.commit_steps)
         self._on_event = on_event or (lambda event: None)
         self._retrier = retrier
         generators = [generator] if not isinstance(generator, Sequence) else list(generator)
@@ -352,15 +355,18 @@ class Scheduler:
             objectives.enter_context(collector_tuned())
             for route in self._routes.values():
                 await objectives.enter_async_context(route.objective)
-            async with asyncio.TaskGroup() as group:
-                self._pool_ready = {}
-                if not self._stopping:  # samples prepare targets while the pools score
-                    for name in sorted(active):
-                        objective = self._routes[name].objective
-                        self._pool_ready[name] = group.create_task(
-                            objective.set_pool(pools[name]), name=f"initial-pool-{name}"
-                        )
-                await self._run_all(todo)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    self._pool_ready = {}
+                    if not self._stopping:  # samples prepare targets while the pools score
+                        for name in sorted(active):
+                            objective = self._routes[name].objective
+                            self._pool_ready[name] = group.create_task(
+                                objective.set_pool(pools[name]), name=f"initial-pool-{name}"
+                            )
+                    await self._run_all(todo)
+            finally:  # steps of cancelled samples may still be being written
+                await self._commits.drain()
         stats = self._objective_statistics()
         summary = RunSummary(
             samples=len(samples),
@@ -619,7 +625,7 @@ class Scheduler:
         if committed.last is None:
             record = optimizer.initial_record([(text, e.value) for text, e in recorded])
             details = _details(recorded) if recorded else None
-            await asyncio.to_thread(self._store.commit_step, sample.id, record, details)
+            await self._commits.commit((sample.id, record, details, None))
         while not optimizer.done:
             await self._step(sample.id, route, optimizer, target, context)
         await asyncio.to_thread(self._store.finish_sample, sample.id)
@@ -666,7 +672,7 @@ class Scheduler:
         if len(new) < len(fresh):
             log.warning("candidates_unscorable", step=plan.step, dropped=len(fresh) - len(new))
         record = optimizer.commit(plan, [(text, e.value) for text, e in new])
-        await asyncio.to_thread(self._store.commit_step, sample_id, record, _details(new), usage)
+        await self._commits.commit((sample_id, record, _details(new), usage))
         self._counts.usage += usage
         self._counts.candidates_scored += len(new)
         self._counts.steps += 1

@@ -26,11 +26,9 @@ import asyncio
 import contextlib
 import math
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -39,8 +37,6 @@ from mils.engine.config import Budget
 from mils.engine.errors import ConfigError, MilsError
 from mils.engine.limiter import LimiterStatistics
 from mils.engine.logs import configure_logging, get_logger
-from mils.engine.objectives import Evaluation
-from mils.engine.optimizer import StepRecord
 from mils.engine.scheduler import (
     Event,
     RunStatistics,
@@ -208,7 +204,6 @@ class RemoteStore:
         self._shard = shard
         self._fence = fence
         self._usage = usage
-        self._commits = _GroupCommit(lambda steps: self._call("commit_steps", fence, steps))
 
     def _call(self, method: str, *args: Any) -> Any:
         return _ray().get(getattr(self.actor, method).remote(*args))
@@ -225,16 +220,10 @@ class RemoteStore:
     def progress(self, sample_id: str) -> SampleProgress:
         return cast(SampleProgress, self._call("progress", sample_id))
 
-    def commit_step(
-        self,
-        sample_id: str,
-        record: StepRecord,
-        details: Sequence[Evaluation] | None = None,
-        usage: Usage | None = None,
-    ) -> None:
-        """Commit through the store actor; the commits of the worker's other threads that
-        come meanwhile go with it in one call and one transaction."""
-        self._commits.submit((sample_id, record, details, usage))
+    def commit_steps(self, steps: Sequence[StepCommit]) -> None:
+        """Commit a group of steps (the scheduler's `GroupCommit` gathers them) through the
+        store actor: one call, one transaction."""
+        self._call("commit_steps", self._fence, steps)
 
     def finish_sample(self, sample_id: str, *, error: str | None = None) -> None:
         self._call("finish_sample", self._fence, sample_id, error)
@@ -254,43 +243,6 @@ class RemoteStore:
         if self._shard is None:
             self._call("close")
             _ray().kill(self.actor)
-
-
-class _GroupCommit:
-    """Items submitted from many threads, sent in batches by a thread of its own: what
-    gathers while one batch is being sent goes in the next. Every submitter returns once
-    its own item is sent (or raises what sending it raised)."""
-
-    def __init__(self, send: Callable[[list[StepCommit]], None]) -> None:
-        self._send = send
-        self._ready = threading.Condition()
-        self._waiting: list[tuple[StepCommit, Future[None]]] = []
-        self._sender: threading.Thread | None = None
-
-    def submit(self, item: StepCommit) -> None:
-        done: Future[None] = Future()
-        with self._ready:
-            self._waiting.append((item, done))
-            if self._sender is None:
-                self._sender = threading.Thread(target=self._loop, name="group-commit", daemon=True)
-                self._sender.start()
-            self._ready.notify()
-        done.result()
-
-    def _loop(self) -> None:
-        while True:
-            with self._ready:
-                while not self._waiting:
-                    self._ready.wait()
-                batch, self._waiting = self._waiting, []
-            try:
-                self._send([item for item, _ in batch])
-            except BaseException as exc:  # each submitter raises it
-                for _, done in batch:
-                    done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    done.set_result(None)
 
 
 # -- the shard workers --------------------------------------------------------------

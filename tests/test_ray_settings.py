@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import mils
 from mils._config import RunConfig
-from mils._ray import RaySettings, _GroupCommit, shared
+from mils._ray import RaySettings, shared
 from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
 from mils.engine.usage import Usage
 
@@ -88,43 +86,3 @@ async def test_a_run_with_generator_objects_is_refused_on_ray(tmp_path: Path) ->
         async with run:
             pass
     assert not (tmp_path / "run" / "run.db").exists()
-
-
-def test_group_commit_sends_every_item_once_in_fewer_calls_and_raises_to_each() -> None:
-    """Threads committing at once share calls; a failed call raises in each of its
-    submitters, and the next call goes on."""
-    sent: list[list[int]] = []
-    gate = threading.Event()
-
-    def send(items: list[Any]) -> None:
-        gate.wait(5)  # the first call is slow: the rest gather meanwhile
-        if -1 in items:
-            raise mils.StoreError("disk full")
-        sent.append(list(items))
-
-    commits = _GroupCommit(send)
-    errors: list[BaseException] = []
-
-    def submit(item: int) -> None:
-        try:
-            commits.submit(item)  # type: ignore[arg-type]
-        except mils.StoreError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
-    for thread in threads:
-        thread.start()
-    gate.set()
-    for thread in threads:
-        thread.join()
-    assert sorted(item for batch in sent for item in batch) == list(range(20))
-    assert len(sent) < 20
-    gate.clear()
-    failing = [threading.Thread(target=submit, args=(i,)) for i in (-1, 99)]
-    for thread in failing:
-        thread.start()
-    gate.set()
-    for thread in failing:
-        thread.join()
-    assert errors  # the batch holding -1 raised in its submitters; 99 went with it or after
-    assert len(errors) + sum(99 in batch for batch in sent) == 2

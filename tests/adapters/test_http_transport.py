@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx2
@@ -42,19 +42,39 @@ class Server:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def listening(handle: Handler) -> AsyncIterator[str]:
+    """Serve `handle` on loopback; on exit, every connection it accepted is closed and its
+    handler ended (none is left for the garbage collector)."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await handle(reader, writer)
         finally:
             writer.close()
+
+    listener = await asyncio.start_server(tracked, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    finally:
+        listener.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 @asynccontextmanager
 async def serving(answer: Callable[[str], bytes | None]) -> AsyncIterator[tuple[Server, str]]:
     server = Server(answer)
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        yield server, f"http://127.0.0.1:{port}"
-    finally:
-        listener.close()
+    async with listening(server.handle) as url:
+        yield server, url
 
 
 @asynccontextmanager
@@ -156,22 +176,17 @@ async def test_a_broken_reply_is_a_protocol_error(
 async def test_silence_is_a_read_timeout_and_a_closed_port_a_connect_error() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # answers nothing; returns when the client gives up and closes
-        writer.close()
 
-    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    async with client() as http:
+    async with listening(silent) as url, client() as http:
         with pytest.raises(httpx2.ReadTimeout):
-            await http.get(f"http://127.0.0.1:{port}/", timeout=httpx2.Timeout(5.0, read=0.2))
-        listener.close()
-        await listener.wait_closed()
+            await http.get(f"{url}/", timeout=httpx2.Timeout(5.0, read=0.2))
+    async with client() as http:
         with pytest.raises(httpx2.ConnectError):
-            await http.get(f"http://127.0.0.1:{port}/")
+            await http.get(f"{url}/")  # nothing listens there now
 
 
 async def test_a_request_cancelled_mid_reply_does_not_leave_its_connection_for_another() -> None:
     release = asyncio.Event()
-    answered: list[str] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -180,15 +195,12 @@ async def test_a_request_cancelled_mid_reply_does_not_leave_its_connection_for_a
                 path = head.split(b" ")[1].decode()
                 if path == "/slow":
                     await release.wait()
-                answered.append(path)
                 writer.write(ok(path.encode()))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+            pass
 
-    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    async with client() as http:
+    async with listening(handle) as url, client() as http:
         slow = asyncio.create_task(http.get(f"{url}/slow"))
         await asyncio.sleep(0.05)
         slow.cancel()
@@ -197,4 +209,3 @@ async def test_a_request_cancelled_mid_reply_does_not_leave_its_connection_for_a
         release.set()
         # The late reply to /slow must not be taken for this request's.
         assert (await http.get(f"{url}/fast")).text == "/fast"
-    listener.close()
