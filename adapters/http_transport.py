@@ -356,10 +356,15 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
 
 
 def _request_bytes(request: httpx2.Request, body: bytes) -> bytes:
-    """The request line, headers and body, as one write."""
-    headers = request.headers.raw
+    """The request line, headers and body, as one write. A body of unknown length (sent
+    chunked by the HTTP library) has been read whole: it goes with its length."""
     lines = [request.method.encode() + b" " + request.url.raw_path + b" HTTP/1.1"]
-    lines += [name + b": " + value for name, value in headers]
-    if body and "content-length" not in request.headers:
-        lines.append(b"Content-Length: " + str(len(body)).encode())
+    headers = request.headers
+    if "transfer-encoding" in headers or (body and "content-length" not in headers):
+        framing = (b"transfer-encoding", b"content-length")
+        raw = [(k, v) for k, v in headers.raw if k.lower() not in framing]
+        raw.append((b"Content-Length", str(len(body)).encode()))
+    else:
+        raw = headers.raw
+    lines += [name + b": " + value for name, value in raw]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -209,3 +212,55 @@ async def test_a_request_cancelled_mid_reply_does_not_leave_its_connection_for_a
         release.set()
         # The late reply to /slow must not be taken for this request's.
         assert (await http.get(f"{url}/fast")).text == "/fast"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (made with the openssl command line)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_is_verified_against_the_given_authorities(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server = Server(lambda path: ok(b"secure " + path.encode()))
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_tls)
+    url = f"https://localhost:{listener.sockets[0].getsockname()[1]}"
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with httpx2.AsyncClient(transport=KeepAliveTransport(ssl_context=trusting)) as http:
+            assert (await http.get(f"{url}/a")).text == "secure /a"
+            assert (await http.get(f"{url}/b")).text == "secure /b"
+        assert server.connections == 1
+        async with client() as http:  # the default authorities do not know this certificate
+            with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await http.get(f"{url}/c")
+    finally:
+        listener.close()
+
+
+async def test_a_streamed_request_body_is_sent_whole_with_its_length() -> None:
+    async def parts() -> AsyncIterator[bytes]:
+        for part in (b"first,", b"second,", b"third"):
+            yield part
+
+    async with serving(lambda path: ok(b"got it")) as (server, url), client() as http:
+        response = await http.post(f"{url}/upload", content=parts())
+        assert response.text == "got it"
+        assert (await http.post(f"{url}/again", content=b"x")).text == "got it"
+    assert server.requests == [("/upload", b"first,second,third"), ("/again", b"x")]
+    assert server.connections == 1
