@@ -18,10 +18,10 @@ error types. Its errors are the HTTP library's:
     closed before the response    -> RemoteProtocolError   (a truncated body included)
     a response it cannot parse    -> RemoteProtocolError
 
-What it does not do: HTTP/2, pipelining, `Expect: 100-continue`, proxies (the client's
-proxy mounts, from the environment or its `proxy`, still take proxied URLs) and response
-streaming (the whole body is read before the response is returned: the engine reads
-completions whole).
+What it does not do: HTTP/2, pipelining, `Expect: 100-continue`, proxies (a client given
+a transport ignores HTTP_PROXY and the like, so the generator does not use this one for a
+URL the environment proxies) and response streaming (the whole body is read before the
+response is returned: the engine reads completions whole).
 """
 
 from __future__ import annotations

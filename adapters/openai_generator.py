@@ -47,6 +47,7 @@ import os
 import re
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -295,7 +296,7 @@ class OpenAIGenerator:
         self._redact = _redactor(key, urllib.parse.urlsplit(settings.base_url).password or "")
         # One lean keep-alive transport under both clients below: the generic connection
         # pool cost about 0.9 ms of CPU per request at hundreds in flight, this 0.35.
-        transport = KeepAliveTransport()
+        transport = _transport_for(settings.base_url)
         timeout = httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout)
         try:
             self._client = openai.AsyncOpenAI(
@@ -460,6 +461,18 @@ class OpenAIGenerator:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _transport_for(base_url: str) -> KeepAliveTransport | None:
+    """The keep-alive transport for `base_url`, or None (the HTTP library's own) when the
+    environment sends it through a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY; NO_PROXY
+    honoured): a client given a transport of its own ignores those variables."""
+    url = urllib.parse.urlsplit(base_url)
+    proxies = urllib.request.getproxies()
+    proxied = proxies.get(url.scheme) or proxies.get("all")
+    if proxied and not urllib.request.proxy_bypass(url.hostname or ""):
+        return None
+    return KeepAliveTransport()
 
 
 async def _sent(request: Awaitable[httpx2.Response]) -> httpx2.Response:

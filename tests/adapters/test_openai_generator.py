@@ -67,6 +67,7 @@ class FakeServer:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
         self.stop = threading.Event()
         self.base_url = ""
 
@@ -96,6 +97,7 @@ def make_handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             fake.requests.append(body)
             fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+            fake.paths.append(self.path)
             # The client may have given up (the timeout test): nothing to answer then.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.reply(body["model"])
@@ -206,6 +208,25 @@ async def failure(settings: GeneratorSettings) -> MilsError:
     assert SECRET not in str(err), "the API key leaked into an error message"
     assert settings.base_url in str(err), "errors must name the endpoint URL"
     return err
+
+
+async def test_a_proxy_named_by_the_environment_carries_the_requests(
+    fake_server: FakeServer, secret_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY takes the generator's requests (the fake server answers as the proxy, in
+    absolute form), and NO_PROXY exempts a host, which is then reached directly."""
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, fake_server.base_url.removesuffix("/v1"))
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    settings = settings_for("http://generator.invalid/v1", "good")
+    assert "A cat on a table." in await complete(settings)
+    assert fake_server.paths == ["http://generator.invalid/v1/chat/completions"]
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "generator.invalid")
+    error = await failure(settings)  # direct: the name does not resolve
+    assert isinstance(error, EndpointUnavailable) and error.kind == "connect"
+    assert len(fake_server.paths) == 1
 
 
 async def test_good_reply_sends_the_settings(fake_server: FakeServer, secret_env: str) -> None:
