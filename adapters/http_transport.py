@@ -46,13 +46,24 @@ _NO_BODY_STATUS = frozenset({204, 304})
 class _Response:
     """A response being parsed: status and headers, then the body as the headers say."""
 
-    __slots__ = ("body", "chunked", "headers", "keep_alive", "length", "reason", "status")
+    __slots__ = (
+        "body",
+        "chunked",
+        "chunks",
+        "headers",
+        "keep_alive",
+        "length",
+        "reason",
+        "status",
+    )
 
     def __init__(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.status, self.reason, self.headers = status, reason, headers
         self.body = b""
         self.length: int | None = None
         self.chunked = False
+        self.chunks: list[bytes] = []
+        """A chunked body's chunks, taken out of the buffer as each arrives whole."""
         self.keep_alive = True
 
 
@@ -198,29 +209,27 @@ class _Connection(asyncio.Protocol):
         return response
 
     def _parse_chunked(self, response: _Response) -> _Response | None:
+        """Take the chunks that have arrived whole out of the buffer; the response once
+        the last chunk and the trailers (ignored) have."""
         buffer = self._buffer
-        chunks: list[bytes] = []
-        at = 0
-        while True:
-            line_end = buffer.find(b"\r\n", at)
-            if line_end < 0:
-                return None
+        while (line_end := buffer.find(b"\r\n")) >= 0:
             try:
-                size = int(bytes(buffer[at:line_end]).split(b";", 1)[0], 16)
+                size = int(bytes(buffer[:line_end]).split(b";", 1)[0], 16)
             except ValueError:
                 raise httpx2.RemoteProtocolError("malformed chunk size") from None
-            if size == 0:  # the last chunk; then trailers (ignored) and an empty line
+            if size == 0:  # the last chunk; then trailers and an empty line
                 end = buffer.find(b"\r\n\r\n", line_end)
                 if end < 0:
                     return None
-                response.body = b"".join(chunks)
+                response.body = b"".join(response.chunks)
                 del buffer[: end + 4]
                 return response
             start = line_end + 2
             if len(buffer) < start + size + 2:
                 return None
-            chunks.append(bytes(buffer[start : start + size]))
-            at = start + size + 2
+            response.chunks.append(bytes(buffer[start : start + size]))
+            del buffer[: start + size + 2]
+        return None
 
 
 def _parse_head(raw: bytes, *, head_request: bool) -> _Response:

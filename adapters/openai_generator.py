@@ -672,11 +672,9 @@ def _map_openai_exceptions(settings: GeneratorSettings, redact: _Redact) -> Iter
         ) from exc
     except openai.APIConnectionError as exc:
         cause = exc.__cause__ or exc
-        # By class name: the SDK sits on httpx or httpx2, whose error trees match.
-        names = {cls.__name__ for cls in type(cause).__mro__}
-        if "ConnectError" in names or cause is exc:
+        if isinstance(cause, httpx2.ConnectError) or cause is exc:
             what, kind = "cannot connect to", "connect"
-        elif "ProtocolError" in names:  # closed mid-reply: a truncated body
+        elif isinstance(cause, httpx2.ProtocolError):  # closed mid-reply: a truncated body
             what, kind = "connection dropped mid-reply from", "protocol"
         else:  # ReadError / WriteError: reset by the peer or a middlebox
             what, kind = "connection reset by", "reset"

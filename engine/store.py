@@ -514,34 +514,37 @@ class RunStore:
         """Commit several samples' finished steps (`commit_step`'s arguments each) in one
         transaction: all of them, or none."""
         now = time.time()
-        writes = []
+        writes = []  # (step row, candidate rows, sample update), built before the lock
         for sample_id, record, details, usage in steps:
             extra = self._write_details(sample_id, record.step, details) if details else None
             rows = [
                 (sample_id, record.step, i, t, s, *(extra[i] if extra else (None, None)))
                 for i, (t, s) in enumerate(record.new)
             ]
-            writes.append((sample_id, record, rows, usage or Usage()))
+            used = usage or Usage()
+            score, text = record.best
+            step_row = (
+                sample_id,
+                record.step,
+                text,
+                score,
+                record.mean_top_k,
+                len(record.new),
+                json.dumps(record.pool),
+                now,
+                used.requests,
+                used.prompt_tokens,
+                used.completion_tokens,
+                used.estimated_requests,
+            )
+            update = (RUNNING, record.step, text, score, now, sample_id)
+            writes.append((record.step == 0, step_row, rows, update))
         with self._lock, self._transaction():
-            for sample_id, record, rows, used in writes:
-                score, text = record.best
+            for initial, step_row, rows, update in writes:
                 self._db.execute(
-                    ("INSERT OR REPLACE" if record.step == 0 else "INSERT")
+                    ("INSERT OR REPLACE" if initial else "INSERT")
                     + f" INTO steps ({_STEP_COLUMNS}) VALUES ({_marks(_STEP_COLUMNS)})",
-                    (
-                        sample_id,
-                        record.step,
-                        text,
-                        score,
-                        record.mean_top_k,
-                        len(record.new),
-                        json.dumps(record.pool),
-                        now,
-                        used.requests,
-                        used.prompt_tokens,
-                        used.completion_tokens,
-                        used.estimated_requests,
-                    ),
+                    step_row,
                 )
                 self._db.executemany(
                     "INSERT INTO candidates (sample_id, step, pos, text, score, terms, artefact) "
@@ -551,7 +554,7 @@ class RunStore:
                 self._db.execute(
                     "UPDATE samples SET status = ?, steps_done = ?, best_text = ?, "
                     "best_score = ?, error = NULL, updated_at = ? WHERE id = ?",
-                    (RUNNING, record.step, text, score, now, sample_id),
+                    update,
                 )
 
     def finish_sample(self, sample_id: str, *, error: str | None = None) -> None:

@@ -5,6 +5,7 @@ the HTTP library's error types for each way a server can fail."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ssl
 import subprocess
@@ -264,3 +265,25 @@ async def test_a_streamed_request_body_is_sent_whole_with_its_length() -> None:
         assert (await http.post(f"{url}/again", content=b"x")).text == "got it"
     assert server.requests == [("/upload", b"first,second,third"), ("/again", b"x")]
     assert server.connections == 1
+
+
+async def test_a_chunked_body_arriving_a_few_bytes_at_a_time_is_read_whole() -> None:
+    chunks = [bytes([65 + i]) * (i * 37 % 300 + 1) for i in range(40)]
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks)
+        + b"0\r\n\r\n"
+    )
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                for at in range(0, len(reply), 7):
+                    writer.write(reply[at : at + 7])
+                    await writer.drain()
+                    await asyncio.sleep(0)
+
+    async with listening(trickle) as url, client() as http:
+        assert (await http.get(f"{url}/a")).content == b"".join(chunks)
+        assert (await http.get(f"{url}/b")).content == b"".join(chunks)  # same connection
