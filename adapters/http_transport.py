@@ -33,7 +33,7 @@ from collections import deque
 
 import httpx2
 
-__all__ = ["KeepAliveTransport"]
+__all__ = ["KeepAliveTransport", "RawResponse"]
 
 DEFAULT_KEEPALIVE_EXPIRY = 4.0
 """Seconds an idle connection is kept: under the 5 s idle timeout common in servers
@@ -43,8 +43,9 @@ _MAX_HEADER_BYTES = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
-class _Response:
-    """A response being parsed: status and headers, then the body as the headers say."""
+class RawResponse:
+    """A response as it came (parsed as it arrives): status, reason, header lines, then the
+    body as the headers say, not decoded."""
 
     __slots__ = (
         "body",
@@ -75,10 +76,13 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._buffer = bytearray()
-        self._response: _Response | None = None
-        self._waiter: asyncio.Future[_Response] | None = None
+        self._response: RawResponse | None = None
+        self._waiter: asyncio.Future[RawResponse] | None = None
         self._head_request = False
         self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._last_data = 0.0
+        """When the last bytes arrived (event-loop time), while a read timeout runs."""
         self._read_timeout: float | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------
@@ -92,7 +96,8 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._buffer += data
-        self._arm_timer()
+        if self._timer is not None:
+            self._last_data = self._loop.time()
         try:
             response = self._parse()
         except httpx2.RemoteProtocolError as exc:
@@ -125,7 +130,7 @@ class _Connection(asyncio.Protocol):
 
     # -- one exchange --------------------------------------------------------------
 
-    async def exchange(self, data: bytes, *, head: bool, read_timeout: float | None) -> _Response:
+    async def exchange(self, data: bytes, *, head: bool, read_timeout: float | None) -> RawResponse:
         """Send one request's bytes; the parsed response once whole."""
         assert self.transport is not None and self._waiter is None
         waiter = self._waiter = asyncio.get_running_loop().create_future()
@@ -147,7 +152,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _finish(self, response: _Response) -> None:
+    def _finish(self, response: RawResponse) -> None:
         waiter = self._waiter
         self._waiter, self._response = None, None
         self._disarm_timer()
@@ -164,26 +169,32 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
 
     def _arm_timer(self) -> None:
+        """Start the read timeout. Bytes arriving only move `_last_data`: the timer, when
+        it fires, is set again for the time left (one timer per exchange, not per read)."""
         if self._read_timeout is None:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._read_timeout, self._timed_out)
+        self._disarm_timer()
+        self._last_data = self._loop.time()
+        self._timer = self._loop.call_at(self._last_data + self._read_timeout, self._check_timeout)
 
     def _disarm_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _timed_out(self) -> None:
+    def _check_timeout(self) -> None:
+        assert self._read_timeout is not None
+        due = self._last_data + self._read_timeout
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._check_timeout)
+            return
         self._timer = None
         self._fail(httpx2.ReadTimeout(f"no data for {self._read_timeout} s"))
         self.close()
 
     # -- parsing -------------------------------------------------------------------
 
-    def _parse(self) -> _Response | None:
+    def _parse(self) -> RawResponse | None:
         """The response, once whole; None while more bytes are needed."""
         buffer = self._buffer
         response = self._response
@@ -208,7 +219,7 @@ class _Connection(asyncio.Protocol):
         del buffer[: response.length]
         return response
 
-    def _parse_chunked(self, response: _Response) -> _Response | None:
+    def _parse_chunked(self, response: RawResponse) -> RawResponse | None:
         """Take the chunks that have arrived whole out of the buffer; the response once
         the last chunk and the trailers (ignored) have."""
         buffer = self._buffer
@@ -232,7 +243,7 @@ class _Connection(asyncio.Protocol):
         return None
 
 
-def _parse_head(raw: bytes, *, head_request: bool) -> _Response:
+def _parse_head(raw: bytes, *, head_request: bool) -> RawResponse:
     """Status line and headers; how the body is delimited."""
     lines = raw.split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
@@ -245,7 +256,7 @@ def _parse_head(raw: bytes, *, head_request: bool) -> _Response:
         if not colon or not name or name != name.strip():
             raise httpx2.RemoteProtocolError(f"malformed header line: {line[:80]!r}")
         headers.append((name, value.strip()))
-    response = _Response(int(code), reason, headers)
+    response = RawResponse(int(code), reason, headers)
     connection = b""
     for name, value in headers:
         lowered = name.lower()
@@ -290,6 +301,17 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         self._busy: set[_Connection] = set()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.exchange(request)
+        return httpx2.Response(
+            response.status,
+            headers=response.headers,
+            stream=httpx2.ByteStream(response.body),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason},
+        )
+
+    async def exchange(self, request: httpx2.Request) -> RawResponse:
+        """Send `request`; the whole response as it came, its body not decoded (below
+        the HTTP library's response: for a caller that reads plain replies itself)."""
         url = request.url
         scheme = url.raw_scheme
         if scheme not in (b"http", b"https"):
@@ -297,9 +319,9 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         port = url.port or (443 if scheme == b"https" else 80)
         origin: _Origin = (scheme, url.host, port)
         timeouts = request.extensions.get("timeout", {})
-        body = request.content if isinstance(request.stream, httpx2.ByteStream) else None
-        if body is None:
-            body = await request.aread()
+        # A body given whole was read when the request was made (this returns it); one
+        # streamed, or copied onto a redirect's request, is read now.
+        body = await request.aread()
         data = _request_bytes(request, body)
         connection = self._take(origin) or await self._connect(origin, timeouts.get("connect"))
         self._busy.add(connection)
@@ -314,12 +336,7 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
             self._idle.setdefault(origin, deque()).append(connection)
         else:
             connection.close()
-        return httpx2.Response(
-            response.status,
-            headers=response.headers,
-            stream=httpx2.ByteStream(response.body),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason},
-        )
+        return response
 
     def _take(self, origin: _Origin) -> _Connection | None:
         """The most recently used live idle connection to `origin`; expired ones close."""

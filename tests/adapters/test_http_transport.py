@@ -287,3 +287,29 @@ async def test_a_chunked_body_arriving_a_few_bytes_at_a_time_is_read_whole() -> 
     async with listening(trickle) as url, client() as http:
         assert (await http.get(f"{url}/a")).content == b"".join(chunks)
         assert (await http.get(f"{url}/b")).content == b"".join(chunks)  # same connection
+
+
+async def test_the_read_timeout_counts_from_the_last_bytes_that_arrived() -> None:
+    """A reply arriving slowly over longer than the read timeout is read whole, as long as
+    no gap between its bytes is that long; a reply that stalls halfway times out."""
+    body = b"x" * 20
+    reply = ok(body)
+    head = len(reply) - len(body)
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                path = (await reader.readuntil(b"\r\n\r\n")).split(b" ")[1]
+                writer.write(reply[:head])
+                for at in range(head, len(reply)):  # a byte every 0.05 s: 1 s in all
+                    if path == b"/stall" and at == head + 10:
+                        await reader.read()  # silent until the client gives up
+                        return
+                    await asyncio.sleep(0.05)
+                    writer.write(reply[at : at + 1])
+
+    async with listening(slow) as url, client() as http:
+        timeout = httpx2.Timeout(5.0, read=0.5)
+        assert (await http.get(f"{url}/slow", timeout=timeout)).content == body
+        with pytest.raises(httpx2.ReadTimeout):
+            await http.get(f"{url}/stall", timeout=timeout)

@@ -159,6 +159,11 @@ def make_handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.send_json(200, completion("1. A cat.\n2. A do", finish_reason="length"))
             elif scenario == "null-content":
                 self.send_json(200, completion(None))
+            elif scenario == "redirect":  # the API moved: 307 keeps the method and body
+                if self.path.startswith("/v1/"):
+                    self.send(307, b"", Location="/v2/chat/completions")
+                else:
+                    self.send_json(200, completion("1. A moved cat."))
             elif scenario == "slow":
                 fake.stop.wait(10)
                 self.send_json(200, completion("too late"))
@@ -258,6 +263,12 @@ async def test_continuation_mode_posts_a_plain_prompt_stopped_at_a_blank_line(
     body = fake_server.requests[0]
     assert body["prompt"] == "Captions:\n0.5: a cow\n0.6:" and body["stop"] == ["\n\n"]
     assert "messages" not in body and body["temperature"] == 0.5
+
+
+async def test_a_redirect_is_followed_as_the_sdk_follows_it(fake_server: FakeServer) -> None:
+    assert await complete(settings_for(fake_server.base_url, "redirect")) == "1. A moved cat."
+    assert fake_server.paths[-1] == "/v2/chat/completions"
+    assert fake_server.requests[-1]["model"] == "redirect"  # the body went along
 
 
 async def test_a_reply_cut_off_by_the_token_limit_says_so(fake_server: FakeServer) -> None:
