@@ -63,3 +63,28 @@ async def test_retry_after_is_honoured() -> None:
     with capture_logs() as logs:
         assert await retrier.call(Flaky([unavailable("429", retry_after=0.3)])) == "ok"
     assert [e["sleep_s"] for e in logs if e["event"] == "endpoint_retry"] == [0.3]
+
+
+async def test_backoff_doubles_from_the_first_failure_and_attempts_are_numbered() -> None:
+    """Each failed attempt is logged with its number and the wait before the next, which
+    doubles from `initial_s` up to the cap."""
+    retrier = Retrier(RetryConfig(attempts=5, initial_s=0.001, max_s=0.004, jitter_s=0.0))
+    call = Flaky([unavailable("5xx") for _ in range(10)])
+    with capture_logs() as logs, pytest.raises(RetriesExhausted, match="after 5 attempts"):
+        await retrier.call(call)
+    retries = [e for e in logs if e["event"] == "endpoint_retry"]
+    assert [e["attempt"] for e in retries] == [1, 2, 3, 4]
+    assert [e["sleep_s"] for e in retries] == [0.001, 0.002, 0.004, 0.004]
+    assert call.calls == 5
+    stats = retrier.statistics()
+    assert stats.faults == {"5xx": 5} and stats.retries == 4 and stats.exhausted == 1
+
+
+async def test_a_single_attempt_is_not_retried() -> None:
+    """With `attempts` 1 the first transient fault exhausts the call."""
+    retrier = Retrier(RetryConfig(attempts=1, initial_s=0.0, max_s=0.0, jitter_s=0.0))
+    call = Flaky([unavailable("timeout")])
+    with pytest.raises(RetriesExhausted, match="after 1 attempt"):
+        await retrier.call(call)
+    assert call.calls == 1
+    assert retrier.statistics().faults == {"timeout": 1}
