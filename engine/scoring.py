@@ -235,6 +235,28 @@ class _Spill:
             self._dir = None
 
 
+class _Ask:
+    """One `embed` call waiting for its texts not at hand: woken once, when the last of
+    them has arrived (into `found`) or the first has failed."""
+
+    __slots__ = ("found", "future", "left")
+
+    def __init__(
+        self, found: dict[str, np.ndarray], left: int, future: asyncio.Future[None]
+    ) -> None:
+        self.found, self.left, self.future = found, left, future
+
+    def give(self, text: str, vector: np.ndarray) -> None:
+        self.found[text] = vector
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class TextEmbeddings:
     """Batched, cached text embedding for one scorer; an async context manager.
 
@@ -263,7 +285,8 @@ class TextEmbeddings:
         self._spilling: dict[str, np.ndarray] = {}
         """Evicted embeddings not yet on disk: still answered from here."""
         self._writer: asyncio.Task[None] | None = None
-        self._pending: dict[str, asyncio.Future[np.ndarray]] = {}
+        self._pending: dict[str, list[_Ask]] = {}
+        """Texts queued, being embedded or read back from disk: the calls waiting for each."""
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._requested = self._embedded = self._hits = self._batches = self._active = 0
@@ -301,20 +324,20 @@ class TextEmbeddings:
             await asyncio.shield(self._writer)  # the disk is behind: wait for it
         self._requested += len(texts)
         found: dict[str, np.ndarray] = {}
-        waits: dict[str, asyncio.Future[np.ndarray]] = {}
+        missing: dict[str, list[_Ask]] = {}  # texts on their way: who waits for each
         recall: list[str] = []
         for text in texts:
-            if text in found or text in waits:
+            if text in found or text in missing:
                 continue
             cached = self._cache.get(text)
             if cached is not None or (cached := self._spilling.get(text)) is not None:
                 found[text] = cached
                 self._hits += 1
-            elif (future := self._pending.get(text)) is not None:
-                waits[text] = future
+            elif (asks := self._pending.get(text)) is not None:
+                missing[text] = asks
                 self._hits += 1
             else:
-                waits[text] = self._pending[text] = self._new_future()
+                missing[text] = self._pending[text] = []
                 if self._spill.count and self._spill.may_hold(text):
                     recall.append(text)  # counted as a hit or a miss once read
                 else:
@@ -323,12 +346,13 @@ class TextEmbeddings:
         if recall:
             assert self._tasks is not None
             self._tasks.create_task(self._recall(recall))
-        if waits:
-            # asyncio.wait, not gather: cancelling this sample must not cancel futures
-            # that other samples are waiting on too.
-            await asyncio.wait(waits.values())
-            for text, future in waits.items():
-                found[text] = future.result()
+        if missing:
+            # One future of this call's own, not one per text: cancelling this sample
+            # must not cancel what other samples wait for too.
+            ask = _Ask(found, len(missing), asyncio.get_running_loop().create_future())
+            for asks in missing.values():
+                asks.append(ask)
+            await ask.future
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([found[text] for text in texts])
@@ -345,7 +369,8 @@ class TextEmbeddings:
             if (vector := found.get(text)) is not None:
                 self._hits += 1
                 self._recalled += 1
-                self._pending.pop(text).set_result(vector)
+                for ask in self._pending.pop(text):
+                    ask.give(text, vector)
             else:
                 self._misses += 1
                 self._queue.put_nowait(text)
@@ -376,12 +401,6 @@ class TextEmbeddings:
         finally:
             self._writer = None
 
-    def _new_future(self) -> asyncio.Future[np.ndarray]:
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        # A failed batch whose waiters were all cancelled must not warn at shutdown.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return future
-
     async def _flush_loop(self) -> None:
         assert self._tasks is not None
         while True:
@@ -407,7 +426,8 @@ class TextEmbeddings:
                 log.exception("embedding_batch_crashed", size=len(texts))
             log.warning("embedding_batch_failed", size=len(texts), error=str(exc))
             for text in texts:
-                self._pending.pop(text).set_exception(exc)
+                for ask in self._pending.pop(text):
+                    ask.fail(exc)
             return
         finally:
             self._active -= 1
@@ -419,7 +439,8 @@ class TextEmbeddings:
                 log.warning("text_embedding_invalid", scorer=self._scorer.name, text=text[:80])
             else:
                 self._keep(text, vector)
-            self._pending.pop(text).set_result(vector)
+            for ask in self._pending.pop(text):
+                ask.give(text, vector)
 
     async def _embed_isolating(self, texts: list[str]) -> np.ndarray:
         """Unit rows for `texts`; rows the scorer could not produce are NaN.
