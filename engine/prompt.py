@@ -120,13 +120,23 @@ def build_continuation(
 
 
 def _clean(text: str, *, strip_annotations: bool) -> str:
-    text = _EMPHASIS.sub("", text).strip()
-    text = _ECHOED_SCORE.sub("", text)
-    text = _TRAILING_SCORE.sub("", text)
+    # Each pattern runs only where it can match (most lines hold none of them): the
+    # unanchored trailing patterns are tried at every position of the line.
+    if "*" in text or "_" in text or "`" in text:
+        text = _EMPHASIS.sub("", text)
+    text = text.strip()
+    if "." in text:
+        text = _ECHOED_SCORE.sub("", text)
+    if text.endswith((")", "]")):
+        text = _TRAILING_SCORE.sub("", text)
     text = text.strip().rstrip(";,").strip().strip(_QUOTES).strip()
     if strip_annotations:
         text = text.replace("!", "")
-        while (stripped := _TRAILING_REMARK.sub("", text)) != text and stripped:
+        while (
+            text.rstrip().endswith((")", "]"))
+            and (stripped := _TRAILING_REMARK.sub("", text)) != text
+            and stripped
+        ):
             text = stripped
         text = text.rstrip(";,").strip().strip(_QUOTES).strip()
     return " ".join(text.split())
