@@ -56,7 +56,7 @@ from mils.engine.protocols import Generator, MediaReader, Reply, TaskSpec
 from mils.engine.refusals import RefusalGate
 from mils.engine.retry import Retrier
 from mils.engine.router import GeneratorRouter
-from mils.engine.store import CANCELLED, DONE, FAILED, RunStore
+from mils.engine.store import CANCELLED, DONE, FAILED, PENDING, RunStore, SampleProgress
 from mils.engine.usage import Usage, budget_reached, reply_usage
 
 __all__ = [
@@ -71,6 +71,8 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
+
+_NOTHING_COMMITTED = SampleProgress(last=None, scored_texts=[], best_history=[])
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +311,8 @@ class Scheduler:
         self._cancel_requested: set[str] = set()
         self._stopping = False
         self._pool_ready: dict[str, asyncio.Task[None]] = {}
+        self._untouched: set[str] = set()
+        """Samples with nothing committed when the run started: no progress to read."""
 
     async def run(
         self, samples: Sequence[Sample], pools: Mapping[str, Sequence[str]]
@@ -323,7 +327,10 @@ class Scheduler:
         Raises:
             ConfigError: a sample names no route of the run, or a route to run has no pool.
         """
-        finished = {row.id for row in self._store.samples() if row.status == DONE}
+        rows = self._store.samples()
+        finished = {row.id for row in rows if row.status == DONE}
+        # A sample never started has nothing committed to read back.
+        self._untouched = {row.id for row in rows if row.status == PENDING}
         todo = [sample for sample in samples if sample.id not in finished]
         active = {self._route_name(sample) for sample in todo}
         if unpooled := sorted(active - set(pools)):
@@ -562,7 +569,7 @@ class Scheduler:
             if not isinstance(exc, MilsError):
                 log.exception("sample_crashed", sample_id=sample.id)
             log.warning("sample_failed", sample_id=sample.id, source=sample.source, error=reason)
-            await asyncio.to_thread(self._store.finish_sample, sample.id, error=reason)
+            await self._commits.finish(sample.id, error=reason)
             self._ended(sample, FAILED, reason)
         finally:
             if in_window:
@@ -591,7 +598,10 @@ class Scheduler:
     async def _run_sample(self, sample: Sample) -> None:
         name = self._route_name(sample)
         route = self._routes[name]
-        committed = await asyncio.to_thread(self._store.progress, sample.id)
+        if sample.id in self._untouched:
+            committed = _NOTHING_COMMITTED
+        else:
+            committed = await asyncio.to_thread(self._store.progress, sample.id)
         objective = route.objective
         optimizer = SampleOptimizer(
             sample.id, route.loop, higher_is_better=objective.higher_is_better
@@ -628,7 +638,7 @@ class Scheduler:
             await self._commits.commit((sample.id, record, details, None))
         while not optimizer.done:
             await self._step(sample.id, route, optimizer, target, context)
-        await asyncio.to_thread(self._store.finish_sample, sample.id)
+        await self._commits.finish(sample.id)
 
     @staticmethod
     async def _first_candidates(

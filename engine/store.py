@@ -49,6 +49,7 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "RunStore",
+    "SampleEnd",
     "SampleProgress",
     "SampleRow",
     "StepCommit",
@@ -144,6 +145,8 @@ class SampleProgress:
 
 
 StepCommit = tuple[str, StepRecord, Sequence[Evaluation] | None, Usage | None]
+SampleEnd = tuple[str, str | None]
+"""A sample's end, for `RunStore.commit_steps`: its id and its error (None: done)."""
 """One step to commit: sample id, its record, the details of its new candidates, usage."""
 
 
@@ -510,9 +513,10 @@ class RunStore:
         """
         self.commit_steps([(sample_id, record, details, usage)])
 
-    def commit_steps(self, steps: Sequence[StepCommit]) -> None:
-        """Commit several samples' finished steps (`commit_step`'s arguments each) in one
-        transaction: all of them, or none."""
+    def commit_steps(self, steps: Sequence[StepCommit], ended: Sequence[SampleEnd] = ()) -> None:
+        """Commit several samples' finished steps (`commit_step`'s arguments each), then
+        the ends of the `ended` samples (`finish_sample`'s), in one transaction: all of
+        them, or none."""
         now = time.time()
         writes = []  # (step row, candidate rows, sample update), built before the lock
         for sample_id, record, details, usage in steps:
@@ -539,6 +543,10 @@ class RunStore:
             )
             update = (RUNNING, record.step, text, score, now, sample_id)
             writes.append((record.step == 0, step_row, rows, update))
+        ends = [
+            (FAILED, _printable(error), now, sid) if error is not None else (DONE, None, now, sid)
+            for sid, error in ended
+        ]
         with self._lock, self._transaction():
             for initial, step_row, rows, update in writes:
                 self._db.execute(
@@ -556,15 +564,14 @@ class RunStore:
                     "best_score = ?, error = NULL, updated_at = ? WHERE id = ?",
                     update,
                 )
+            self._db.executemany(
+                "UPDATE samples SET status = ?, error = ?, updated_at = ? WHERE id = ?",
+                ends,
+            )
 
     def finish_sample(self, sample_id: str, *, error: str | None = None) -> None:
         """Mark a sample done, or failed with its reason."""
-        status = DONE if error is None else FAILED
-        with self._lock, self._transaction():
-            self._db.execute(
-                "UPDATE samples SET status = ?, error = ?, updated_at = ? WHERE id = ?",
-                (status, None if error is None else _printable(error), time.time(), sample_id),
-            )
+        self.commit_steps((), [(sample_id, error)])
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

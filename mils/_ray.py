@@ -50,6 +50,7 @@ from mils.engine.store import (
     DONE,
     FAILED,
     RunStore,
+    SampleEnd,
     SampleProgress,
     SampleRow,
     StepCommit,
@@ -146,25 +147,25 @@ class _StoreServer:
     def progress(self, sample_id: str) -> SampleProgress:
         return self._store.progress(sample_id)
 
-    def commit_steps(self, fence: tuple[int, int] | None, steps: Sequence[StepCommit]) -> None:
-        """Commit a worker's finished steps in one transaction (group commit)."""
-        if not self._current(fence, steps[0][0]):
+    def commit_steps(
+        self,
+        fence: tuple[int, int] | None,
+        steps: Sequence[StepCommit],
+        ended: Sequence[SampleEnd],
+    ) -> None:
+        """Commit a worker's finished steps and sample ends in one transaction (group
+        commit)."""
+        if not self._current(fence, steps[0][0] if steps else ended[0][0]):
             return
-        self._store.commit_steps(steps)
+        self._store.commit_steps(steps, ended)
         for sample_id, record, _, _ in steps:
             if record.step > 0:  # step 0 (the initial pool's result) is not a step taken
                 score, text = record.best
                 self._events.append(
                     StepCommitted(sample_id, record.step, text, score, len(record.new))
                 )
-
-    def finish_sample(
-        self, fence: tuple[int, int] | None, sample_id: str, error: str | None
-    ) -> None:
-        if not self._current(fence, sample_id):
-            return
-        self._store.finish_sample(sample_id, error=error)
-        self._events.append(SampleFinished(sample_id, DONE if error is None else FAILED, error))
+        for sample_id, error in ended:
+            self._events.append(SampleFinished(sample_id, DONE if error is None else FAILED, error))
 
     def take_events(self) -> tuple[list[Event], int]:
         """The events since the last call, and how many shard restarts there were."""
@@ -220,13 +221,10 @@ class RemoteStore:
     def progress(self, sample_id: str) -> SampleProgress:
         return cast(SampleProgress, self._call("progress", sample_id))
 
-    def commit_steps(self, steps: Sequence[StepCommit]) -> None:
-        """Commit a group of steps (the scheduler's `GroupCommit` gathers them) through the
-        store actor: one call, one transaction."""
-        self._call("commit_steps", self._fence, steps)
-
-    def finish_sample(self, sample_id: str, *, error: str | None = None) -> None:
-        self._call("finish_sample", self._fence, sample_id, error)
+    def commit_steps(self, steps: Sequence[StepCommit], ended: Sequence[SampleEnd] = ()) -> None:
+        """Commit a group of steps and sample ends (the scheduler's `GroupCommit` gathers
+        them) through the store actor: one call, one transaction."""
+        self._call("commit_steps", self._fence, steps, ended)
 
     def result(self, sample_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self._call("result", sample_id))

@@ -1,5 +1,5 @@
-"""Group commit: steps that finish together are written together, each exactly once; a
-failed group raises in each of its committers and the next group goes on."""
+"""Group commit: steps and sample ends that finish together are written together, each
+exactly once; a failed group raises in each of its committers and the next group goes on."""
 
 from __future__ import annotations
 
@@ -19,13 +19,15 @@ class SlowStore:
 
     def __init__(self) -> None:
         self.groups: list[list[Any]] = []
+        self.ends: list[list[Any]] = []
         self.gate = threading.Event()
 
-    def commit_steps(self, steps: Sequence[Any]) -> None:
+    def commit_steps(self, steps: Sequence[Any], ended: Sequence[Any] = ()) -> None:
         assert self.gate.wait(5)
         if -1 in steps:
             raise StoreError("disk full")
         self.groups.append(list(steps))
+        self.ends.append(list(ended))
 
 
 async def test_steps_finishing_together_are_committed_together_each_once() -> None:
@@ -68,3 +70,20 @@ async def test_a_cancelled_committers_step_is_still_written_and_drain_waits_for_
     asyncio.get_running_loop().call_later(0.05, store.gate.set)
     await commits.drain()
     assert store.groups == [[1]]
+
+
+async def test_sample_ends_go_in_the_group_with_the_steps_that_gathered() -> None:
+    store = SlowStore()
+    commits = GroupCommit(store.commit_steps)
+    first = asyncio.create_task(commits.commit(0))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    gathered = [
+        asyncio.create_task(commits.finish("a")),
+        asyncio.create_task(commits.commit(1)),  # type: ignore[arg-type]
+        asyncio.create_task(commits.finish("b", error="b.png: not an image")),
+    ]
+    await asyncio.sleep(0.05)
+    store.gate.set()
+    await asyncio.gather(first, *gathered)
+    assert store.groups == [[0], [1]]
+    assert store.ends == [[], [("a", None), ("b", "b.png: not an image")]]

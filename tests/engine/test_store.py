@@ -100,3 +100,14 @@ def test_config_and_pool_are_saved(store: RunStore) -> None:
     """The run carries what it needs to resume."""
     assert store.config() == {"format": "mils-run", "task": "t"}
     assert store.pool() == ["p1", "p2"]
+
+
+def test_steps_and_sample_ends_commit_in_one_transaction(store: RunStore) -> None:
+    """A group holding a step and the end of another sample writes both or neither."""
+    store.commit_steps([("a", record(1), None, None)], [("b", "b.png: not an image")])
+    rows = {row.id: row for row in store.samples()}
+    assert (rows["a"].status, rows["a"].steps_done) == ("running", 1)
+    assert (rows["b"].status, rows["b"].error) == ("failed", "b.png: not an image")
+    with pytest.raises(StoreError):  # step 1 of "a" again: the whole group is refused
+        store.commit_steps([("a", record(1), None, None)], [("b", None)])
+    assert {row.id: row.status for row in store.samples()}["b"] == "failed"
