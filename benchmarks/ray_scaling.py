@@ -178,6 +178,13 @@ class RayNode:
                 raise RuntimeError(f"the Ray node did not start ({self.log_path}):\n{tail}")
             time.sleep(0.2)
 
+    def kill(self) -> None:
+        """The node dies whole: every process of its session SIGKILLed at once (its
+        workers run in process groups of their own)."""
+        for pid in _session_processes(self.session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def __exit__(self, *exc_info: object) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:

@@ -2,7 +2,8 @@
 each a `ray start --block` process on loopback with 2 CPUs. The shard workers run the
 engine against real servers (llama.cpp or the load-model LLM server, the local stack's
 Triton) and commit through one store actor to one run directory; a worker killed mid-run
-is restarted and its samples continue from their last committed step."""
+or a whole node killed mid-run is restarted and its samples continue from their last
+committed step."""
 
 from __future__ import annotations
 
@@ -192,6 +193,47 @@ def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
         assert driver.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     assert killed_at < len(ids) * steps  # the kill came before the end
     assert_complete(run, ids, steps)
+    restarts = [e for e in log_events(run) if e["event"] == "ray_worker_restarted"]
+    assert restarts, "no restart logged"
+
+
+@pytest.fixture
+def doomed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RayNode]]:
+    """A two-node cluster of its own, for a test that kills its second node: the head's
+    address, the second node."""
+    logs = tmp_path_factory.mktemp("ray-doomed")
+    with (
+        RayNode(logs, NODE_CPUS) as head,
+        RayNode(logs, NODE_CPUS, join=head.address) as node,
+    ):
+        deadline = time.monotonic() + 60
+        while _nodes_alive(head.address) < 2:
+            assert time.monotonic() < deadline, "the second Ray node did not join"
+        yield head.address, node
+
+
+def test_a_node_that_dies_mid_run_has_its_worker_restarted_on_another(
+    doomed_cluster: tuple[str, RayNode],
+    local_triton: TritonServer,
+    slow_llm: LoadLLMServer,
+    tmp_path: Path,
+) -> None:
+    """Eight scenes x 6 steps on 2 workers, one on each node; once 10 steps are committed
+    the second node dies whole (its raylet, object store and worker processes SIGKILLed).
+    Ray restarts that node's worker on the head, and the run ends with every sample done,
+    each step committed exactly once."""
+    address, node = doomed_cluster
+    steps, run = 6, tmp_path / "run"
+    ids, args = slow_caption(tmp_path, local_triton, slow_llm, address, steps)
+    with driving(args, tmp_path, run, until_steps=10) as driver:
+        (placed,) = [e["workers"] for e in log_events(run) if e["event"] == "ray_workers"]
+        assert len({w["node"] for w in placed}) == 2, placed
+        node.kill()
+        killed_at = _steps_committed(run)
+        assert driver.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+    assert killed_at < len(ids) * steps
+    assert_complete(run, ids, steps)
+    assert _nodes_alive(address) == 1  # the node stayed dead: the head did the rest
     restarts = [e for e in log_events(run) if e["event"] == "ray_worker_restarted"]
     assert restarts, "no restart logged"
 
