@@ -196,6 +196,12 @@ class EndpointRate:
         if self._tokens is not None:
             self._tokens.draw(tokens - reservation.tokens, now)
 
+    def configure(self, limits: RateLimits, now: float) -> None:
+        """Take new configured limits (the run's share of the endpoint changed); the
+        buckets keep what they hold."""
+        self._limits = limits
+        self._apply(now)
+
     def learn(self, said: ProviderLimits, now: float) -> None:
         """Adopt the limits a reply's headers state (per minute; the lower of option and
         learned is in force), and wait out a limit the reply says is spent."""

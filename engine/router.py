@@ -32,10 +32,10 @@ import asyncio
 import datetime
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mils.engine.config import DEFAULT_COOLDOWN_S, DEFAULT_MAX_RATE_LIMIT_WAIT_S
+from mils.engine.config import DEFAULT_COOLDOWN_S, DEFAULT_MAX_RATE_LIMIT_WAIT_S, RateLimits
 from mils.engine.errors import ConfigError, EndpointUnavailable, RateLimitExceeded
 from mils.engine.limiter import EndpointLimiter, LimiterStatistics
 from mils.engine.logs import get_logger
@@ -264,6 +264,12 @@ class GeneratorRouter:
         # The request that probes it after the cool-down decides alone: one more failure
         # cools it again, for twice as long.
         endpoint.consecutive_failures = self._failures_to_cool - 1
+
+    def reshare(self, limit: int | None, rates: Mapping[str, RateLimits]) -> None:
+        """Take a new share of every endpoint (`EndpointLimiter.reshare`): a fixed `limit`,
+        and the configured rates of the endpoints `rates` names."""
+        for endpoint in self._endpoints:
+            endpoint.limiter.reshare(limit, rates.get(endpoint.generator.endpoint))
 
     def statistics(self) -> list[LimiterStatistics]:
         return [e.limiter.statistics() for e in self._endpoints]

@@ -44,7 +44,7 @@ import structlog
 
 from mils.engine._collector import collector_tuned
 from mils.engine.commits import GroupCommit
-from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
+from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig, RateLimits
 from mils.engine.errors import ConfigError, InputError, MilsError, RequestRefused, StoreError
 from mils.engine.limiter import LimiterStatistics
 from mils.engine.logs import get_logger
@@ -312,6 +312,8 @@ class Scheduler:
         self._stopping = False
         self._pool_ready: dict[str, asyncio.Task[None]] = {}
         self._untouched: set[str] = set()
+        self._window: asyncio.Semaphore | None = None
+        """Slots for samples in flight, while `_run_all` runs."""
         """Samples with nothing committed when the run started: no progress to read."""
 
     async def run(
@@ -502,8 +504,23 @@ class Scheduler:
         faults["429"] += sum(stat.rate_limited for stat in self._router.statistics())
         return +faults  # drops the zero
 
+    def reshare(self, concurrency: ConcurrencyConfig, rates: Mapping[str, RateLimits]) -> None:
+        """Take a larger share of the samples window and of the endpoints: a fixed
+        generator limit, and the configured rates of the endpoints `rates` names. On Ray,
+        the actors still running take over the share of one whose shard has ended. The
+        window only grows."""
+        grow = concurrency.samples_in_flight - self._concurrency.samples_in_flight
+        if grow > 0:
+            self._concurrency = replace(
+                self._concurrency, samples_in_flight=concurrency.samples_in_flight
+            )
+            if self._window is not None:
+                for _ in range(grow):
+                    self._window.release()
+        self._router.reshare(concurrency.generator_in_flight, rates)
+
     async def _run_all(self, samples: Sequence[Sample]) -> None:
-        window = asyncio.Semaphore(self._concurrency.samples_in_flight)
+        window = self._window = asyncio.Semaphore(self._concurrency.samples_in_flight)
         self._tasks = {}
         self._launching, self._running = True, 0
         async with asyncio.TaskGroup() as group:

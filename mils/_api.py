@@ -55,6 +55,7 @@ from mils.engine import (
     MediaReader,
     MediaScorer,
     MilsError,
+    RateLimits,
     Renderer,
     RequestObserver,
     RetryConfig,
@@ -871,6 +872,18 @@ class Run:
     def statistics(self) -> RunStatistics:
         """A snapshot of the run's progress (samples, steps, requests in flight)."""
         return self._opened().scheduler.statistics()
+
+    def _reshare(self, config: RunConfig) -> None:
+        """Take `config`'s (larger) share of the samples window, a fixed generator limit
+        and each endpoint's rpm/tpm: a Ray shard worker's, when other shards have ended."""
+        live = self._live
+        if live is None or not isinstance(live.scheduler, Scheduler):
+            return
+        rates = {
+            g.endpoint: RateLimits(rpm=g.rpm, tpm=g.tpm, max_tokens=g.max_tokens)
+            for g in config.generator
+        }
+        live.scheduler.reshare(config.concurrency, rates)
 
     @property
     def metrics_url(self) -> str | None:

@@ -256,6 +256,8 @@ class _ShardWorker:
         configure_logging(console_level="warning")
         self._run: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._config: RunConfig | None = None
+        self._usage = Usage()
 
     def run(
         self,
@@ -265,9 +267,12 @@ class _ShardWorker:
         ids: frozenset[str],
         usage: Usage,
         config: RunConfig,
+        width: int,
         tasks: dict[str, Task],
         secrets: dict[str, str],
     ) -> RunSummary:
+        """Run shard number `shard` (the samples `ids`) under a 1/`width` share of the
+        run's limits (`config` is the whole run's), from the store actor `store`."""
         from mils._api import Run, _Parts  # the core of a run in one process
 
         # Endpoint keys arrive as call arguments (Ray logs a runtime_env's variables).
@@ -275,8 +280,10 @@ class _ShardWorker:
         epoch = _ray().get(store.claim.remote(shard))
         view = RemoteStore(store, Path(run_dir), shard=ids, fence=(shard, epoch), usage=usage)
         task = next(iter(tasks.values()))
+        self._config, self._usage = config, usage
+        share = shared(config, width, usage)
         run = Run(
-            Path(run_dir), lambda: cast(RunStore, view), task, config, _Parts(), None, tasks=tasks
+            Path(run_dir), lambda: cast(RunStore, view), task, share, _Parts(), None, tasks=tasks
         )
 
         async def to_end() -> RunSummary:
@@ -296,6 +303,24 @@ class _ShardWorker:
     def cancel(self, sample_id: str | None) -> None:
         if self._run is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._run.cancel, sample_id)
+
+    def reshare(self, width: int) -> int | None:
+        """Take a 1/`width` share of the run's samples window, fixed generator limit and
+        rpm/tpm (shards have ended: `width` are left; the budget's share stays). Returns
+        the generator limit in force then; None when the shard's run is not going."""
+        run, loop, config = self._run, self._loop, self._config
+        if run is None or loop is None or config is None:
+            return None
+        share = shared(config, width, self._usage)
+
+        async def take() -> int:
+            run._reshare(share)
+            return cast(int, run.statistics().generator_limit)
+
+        try:
+            return asyncio.run_coroutine_threadsafe(take(), loop).result(timeout=30)
+        except (RuntimeError, MilsError, TimeoutError):  # the run ended meanwhile
+            return None
 
     def where(self) -> tuple[str, int]:
         """The worker's node id and process id."""
@@ -418,7 +443,6 @@ class RayScheduler:
             return await self._summary([], len(finished))
         width = min(self._cluster.width(), len(todo))
         shards = [todo[i::width] for i in range(width)]
-        config = shared(self._config, width, spent)
         log.info("ray_run_started", samples=len(todo), actors=width)
         self._workers = [self._cluster.worker() for _ in shards]
         for index, shard in enumerate(shards):
@@ -430,7 +454,8 @@ class RayScheduler:
                 str(self._store.run_dir),
                 frozenset(shard),
                 spent,
-                config,
+                self._config,
+                width,
                 self._tasks,
                 {name: os.environ[name] for name in self._secrets if name in os.environ},
             )
@@ -444,9 +469,13 @@ class RayScheduler:
             ],
         )
         poller = asyncio.create_task(self._poll())
+        outcomes = [asyncio.ensure_future(_awaited(ref)) for ref in refs]
         try:
-            summaries = await asyncio.gather(*(_awaited(ref) for ref in refs))
+            await self._reshare_as_shards_end(outcomes)
+            summaries = [outcome.result() for outcome in outcomes]
         finally:
+            for outcome in outcomes:
+                outcome.cancel()
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
@@ -457,6 +486,30 @@ class RayScheduler:
             if sample_id not in self._ended:
                 self._emit(SampleFinished(sample_id, CANCELLED))
         return await self._summary(summaries, len(finished))
+
+    async def _reshare_as_shards_end(self, outcomes: Sequence[asyncio.Future[Any]]) -> None:
+        """Wait for every shard; as shards end, the workers still running share the run's
+        limits among themselves (an ended shard's share is not left idle). The first
+        shard to fail raises, as before."""
+        running = set(outcomes)
+        while running:
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for outcome in done:
+                outcome.result()
+            if running:
+                left = [self._workers[outcomes.index(o)] for o in running]
+                limits = await asyncio.gather(
+                    *(
+                        _awaited(w.reshare.options(max_task_retries=0).remote(len(left)))
+                        for w in left
+                    ),
+                    return_exceptions=True,  # a worker restarting keeps its first share
+                )
+                log.info(
+                    "ray_shares_grown",
+                    actors=len(left),
+                    generator_limits=[x if isinstance(x, int) else None for x in limits],
+                )
 
     async def _summary(self, summaries: Sequence[RunSummary], skipped: int) -> RunSummary:
         """The run's summary: samples, steps and usage as the store committed them (a

@@ -71,6 +71,37 @@ async def test_fixed_limit_caps_requests_in_flight() -> None:
     assert limiter.statistics().completed == 20
 
 
+async def test_a_larger_share_lets_waiting_requests_go_at_once() -> None:
+    """A fixed limit of 1 with three requests waiting behind the first: resharing it to 3
+    sends two more at once; the rate configured comes into force; an adaptive limiter
+    keeps adapting."""
+    limiter = EndpointLimiter("e", 1)
+    release = asyncio.Event()
+    running = 0
+
+    async def request() -> None:
+        nonlocal running
+        async with limiter.slot():
+            running += 1
+            await release.wait()
+
+    tasks = [asyncio.create_task(request()) for _ in range(4)]
+    await asyncio.sleep(0.01)
+    assert running == 1 and limiter.statistics().waiting == 3
+    limiter.reshare(3, None)
+    await asyncio.sleep(0.01)
+    assert running == 3 and limiter.limit == 3
+    assert limiter.statistics().rate is None
+    limiter.reshare(None, RateLimits(rpm=600))
+    rate = limiter.statistics().rate
+    assert rate is not None and rate.rpm == 600 and limiter.limit == 3
+    release.set()
+    await asyncio.gather(*tasks)
+    adaptive = EndpointLimiter("a", None, initial=8)
+    adaptive.reshare(3, None)
+    assert adaptive.limit == 8 and adaptive.statistics().adaptive
+
+
 async def test_overload_error_shrinks_an_adaptive_limiter() -> None:
     """A 429 inside a slot halves the adaptive limit and is re-raised."""
     limiter = EndpointLimiter("e", None, initial=8)
