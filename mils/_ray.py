@@ -425,6 +425,7 @@ class RayScheduler:
         self._spent_before = Usage()
         self.restarts = 0
         """Shard workers restarted after dying, so far."""
+        self._collecting: asyncio.Future[None] | None = None
 
     async def run(
         self, samples: Sequence[Sample], pools: Mapping[str, Sequence[str]]
@@ -562,6 +563,16 @@ class RayScheduler:
             self._stats = [a for a in answers if isinstance(a, RunStatistics)]
 
     async def _collect(self) -> None:
+        """Take the store actor's new events and pass them on. The events a call has taken
+        are passed on even when its caller is cancelled meanwhile (the poller, at the end
+        of a run): the taking runs in a task of its own, which the next call waits for."""
+        if self._collecting is not None:
+            with contextlib.suppress(Exception):  # a failed taking lost its own events only
+                await asyncio.shield(self._collecting)
+        self._collecting = asyncio.ensure_future(self._take_events())
+        await asyncio.shield(self._collecting)
+
+    async def _take_events(self) -> None:
         events, restarts = await _awaited(self._store.actor.take_events.remote())
         if restarts > self.restarts:
             log.warning("ray_worker_restarted", restarts=restarts)
