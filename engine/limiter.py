@@ -269,14 +269,14 @@ class EndpointLimiter:
             self._completed += 1
             self._wake()
 
-    def reshare(self, limit: int | None, rate: RateLimits | None) -> None:
+    def reshare(self, limit: int | None, rate: RateLimits | None, share: float = 1.0) -> None:
         """Take a new share of the endpoint: a fixed `limit` (an adaptive limit keeps
-        adapting; None keeps the fixed one) and the configured `rate` (None keeps it). On
-        Ray, the actors still running take over the share of one whose shard has ended."""
+        adapting; None keeps the fixed one), the configured `rate` (None keeps it) and the
+        `share` of the limits its replies state. On Ray, each actor takes 1/N, and the
+        actors still running take over the share of one whose shard has ended."""
         if self._fixed is not None and limit is not None:
             self._fixed = limit
-        if rate is not None:
-            self._rate.configure(rate, time.monotonic())
+        self._rate.configure(rate or self._rate.limits, share, time.monotonic())
         self._wake()
 
     def settle(

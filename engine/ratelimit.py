@@ -40,6 +40,7 @@ The asyncio side (waiting in turn, never holding an in-flight slot while waiting
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mils.engine.config import RateLimits
@@ -140,12 +141,20 @@ class EndpointRate:
 
     def __init__(self, limits: RateLimits) -> None:
         self._limits = limits
+        self._share = 1.0
+        """The part of the provider's limits this run may use (a Ray actor's 1/N): limits
+        learned from headers are the whole account's."""
         self._learned_rpm: int | None = None
         self._learned_tpm: int | None = None
         self._requests: TokenBucket | None = None
         self._tokens: TokenBucket | None = None
         self._completion_mean: float | None = None
         self._apply(None)
+
+    @property
+    def limits(self) -> RateLimits:
+        """The configured limits."""
+        return self._limits
 
     @property
     def limited(self) -> bool:
@@ -196,11 +205,14 @@ class EndpointRate:
         if self._tokens is not None:
             self._tokens.draw(tokens - reservation.tokens, now)
 
-    def configure(self, limits: RateLimits, now: float) -> None:
-        """Take new configured limits (the run's share of the endpoint changed); the
-        buckets keep what they hold."""
-        self._limits = limits
+    def configure(self, limits: RateLimits, share: float, now: float) -> None:
+        """Take new configured limits and a new `share` of learned ones (the run's share of
+        the endpoint changed); the buckets keep what they hold."""
+        self._limits, self._share = limits, share
         self._apply(now)
+
+    def _learned(self, learned: int | None) -> int | None:
+        return None if learned is None else max(1, math.floor(learned * self._share))
 
     def learn(self, said: ProviderLimits, now: float) -> None:
         """Adopt the limits a reply's headers state (per minute; the lower of option and
@@ -221,14 +233,14 @@ class EndpointRate:
 
     def _apply(self, now: float | None) -> None:
         """(Re)build the buckets for the limits in force, keeping what they hold."""
-        rpm, _ = _per_minute(self._limits.rpm, self._learned_rpm)
-        tpm, _ = _per_minute(self._limits.tpm, self._learned_tpm)
+        rpm, _ = _per_minute(self._limits.rpm, self._learned(self._learned_rpm))
+        tpm, _ = _per_minute(self._limits.tpm, self._learned(self._learned_tpm))
         self._requests = _bucket(self._requests, rpm, unit=1.0, now=now)
         self._tokens = _bucket(self._tokens, tpm, unit=0.0, now=now)
 
     def statistics(self) -> RateStatistics:
-        rpm, rpm_learned = _per_minute(self._limits.rpm, self._learned_rpm)
-        tpm, tpm_learned = _per_minute(self._limits.tpm, self._learned_tpm)
+        rpm, rpm_learned = _per_minute(self._limits.rpm, self._learned(self._learned_rpm))
+        tpm, tpm_learned = _per_minute(self._limits.tpm, self._learned(self._learned_tpm))
         return RateStatistics(
             rpm=rpm,
             tpm=tpm,

@@ -265,11 +265,13 @@ class GeneratorRouter:
         # cools it again, for twice as long.
         endpoint.consecutive_failures = self._failures_to_cool - 1
 
-    def reshare(self, limit: int | None, rates: Mapping[str, RateLimits]) -> None:
+    def reshare(
+        self, limit: int | None, rates: Mapping[str, RateLimits], share: float = 1.0
+    ) -> None:
         """Take a new share of every endpoint (`EndpointLimiter.reshare`): a fixed `limit`,
-        and the configured rates of the endpoints `rates` names."""
+        the configured rates of the endpoints `rates` names, `share` of learned limits."""
         for endpoint in self._endpoints:
-            endpoint.limiter.reshare(limit, rates.get(endpoint.generator.endpoint))
+            endpoint.limiter.reshare(limit, rates.get(endpoint.generator.endpoint), share)
 
     def statistics(self) -> list[LimiterStatistics]:
         return [e.limiter.statistics() for e in self._endpoints]

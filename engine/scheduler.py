@@ -504,11 +504,17 @@ class Scheduler:
         faults["429"] += sum(stat.rate_limited for stat in self._router.statistics())
         return +faults  # drops the zero
 
-    def reshare(self, concurrency: ConcurrencyConfig, rates: Mapping[str, RateLimits]) -> None:
-        """Take a larger share of the samples window and of the endpoints: a fixed
-        generator limit, and the configured rates of the endpoints `rates` names. On Ray,
-        the actors still running take over the share of one whose shard has ended. The
-        window only grows."""
+    def reshare(
+        self,
+        concurrency: ConcurrencyConfig,
+        rates: Mapping[str, RateLimits],
+        share: float = 1.0,
+    ) -> None:
+        """Take a share of the samples window and of the endpoints: a fixed generator
+        limit, the configured rates of the endpoints `rates` names, and `share` of the
+        limits the endpoints' replies state. On Ray, each actor takes 1/N, and the actors
+        still running take over the share of one whose shard has ended. The window only
+        grows."""
         grow = concurrency.samples_in_flight - self._concurrency.samples_in_flight
         if grow > 0:
             self._concurrency = replace(
@@ -517,7 +523,7 @@ class Scheduler:
             if self._window is not None:
                 for _ in range(grow):
                     self._window.release()
-        self._router.reshare(concurrency.generator_in_flight, rates)
+        self._router.reshare(concurrency.generator_in_flight, rates, share)
 
     async def _run_all(self, samples: Sequence[Sample]) -> None:
         window = self._window = asyncio.Semaphore(self._concurrency.samples_in_flight)

@@ -290,6 +290,7 @@ class _ShardWorker:
             self._loop = asyncio.get_running_loop()
             async with run:
                 self._run = run
+                run._reshare(share, 1 / width)  # learned limits are the provider's, for all
                 return await run.wait()
 
         return asyncio.run(to_end())
@@ -314,7 +315,7 @@ class _ShardWorker:
         share = shared(config, width, self._usage)
 
         async def take() -> int:
-            run._reshare(share)
+            run._reshare(share, 1 / width)
             return cast(int, run.statistics().generator_limit)
 
         try:

@@ -112,3 +112,15 @@ def test_limits_below_one_are_refused_by_name(field: str) -> None:
     """A limit of 0 is a ConfigError naming the parameter (unset means no limit)."""
     with pytest.raises(ConfigError, match=f"`{field}`"):
         RateLimits(**{field: 0})
+
+
+def test_a_share_of_the_endpoint_takes_its_share_of_learned_limits() -> None:
+    """A Ray actor with a quarter of the endpoint: headers stating the account's 600 a
+    minute pace it at 150; a larger share (a shard ended) raises that at once."""
+    rate = EndpointRate(RateLimits())
+    rate.configure(RateLimits(), 0.25, 0.0)
+    rate.learn(ProviderLimits(requests=600, tokens=100_000), 0.0)
+    stats = rate.statistics()
+    assert (stats.rpm, stats.rpm_learned, stats.tpm) == (150, True, 25_000)
+    rate.configure(RateLimits(rpm=200), 0.5, 1.0)
+    assert (rate.statistics().rpm, rate.statistics().tpm) == (200, 50_000)
