@@ -276,7 +276,7 @@ class EndpointLimiter:
         actors still running take over the share of one whose shard has ended."""
         if self._fixed is not None and limit is not None:
             self._fixed = limit
-        self._rate.configure(rate or self._rate.limits, share, time.monotonic())
+        self._rate.configure(rate, share, time.monotonic())
         self._wake()
 
     def settle(

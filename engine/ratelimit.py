@@ -152,11 +152,6 @@ class EndpointRate:
         self._apply(None)
 
     @property
-    def limits(self) -> RateLimits:
-        """The configured limits."""
-        return self._limits
-
-    @property
     def limited(self) -> bool:
         """Whether any limit is in force (else requests need not wait here)."""
         return self._requests is not None or self._tokens is not None
@@ -205,10 +200,10 @@ class EndpointRate:
         if self._tokens is not None:
             self._tokens.draw(tokens - reservation.tokens, now)
 
-    def configure(self, limits: RateLimits, share: float, now: float) -> None:
-        """Take new configured limits and a new `share` of learned ones (the run's share of
-        the endpoint changed); the buckets keep what they hold."""
-        self._limits, self._share = limits, share
+    def configure(self, limits: RateLimits | None, share: float, now: float) -> None:
+        """Take new configured limits (None keeps them) and a new `share` of learned ones
+        (the run's share of the endpoint changed); the buckets keep what they hold."""
+        self._limits, self._share = limits or self._limits, share
         self._apply(now)
 
     def _learned(self, learned: int | None) -> int | None:

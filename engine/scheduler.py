@@ -312,9 +312,9 @@ class Scheduler:
         self._stopping = False
         self._pool_ready: dict[str, asyncio.Task[None]] = {}
         self._untouched: set[str] = set()
+        """Samples with nothing committed when the run started: no progress to read."""
         self._window: asyncio.Semaphore | None = None
         """Slots for samples in flight, while `_run_all` runs."""
-        """Samples with nothing committed when the run started: no progress to read."""
 
     async def run(
         self, samples: Sequence[Sample], pools: Mapping[str, Sequence[str]]

@@ -290,7 +290,7 @@ class _ShardWorker:
             self._loop = asyncio.get_running_loop()
             async with run:
                 self._run = run
-                run._reshare(share, 1 / width)  # learned limits are the provider's, for all
+                self._take_share(width)  # learned limits are the provider's, for all
                 return await run.wait()
 
         return asyncio.run(to_end())
@@ -309,19 +309,23 @@ class _ShardWorker:
         """Take a 1/`width` share of the run's samples window, fixed generator limit and
         rpm/tpm (shards have ended: `width` are left; the budget's share stays). Returns
         the generator limit in force then; None when the shard's run is not going."""
-        run, loop, config = self._run, self._loop, self._config
-        if run is None or loop is None or config is None:
+        if self._run is None or self._loop is None:
             return None
-        share = shared(config, width, self._usage)
 
         async def take() -> int:
-            run._reshare(share, 1 / width)
-            return cast(int, run.statistics().generator_limit)
+            return self._take_share(width)
 
         try:
-            return asyncio.run_coroutine_threadsafe(take(), loop).result(timeout=30)
+            return asyncio.run_coroutine_threadsafe(take(), self._loop).result(timeout=30)
         except (RuntimeError, MilsError, TimeoutError):  # the run ended meanwhile
             return None
+
+    def _take_share(self, width: int) -> int:
+        """Apply a 1/`width` share to the running shard (on its loop); the generator limit
+        then in force."""
+        assert self._config is not None
+        self._run._reshare(shared(self._config, width, self._usage), 1 / width)
+        return cast(int, self._run.statistics().generator_limit)
 
     def where(self) -> tuple[str, int]:
         """The worker's node id and process id."""
@@ -493,13 +497,14 @@ class RayScheduler:
         """Wait for every shard; as shards end, the workers still running share the run's
         limits among themselves (an ended shard's share is not left idle). The first
         shard to fail raises, as before."""
+        worker_of = dict(zip(outcomes, self._workers, strict=True))
         running = set(outcomes)
         while running:
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for outcome in done:
                 outcome.result()
             if running:
-                left = [self._workers[outcomes.index(o)] for o in running]
+                left = [worker_of[outcome] for outcome in running]
                 limits = await asyncio.gather(
                     *(
                         _awaited(w.reshare.options(max_task_retries=0).remote(len(left)))
