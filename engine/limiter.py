@@ -11,11 +11,15 @@ window of requests it estimates how many requests are queued at the server,
 and raises the limit while fewer than `alpha` are queued, lowers it when more than `beta`
 are, so the server stays saturated with a short queue. The limit changes at most once per
 window of `limit` completions (about one round trip), so each change is judged by latencies
-measured under it; it doubles per window until the first sign of queueing (slow start),
-then moves by steps. Overload signals halve it at once, once per round: the overloads of
-requests sent before the last cut (a burst of 429s from requests already in flight) say
-nothing about the new limit, as in TCP's one cut per window. A 429 or a timeout is an
-overload signal by itself; a server error (5xx, a refused connection) only when such
+measured under it. It starts high (`DEFAULT_INITIAL_LIMIT`) and grows 4x per window until
+the first sign of queueing (slow start); then it drops at once to the rate the server was
+seen to serve (the mean in flight times `rtt_noload / rtt`, plus `alpha`) and moves by steps
+from there. The no-load latency of the first window is the mean of its requests answered
+within twice the fastest one: when the start is above the server's capacity, those are the
+requests served without queueing. Overload signals halve it at once, once per round: the
+overloads of requests sent before the last cut (a burst of 429s from requests already in
+flight) say nothing about the new limit, as in TCP's one cut per window. A 429 or a timeout
+is an overload signal by itself; a server error (5xx, a refused connection) only when such
 errors are a large share of recent requests (`ERROR_SHARE` of a moving average over about
 `ERROR_MEMORY` requests): an overloaded server fails most requests, while a server with
 sporadic faults (a few percent of 500s) is not made slower by them.
@@ -38,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mils.engine.config import RateLimits
 from mils.engine.errors import EndpointUnavailable
@@ -47,12 +51,11 @@ from mils.engine.ratelimit import EndpointRate, RateStatistics, Reservation
 
 __all__ = ["AdaptiveLimit", "EndpointLimiter", "LimiterStatistics"]
 
-DEFAULT_INITIAL_LIMIT = 16
-"""Where the adaptive limit starts. Each doubling to a server's capacity costs a round trip
-at part of it (3-4% of a 5-second run on a 64-slot server, against a loop told the
-capacity), but a start above a server's capacity is worse: the first window's latencies,
-queued already, are then taken for the no-load latency (from 32, two 16-slot servers ran
-0.86-0.89x that loop instead of 1.04x)."""
+DEFAULT_INITIAL_LIMIT = 64
+"""Where the adaptive limit starts. Each growth to a server's capacity costs a round trip at
+part of it (from 16, 4% of a 5-second run on a 64-slot server, against a loop told the
+capacity); a start above the capacity costs the server nothing (it queues the excess) and
+is corrected after the first window."""
 DEFAULT_MAX_LIMIT = 512
 ERROR_SHARE = 0.3
 """Share of recent requests failing with server errors that counts as overload."""
@@ -78,30 +81,41 @@ class AdaptiveLimit:
     """Moving average of the share of requests failing with server errors."""
     _sum: float = 0.0
     _count: int = 0
+    _in_flight_sum: int = 0
     _saturated: bool = False
+    _first: list[float] = field(default_factory=list)
+    """The latencies of the window that learns `rtt_noload` first."""
 
     def on_success(self, latency: float, in_flight: int) -> None:
         """Record one completion; `in_flight` counts it and its peers still running."""
         self.error_share *= 1 - 1 / ERROR_MEMORY
         self._sum += latency
         self._count += 1
+        self._in_flight_sum += in_flight
+        if self.rtt_noload is None:
+            self._first.append(latency)
         # Only a limit that was actually used says anything about raising it.
         self._saturated |= in_flight >= self.limit - 1
         if self._count < max(self.limit, _MIN_WINDOW):
             return
         self.rtt = rtt = self._sum / self._count
-        saturated = self._saturated
-        self._reset_window()
-        if self.rtt_noload is None or rtt < self.rtt_noload or self.limit <= 1:
+        saturated, in_flight_mean = self._saturated, self._in_flight_sum / self._count
+        if self.rtt_noload is None:
+            self.rtt_noload = _unqueued_mean(self._first)
+        elif rtt < self.rtt_noload or self.limit <= 1:
             self.rtt_noload = rtt
+        self._reset_window()
         queued = self.limit * (1 - self.rtt_noload / rtt)
         log_limit = math.log10(max(self.limit, 10))
         alpha, beta = 3 * log_limit, 6 * log_limit
         if queued > beta:
-            self.slow_start = False
-            self.limit = max(self.limit - max(1.0, (queued - beta) / 2), 1.0)
+            if self.slow_start:  # drain the queue the last growth made, in one step
+                self.slow_start = False
+                self.limit = max(in_flight_mean * self.rtt_noload / rtt + alpha, 1.0)
+            else:
+                self.limit = max(self.limit - max(1.0, (queued - beta) / 2), 1.0)
         elif queued < alpha and saturated:
-            step = self.limit if self.slow_start else max(1.0, math.sqrt(self.limit) / 2)
+            step = 3 * self.limit if self.slow_start else max(1.0, math.sqrt(self.limit) / 2)
             self.limit = min(self.limit + step, self.max_limit)
 
     def on_error(self) -> bool:
@@ -116,7 +130,16 @@ class AdaptiveLimit:
         self._reset_window()
 
     def _reset_window(self) -> None:
-        self._sum, self._count, self._saturated = 0.0, 0, False
+        self._sum, self._count, self._in_flight_sum, self._saturated = 0.0, 0, 0, False
+        self._first.clear()
+
+
+def _unqueued_mean(latencies: list[float]) -> float:
+    """The mean latency of the requests answered within twice the fastest one: of a window
+    sent at once to a server that queues part of it, the part it served at once."""
+    fastest = min(latencies)
+    unqueued = [x for x in latencies if x <= 2 * fastest]
+    return sum(unqueued) / len(unqueued)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +198,9 @@ class EndpointLimiter:
         self._pacing = 0
         """Requests waiting for the rate."""
         self._fixed = limit
-        self._adaptive = AdaptiveLimit(limit=float(initial), max_limit=max_limit)
+        # Under a fixed limit, the adaptive one only measures latency (for routing), in
+        # windows of at most that limit.
+        self._adaptive = AdaptiveLimit(limit=float(limit or initial), max_limit=limit or max_limit)
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._in_flight = self._completed = self._overloads = self._peak = 0
         self._rate_limited = 0
@@ -275,7 +300,7 @@ class EndpointLimiter:
         `share` of the limits its replies state. On Ray, each actor takes 1/N, and the
         actors still running take over the share of one whose shard has ended."""
         if self._fixed is not None and limit is not None:
-            self._fixed = limit
+            self._fixed = self._adaptive.max_limit = limit
         self._rate.configure(rate, share, time.monotonic())
         self._wake()
 

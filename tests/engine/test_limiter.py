@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import random
 import time
@@ -14,7 +15,7 @@ import pytest
 from mils.engine import limiter as limiter_module
 from mils.engine.config import RateLimits
 from mils.engine.errors import EndpointUnavailable
-from mils.engine.limiter import AdaptiveLimit, EndpointLimiter
+from mils.engine.limiter import DEFAULT_INITIAL_LIMIT, AdaptiveLimit, EndpointLimiter
 
 
 def server_latency(in_flight: float, capacity: int, base: float = 1.0) -> float:
@@ -40,6 +41,48 @@ def test_adaptive_limit_tolerates_reply_length_noise() -> None:
         noise = 1.0 + rng.uniform(-0.3, 0.3)
         limit.on_success(server_latency(in_flight, 32) * noise, in_flight)
     assert limit.limit >= 32
+
+
+def fifo_server(
+    limit: AdaptiveLimit, capacity: int, completions: int, rng: random.Random | None = None
+) -> list[float]:
+    """Drive `limit` against a server of `capacity` slots that queues the rest (FIFO), with
+    every request answered replaced at once (a caller with work to spare), service times 1
+    (+-30% with `rng`). Returns the limit after each completion."""
+    clock, waiting, busy = 0.0, 0, []  # requests queued; (done at, sent at) of those served
+    sent: list[float] = []  # send times of the queued requests, oldest first
+    limits = []
+    for _ in range(completions):
+        while len(busy) + waiting < int(limit.limit):
+            sent.append(clock)
+            waiting += 1
+        while waiting and len(busy) < capacity:
+            waiting -= 1
+            service = 1.0 + (rng.uniform(-0.3, 0.3) if rng else 0.0)
+            heapq.heappush(busy, (clock + service, sent.pop(0)))
+        clock, started = heapq.heappop(busy)
+        limit.on_success(clock - started, len(busy) + waiting + 1)
+        limits.append(limit.limit)
+    return limits
+
+
+@pytest.mark.parametrize("capacity", [1, 4, 16, 64, 256])
+def test_a_fifo_server_of_any_capacity_is_saturated_with_a_short_queue(capacity: int) -> None:
+    """From the default start, above or below the server's capacity, the limit ends at the
+    capacity or just above it, and the drop after a start above it is one step."""
+    limit = AdaptiveLimit()
+    limits = fifo_server(limit, capacity, 60 * capacity + 2000, random.Random(capacity))
+    assert capacity <= limit.limit <= capacity * 1.25 + 12
+    if capacity < DEFAULT_INITIAL_LIMIT:
+        first_move = next(x for x in limits if x != DEFAULT_INITIAL_LIMIT)
+        assert first_move <= capacity * 2 + 12
+
+
+def test_slow_start_grows_fourfold_per_window() -> None:
+    """Below the server's capacity, each window of `limit` completions quadruples it."""
+    limit = AdaptiveLimit(limit=4)
+    limits = fifo_server(limit, 1000, 4 + 16 + 64)
+    assert (limits[3], limits[19], limits[83]) == (16, 64, 256)
 
 
 def test_overload_halves_and_unused_limit_does_not_grow() -> None:
