@@ -509,12 +509,16 @@ class Scheduler:
         concurrency: ConcurrencyConfig,
         rates: Mapping[str, RateLimits],
         share: float = 1.0,
+        budget: Budget | None = None,
     ) -> None:
         """Take a share of the samples window and of the endpoints: a fixed generator
         limit, the configured rates of the endpoints `rates` names, and `share` of the
-        limits the endpoints' replies state. On Ray, each actor takes 1/N, and the actors
+        limits the endpoints' replies state; and a new `budget` (None: keep it; a sample
+        the old one stopped stays stopped). On Ray, each actor takes 1/N, and the actors
         still running take over the share of one whose shard has ended. The window only
         grows."""
+        if budget is not None:
+            self._budget = budget
         grow = concurrency.samples_in_flight - self._concurrency.samples_in_flight
         if grow > 0:
             self._concurrency = replace(

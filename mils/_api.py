@@ -873,10 +873,11 @@ class Run:
         """A snapshot of the run's progress (samples, steps, requests in flight)."""
         return self._opened().scheduler.statistics()
 
-    def _reshare(self, config: RunConfig, share: float) -> None:
+    def _reshare(self, config: RunConfig, share: float, budget: Budget | None = None) -> None:
         """Take `config`'s share of the samples window, a fixed generator limit and each
-        endpoint's rpm/tpm, and `share` of the limits the endpoints' replies state: a Ray
-        shard worker's, at its start and when other shards have ended."""
+        endpoint's rpm/tpm, `share` of the limits the endpoints' replies state, and
+        `budget` (None: the one it has): a Ray shard worker's, at its start and when other
+        shards have ended."""
         live = self._live
         if live is None or not isinstance(live.scheduler, Scheduler):
             return
@@ -884,7 +885,7 @@ class Run:
             g.endpoint: RateLimits(rpm=g.rpm, tpm=g.tpm, max_tokens=g.max_tokens)
             for g in config.generator
         }
-        live.scheduler.reshare(config.concurrency, rates, share)
+        live.scheduler.reshare(config.concurrency, rates, share, budget)
 
     @property
     def metrics_url(self) -> str | None:

@@ -9,7 +9,9 @@ one process (`Run` over its shard: its own endpoints, limiters, objective and em
 cache, so the initial pool is embedded once per worker) under a share of the run's limits:
 a fixed `samples_in_flight` / `generator_in_flight`, an endpoint's rpm/tpm and what is left
 of the budget are divided among the workers; adaptive limits adapt on each worker to the
-endpoint's answers (every worker backs off on the same overload signals).
+endpoint's answers (every worker backs off on the same overload signals). As shards end,
+the workers still running take over their shares: the limits are divided among fewer, and
+what an ended shard left of its budget is divided among the rest.
 
 A worker that dies (its process, or its node) is restarted by Ray and its shard resumes
 from each sample's last committed step. Each start of a shard *claims* it from the store
@@ -305,26 +307,26 @@ class _ShardWorker:
         if self._run is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._run.cancel, sample_id)
 
-    def reshare(self, width: int) -> int | None:
+    def reshare(self, width: int, budget: Budget) -> int | None:
         """Take a 1/`width` share of the run's samples window, fixed generator limit and
-        rpm/tpm (shards have ended: `width` are left; the budget's share stays). Returns
-        the generator limit in force then; None when the shard's run is not going."""
+        rpm/tpm, and `budget` (shards have ended: `width` are left). Returns the generator
+        limit in force then; None when the shard's run is not going."""
         if self._run is None or self._loop is None:
             return None
 
         async def take() -> int:
-            return self._take_share(width)
+            return self._take_share(width, budget)
 
         try:
             return asyncio.run_coroutine_threadsafe(take(), self._loop).result(timeout=30)
         except (RuntimeError, MilsError, TimeoutError):  # the run ended meanwhile
             return None
 
-    def _take_share(self, width: int) -> int:
-        """Apply a 1/`width` share to the running shard (on its loop); the generator limit
-        then in force."""
+    def _take_share(self, width: int, budget: Budget | None = None) -> int:
+        """Apply a 1/`width` share to the running shard (on its loop), and `budget` (None:
+        the one it has); the generator limit then in force."""
         assert self._config is not None
-        self._run._reshare(shared(self._config, width, self._usage), 1 / width)
+        self._run._reshare(shared(self._config, width, self._usage), 1 / width, budget)
         return cast(int, self._run.statistics().generator_limit)
 
     def where(self) -> tuple[str, int]:
@@ -431,6 +433,8 @@ class RayScheduler:
         self.restarts = 0
         """Shard workers restarted after dying, so far."""
         self._collecting: asyncio.Future[None] | None = None
+        self._budgets: list[Budget] = []
+        """Each shard's budget in force, by shard."""
 
     async def run(
         self, samples: Sequence[Sample], pools: Mapping[str, Sequence[str]]
@@ -449,6 +453,7 @@ class RayScheduler:
             return await self._summary([], len(finished))
         width = min(self._cluster.width(), len(todo))
         shards = [todo[i::width] for i in range(width)]
+        self._budgets = [_budget_share(self._config.budget, width, spent)] * width
         log.info("ray_run_started", samples=len(todo), actors=width)
         self._workers = [self._cluster.worker() for _ in shards]
         for index, shard in enumerate(shards):
@@ -495,20 +500,26 @@ class RayScheduler:
 
     async def _reshare_as_shards_end(self, outcomes: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for every shard; as shards end, the workers still running share the run's
-        limits among themselves (an ended shard's share is not left idle). The first
-        shard to fail raises, as before."""
-        worker_of = dict(zip(outcomes, self._workers, strict=True))
+        limits among themselves, and what an ended shard left of its budget (an ended
+        shard's share is not left idle). The first shard to fail raises, as before."""
+        shard_of = {outcome: index for index, outcome in enumerate(outcomes)}
         running = set(outcomes)
         while running:
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            left = sorted(shard_of[outcome] for outcome in running)
             for outcome in done:
-                outcome.result()
-            if running:
-                left = [worker_of[outcome] for outcome in running]
+                summary: RunSummary = outcome.result()
+                spent = self._spent_before + summary.usage
+                self._budgets = _handed_on(self._budgets, shard_of[outcome], spent, left)
+            if left:
                 limits = await asyncio.gather(
                     *(
-                        _awaited(w.reshare.options(max_task_retries=0).remote(len(left)))
-                        for w in left
+                        _awaited(
+                            self._workers[i]
+                            .reshare.options(max_task_retries=0)
+                            .remote(len(left), self._budgets[i])
+                        )
+                        for i in left
                     ),
                     return_exceptions=True,  # a worker restarting keeps its first share
                 )
@@ -516,6 +527,7 @@ class RayScheduler:
                     "ray_shares_grown",
                     actors=len(left),
                     generator_limits=[x if isinstance(x, int) else None for x in limits],
+                    budgets=[_limits(self._budgets[i]) for i in left],
                 )
 
     async def _summary(self, summaries: Sequence[RunSummary], skipped: int) -> RunSummary:
@@ -689,6 +701,37 @@ def _budget_share(budget: Budget, width: int, spent: Usage) -> Budget:
         max_tokens_total=None if tokens is None else math.floor(tokens),
         max_cost=part(budget.max_cost, cost),
     )
+
+
+def _handed_on(
+    budgets: Sequence[Budget], ended: int, spent: Usage, to: Sequence[int]
+) -> list[Budget]:
+    """The shards' budgets once shard `ended` has ended, having counted the run's spend up
+    to `spent`: what it left of each limit is divided among the shards `to` (rounded down,
+    so together they stay within the run's limits)."""
+    budget = budgets[ended]
+    cost = budget.cost(spent.prompt_tokens, spent.completion_tokens) or 0.0
+    unspent = {
+        "max_requests": (budget.max_requests, spent.requests),
+        "max_tokens_total": (budget.max_tokens_total, spent.tokens),
+        "max_cost": (budget.max_cost, cost),
+    }
+    grown = list(budgets)
+    for index in to:
+        changes: dict[str, Any] = {}
+        for name, (limit, used) in unspent.items():
+            mine = getattr(grown[index], name)
+            if limit is not None and mine is not None:
+                part = max(0.0, limit - used) / len(to)
+                changes[name] = mine + part if name == "max_cost" else mine + math.floor(part)
+        grown[index] = replace(grown[index], **changes)
+    return grown
+
+
+def _limits(budget: Budget) -> dict[str, float]:
+    """The limits a budget sets, for the log."""
+    names = ("max_requests", "max_tokens_total", "max_cost")
+    return {name: value for name in names if (value := getattr(budget, name)) is not None}
 
 
 def _endpoints(each: Any) -> tuple[LimiterStatistics, ...]:

@@ -8,7 +8,7 @@ import pytest
 
 import mils
 from mils._config import RunConfig
-from mils._ray import RaySettings, shared
+from mils._ray import RaySettings, _handed_on, shared
 from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
 from mils.engine.usage import Usage
 
@@ -45,6 +45,32 @@ def test_the_budget_left_is_divided_so_the_workers_together_stay_within_it() -> 
     assert part.max_cost == pytest.approx(0.6 + 1.0 / 3)  # 0.6 spent
     spent_out = shared(config(max_requests=30), 2, spent).budget
     assert spent_out.max_requests == 40  # nothing left: each worker stops at once
+
+
+def test_what_an_ended_shard_left_of_its_budget_goes_to_those_still_running() -> None:
+    """Three workers from a spend of 40 requests: the first ends having spent 5 of its 20;
+    the 15 left go 7 and 7 to the other two (rounded down), tokens and cost likewise, and
+    the three together stay within the run's limits."""
+    before = Usage(requests=40, prompt_tokens=400_000, completion_tokens=100_000)
+    whole = config(max_requests=100, max_tokens_total=1_100_000, max_cost=1.6)
+    budgets = [shared(whole, 3, before).budget] * 3
+    spent = before + Usage(requests=5, prompt_tokens=50_000, completion_tokens=10_000)
+    grown = _handed_on(budgets, 0, spent, [1, 2])
+    assert grown[0] == budgets[0]
+    assert grown[1] == grown[2]
+    assert grown[1].max_requests == 60 + 7  # 60 - 45 left, halved, rounded down
+    assert grown[1].max_tokens_total == 700_000 + 70_000  # 700,000 - 560,000, halved
+    left_cost = budgets[0].max_cost - (0.6 + 0.05 + 0.02)  # type: ignore[operator]
+    assert grown[1].max_cost == pytest.approx(budgets[1].max_cost + left_cost / 2)
+    used = 5 + 2 * (grown[1].max_requests - 40)  # each of the two spends all it may
+    assert 40 + used <= 100
+    overspent = _handed_on(budgets, 0, before + Usage(requests=30), [1, 2])
+    assert overspent[1].max_requests == 60  # nothing left to hand on
+
+
+def test_no_budget_limit_hands_nothing_on() -> None:
+    budgets = [config().budget] * 2
+    assert _handed_on(budgets, 0, Usage(requests=9), [1]) == budgets
 
 
 def test_one_worker_keeps_the_run_settings() -> None:

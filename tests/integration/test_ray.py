@@ -203,9 +203,10 @@ def test_a_shard_that_ends_hands_its_share_of_a_fixed_limit_to_those_still_runni
     slow_llm: LoadLLMServer,
     tmp_path: Path,
 ) -> None:
-    """Five scenes on 2 workers under `--generator-in-flight 2`: 1 request each at first.
-    The shard of 2 scenes ends first; the worker of 3 then takes the whole limit, and the
-    log says so (with the limit in force on it), and the run completes."""
+    """Five scenes on 2 workers under `--generator-in-flight 2` and `--max-requests 40`: 1
+    request and 20 requests each at first. The shard of 2 scenes ends first, having spent 8;
+    the worker of 3 then takes the whole limit and the 12 requests left over, and the log
+    says so (with the limit in force on it), and the run completes."""
     steps = 4
     ids = scenes(tmp_path / "scenes", 5)
     on_local_stack(tmp_path, local_triton, slow_llm)
@@ -214,13 +215,15 @@ def test_a_shard_that_ends_hands_its_share_of_a_fixed_limit_to_those_still_runni
         ["caption", str(tmp_path / "scenes"), "--steps", str(steps), *SMALL_LOOP,
          "--out", str(run), "--no-progress", "--ray", ray_cluster[0], "--ray-actors", "2",
          "--generator-url", slow_llm.base_url, "--generator-model", "load-llm",
-         "--generator-in-flight", "2"],
+         "--generator-in-flight", "2", "--max-requests", "40"],
         tmp_path, timeout=600, extra_env=RAY_ENV,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_complete(run, ids, steps)
     grown = [e for e in log_events(run) if e["event"] == "ray_shares_grown"]
-    assert [(e["actors"], e["generator_limits"]) for e in grown] == [(1, [2])]
+    assert [(e["actors"], e["generator_limits"], e["budgets"]) for e in grown] == [
+        (1, [2], [{"max_requests": 32}])
+    ]
 
 
 @pytest.fixture
