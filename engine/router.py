@@ -265,6 +265,14 @@ class GeneratorRouter:
         # cools it again, for twice as long.
         endpoint.consecutive_failures = self._failures_to_cool - 1
 
+    def pause(self, endpoint: str, seconds: float) -> None:
+        """Pause `endpoint` for `seconds` from now, as a 429 of its own would (a pause only
+        grows): on Ray, a pause another worker met, since a provider's rate limit is the
+        account's. A 429 of a request sent before then only confirms it."""
+        for e in self._endpoints:
+            if e.generator.endpoint == endpoint and e.limiter.pause(seconds):
+                e.paused_at = time.monotonic()
+
     def reshare(
         self, limit: int | None, rates: Mapping[str, RateLimits], share: float = 1.0
     ) -> None:

@@ -529,6 +529,10 @@ class Scheduler:
                     self._window.release()
         self._router.reshare(concurrency.generator_in_flight, rates, share)
 
+    def pause(self, endpoint: str, seconds: float) -> None:
+        """Pause a generator endpoint for `seconds` (`GeneratorRouter.pause`)."""
+        self._router.pause(endpoint, seconds)
+
     async def _run_all(self, samples: Sequence[Sample]) -> None:
         window = self._window = asyncio.Semaphore(self._concurrency.samples_in_flight)
         self._tasks = {}

@@ -887,6 +887,13 @@ class Run:
         }
         live.scheduler.reshare(config.concurrency, rates, share, budget)
 
+    def _pause(self, endpoint: str, seconds: float) -> None:
+        """Pause a generator endpoint for `seconds`, as its own 429 would: a Ray shard
+        worker's, when another worker met the endpoint's rate limit."""
+        live = self._live
+        if live is not None and isinstance(live.scheduler, Scheduler):
+            live.scheduler.pause(endpoint, seconds)
+
     @property
     def metrics_url(self) -> str | None:
         """Where the run's Prometheus metrics are served while it is open

@@ -9,7 +9,9 @@ one process (`Run` over its shard: its own endpoints, limiters, objective and em
 cache, so the initial pool is embedded once per worker) under a share of the run's limits:
 a fixed `samples_in_flight` / `generator_in_flight`, an endpoint's rpm/tpm and what is left
 of the budget are divided among the workers; adaptive limits adapt on each worker to the
-endpoint's answers (every worker backs off on the same overload signals). As shards end,
+endpoint's answers (every worker backs off on the same overload signals), and a rate-limit
+pause (HTTP 429) one worker meets is shared with the others, seen by the driver within
+`POLL_S`: the provider's limit is the account's. As shards end,
 the workers still running take over their shares: the limits are divided among fewer, and
 what an ended shard left of its budget is divided among the rest.
 
@@ -69,6 +71,9 @@ log = get_logger(__name__)
 
 POLL_S = 0.25
 """How often the driver collects the workers' committed steps and statistics."""
+PAUSE_SLACK_S = 0.5
+"""A worker's pause of an endpoint is shared with those whose own pause of it ends more
+than this much sooner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +312,12 @@ class _ShardWorker:
         if self._run is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._run.cancel, sample_id)
 
+    def pause(self, endpoint: str, until: float) -> None:
+        """Pause a generator endpoint until the wall-clock time `until`, as a 429 that
+        another worker met did."""
+        if self._run is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._run._pause, endpoint, until - time.time())
+
     def reshare(self, width: int, budget: Budget) -> int | None:
         """Take a 1/`width` share of the run's samples window, fixed generator limit and
         rpm/tpm, and `budget` (shards have ended: `width` are left). Returns the generator
@@ -435,6 +446,8 @@ class RayScheduler:
         self._collecting: asyncio.Future[None] | None = None
         self._budgets: list[Budget] = []
         """Each shard's budget in force, by shard."""
+        self._pauses: dict[str, float] = {}
+        """The end of the last pause shared, by endpoint (wall clock)."""
 
     async def run(
         self, samples: Sequence[Sample], pools: Mapping[str, Sequence[str]]
@@ -579,6 +592,23 @@ class RayScheduler:
                 return_exceptions=True,
             )
             self._stats = [a for a in answers if isinstance(a, RunStatistics)]
+            self._share_pauses(
+                [a.endpoints if isinstance(a, RunStatistics) else () for a in answers]
+            )
+
+    def _share_pauses(self, endpoints: Sequence[Sequence[LimiterStatistics]]) -> None:
+        """Pause an endpoint on every worker (of `endpoints`, each worker's limiters) until
+        the latest end of a pause a worker's 429 began."""
+        for endpoint, until, behind in _pauses_to_share(endpoints, self._pauses):
+            self._pauses[endpoint] = until
+            for index in behind:
+                self._workers[index].pause.remote(endpoint, until)
+            log.info(
+                "ray_pause_shared",
+                endpoint=endpoint,
+                wait_s=round(until - time.time(), 3),
+                actors=len(behind),
+            )
 
     async def _collect(self) -> None:
         """Take the store actor's new events and pass them on. The events a call has taken
@@ -726,6 +756,27 @@ def _handed_on(
                 changes[name] = mine + part if name == "max_cost" else mine + math.floor(part)
         grown[index] = replace(grown[index], **changes)
     return grown
+
+
+def _pauses_to_share(
+    endpoints: Sequence[Sequence[LimiterStatistics]], shared: Mapping[str, float]
+) -> list[tuple[str, float, list[int]]]:
+    """The pauses to share: for each endpoint that a worker has paused past what was shared
+    before (`shared`: the end of the last pause shared, by endpoint), the pause's end and
+    the workers whose own pause of it ends `PAUSE_SLACK_S` sooner; `endpoints`: each
+    worker's limiters."""
+    ends: dict[str, dict[int, float]] = {}  # by endpoint, each worker's pause end (0: none)
+    for index, limiters in enumerate(endpoints):
+        for s in limiters:
+            ends.setdefault(s.endpoint, {})[index] = s.paused_until or 0.0
+    pauses = []
+    for endpoint, each in ends.items():
+        until = max(each.values())
+        if until > shared.get(endpoint, 0.0):
+            behind = [i for i, end in each.items() if end < until - PAUSE_SLACK_S]
+            if behind:
+                pauses.append((endpoint, until, behind))
+    return pauses
 
 
 def _limits(budget: Budget) -> dict[str, float]:

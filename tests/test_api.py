@@ -180,3 +180,24 @@ def test_bad_arguments_name_the_parameter(images: list[Path], tmp_path: Path) ->
     with pytest.raises(mils.ConfigError, match="unknown task"):
         mils.open_run("video-poem", images, generator=FakeGenerator(), out=tmp_path / "c")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+async def test_a_pause_met_by_another_worker_holds_the_runs_requests(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """`Run._pause` (what a Ray shard worker is told when another worker met a 429) pauses
+    the generator endpoint: no step is committed until it ends, then the run completes."""
+    steps: list[float] = []
+
+    def on_event(event: mils.Event) -> None:
+        if isinstance(event, mils.StepCommitted):
+            steps.append(asyncio.get_running_loop().time())
+
+    async with open_run(images, tmp_path / "run", SlowGenerator(), on_event=on_event) as run:
+        endpoint = run.statistics().endpoints[0].endpoint
+        started = asyncio.get_running_loop().time()
+        run._pause(endpoint, 0.5)
+        assert run.statistics().endpoints[0].paused_until is not None
+        results = [r async for r in run]
+    assert {r.status for r in results} == {"done"}
+    assert min(steps) - started >= 0.5

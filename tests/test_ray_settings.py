@@ -8,8 +8,9 @@ import pytest
 
 import mils
 from mils._config import RunConfig
-from mils._ray import RaySettings, _handed_on, shared
+from mils._ray import RaySettings, _handed_on, _pauses_to_share, shared
 from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
+from mils.engine.limiter import LimiterStatistics
 from mils.engine.usage import Usage
 
 
@@ -71,6 +72,30 @@ def test_what_an_ended_shard_left_of_its_budget_goes_to_those_still_running() ->
 def test_no_budget_limit_hands_nothing_on() -> None:
     budgets = [config().budget] * 2
     assert _handed_on(budgets, 0, Usage(requests=9), [1]) == budgets
+
+
+def limiter(endpoint: str, paused_until: float | None) -> LimiterStatistics:
+    return LimiterStatistics(
+        endpoint=endpoint, limit=8, adaptive=True, in_flight=0, waiting=0, completed=0,
+        overloads=0, peak_in_flight=0, latency_s=None, paused_until=paused_until,
+    )  # fmt: skip
+
+
+def test_a_pause_one_worker_met_is_shared_with_those_it_would_end_sooner_for() -> None:
+    """Worker 0 is paused on "a" until 100; worker 1 until 99.8 (its own 429, within the
+    slack), worker 2 not at all, worker 3 has not answered: only worker 2 is paused. A
+    pause shared before is not shared again; a longer one is."""
+    workers = [
+        [limiter("a", 100.0), limiter("b", None)],
+        [limiter("a", 99.8), limiter("b", None)],
+        [limiter("a", None), limiter("b", None)],
+        [],
+    ]
+    assert _pauses_to_share(workers, {}) == [("a", 100.0, [2])]
+    assert _pauses_to_share(workers, {"a": 100.0}) == []
+    workers[1][0] = limiter("a", 130.0)
+    assert _pauses_to_share(workers, {"a": 100.0}) == [("a", 130.0, [0, 2])]
+    assert _pauses_to_share([[limiter("a", None)], [limiter("a", None)]], {}) == []
 
 
 def test_one_worker_keeps_the_run_settings() -> None:

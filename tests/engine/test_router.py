@@ -246,6 +246,28 @@ async def test_requests_go_to_endpoints_that_are_not_paused() -> None:
     assert paused is not None and 25 < paused - time.time() <= 30
 
 
+async def test_a_pause_met_elsewhere_holds_requests_and_echoes_only_confirm_it() -> None:
+    """`pause` (a 429 another Ray worker met) holds this router's requests to the endpoint
+    until it ends, sends them to another endpoint meanwhile, and a 429 of a request sent
+    before it is an echo: it starts no pause of its own."""
+    slow = Endpoint("a", 0.2)
+    router = GeneratorRouter([slow], limit=2)
+    before = asyncio.create_task(router.complete(MESSAGES))  # in flight when the pause comes
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    router.pause("a", 0.3)
+    router.pause("other", 60)  # an endpoint it does not have: nothing
+    assert (await router.complete(MESSAGES)).text == "a"
+    assert time.monotonic() - started >= 0.3
+    assert (await before).text == "a"
+    assert router.statistics()[0].paused_until is None
+    free = Endpoint("free", 0.001)
+    both = GeneratorRouter([Unbounded("limited", retry_after=30), free], limit=2)
+    both.pause("limited", 30)
+    replies = [await both.complete(MESSAGES) for _ in range(5)]
+    assert {r.text for r in replies} == {"free"}
+
+
 async def test_an_endpoint_past_its_rate_limit_bound_is_routed_around() -> None:
     """An endpoint asking for an hour is past the bound, but with another endpoint there the
     calls go there instead of failing, and the limited one is soon cooled down."""
