@@ -145,9 +145,9 @@ class SampleProgress:
 
 
 StepCommit = tuple[str, StepRecord, Sequence[Evaluation] | None, Usage | None]
+"""One step to commit: sample id, its record, the details of its new candidates, usage."""
 SampleEnd = tuple[str, str | None]
 """A sample's end, for `RunStore.commit_steps`: its id and its error (None: done)."""
-"""One step to commit: sample id, its record, the details of its new candidates, usage."""
 
 
 class RunStore:

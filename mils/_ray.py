@@ -18,7 +18,9 @@ what an ended shard left of its budget is divided among the rest.
 A worker that dies (its process, or its node) is restarted by Ray and its shard resumes
 from each sample's last committed step. Each start of a shard *claims* it from the store
 actor, which then refuses commits from earlier incarnations: a step that a dead worker
-had in flight is done again by its successor and committed exactly once.
+had in flight is done again by its successor and committed exactly once. The claim also
+gives the shard's share as it stands and what its earlier incarnations committed, which its
+budget counts.
 
 Needs the `ray` extra; `mils` installed on every node, and the inputs readable at the same
 paths from every node (a shared filesystem), as Ray's own file-based jobs need.
@@ -115,6 +117,18 @@ def _ray() -> Any:
 # -- the store actor ----------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """What a shard's incarnation starts from: its epoch (commits of earlier ones are
+    refused), its share as the driver last set it (the run's limits are divided among
+    `width`; `budget`), and what earlier incarnations committed (their spend counts)."""
+
+    epoch: int
+    width: int
+    budget: Budget
+    spent: Usage
+
+
 class _StoreServer:
     """The run's `RunStore`, served to the workers one call at a time; it records the
     events of what it commits, for the driver."""
@@ -123,17 +137,29 @@ class _StoreServer:
         self._store = RunStore.open(Path(run_dir))
         self._events: list[Event] = []
         self._epochs: dict[int, int] = {}
+        self._shares: dict[int, tuple[int, Budget]] = {}
+        self._spent: dict[int, Usage] = {}
+        """What each shard's steps committed in this run, by every incarnation."""
         self.restarts = 0
 
-    def claim(self, shard: int) -> int:
+    def share(self, shares: Mapping[int, tuple[int, Budget]]) -> None:
+        """Set shards' shares (by shard: the workers the limits are divided among, the
+        budget), for their next claims."""
+        self._shares.update(shares)
+
+    def claim(self, shard: int) -> _Claim:
         """Start (or restart) `shard`: commits of its earlier incarnations are refused
-        from now on. Returns the new incarnation's epoch."""
+        from now on."""
         epoch = self._epochs.get(shard, 0) + 1
         self._epochs[shard] = epoch
         if epoch > 1:
             self.restarts += 1
             log.warning("ray_shard_restarted", shard=shard, epoch=epoch)
-        return epoch
+        width, budget = self._shares[shard]
+        return _Claim(epoch, width, budget, self.spent(shard))
+
+    def spent(self, shard: int) -> Usage:
+        return self._spent.get(shard, Usage())
 
     def _current(self, fence: tuple[int, int] | None, sample_id: str) -> bool:
         if fence is None or self._epochs.get(fence[0]) == fence[1]:
@@ -165,6 +191,9 @@ class _StoreServer:
         if not self._current(fence, steps[0][0] if steps else ended[0][0]):
             return
         self._store.commit_steps(steps, ended)
+        if fence is not None:
+            used = sum((usage for _, _, _, usage in steps if usage is not None), Usage())
+            self._spent[fence[0]] = self.spent(fence[0]) + used
         for sample_id, record, _, _ in steps:
             if record.step > 0:  # step 0 (the initial pool's result) is not a step taken
                 score, text = record.best
@@ -274,21 +303,23 @@ class _ShardWorker:
         ids: frozenset[str],
         usage: Usage,
         config: RunConfig,
-        width: int,
         tasks: dict[str, Task],
         secrets: dict[str, str],
     ) -> RunSummary:
-        """Run shard number `shard` (the samples `ids`) under a 1/`width` share of the
-        run's limits (`config` is the whole run's), from the store actor `store`."""
+        """Run shard number `shard` (the samples `ids`) under the share of the run's limits
+        (`config` is the whole run's) and the spend (from `usage`, the run's when it
+        started) its claim from the store actor `store` gives."""
         from mils._api import Run, _Parts  # the core of a run in one process
 
         # Endpoint keys arrive as call arguments (Ray logs a runtime_env's variables).
         os.environ.update(secrets)
-        epoch = _ray().get(store.claim.remote(shard))
-        view = RemoteStore(store, Path(run_dir), shard=ids, fence=(shard, epoch), usage=usage)
+        claim: _Claim = _ray().get(store.claim.remote(shard))
+        usage += claim.spent  # a restarted shard's budget counts what it committed before
+        fence = (shard, claim.epoch)
+        view = RemoteStore(store, Path(run_dir), shard=ids, fence=fence, usage=usage)
         task = next(iter(tasks.values()))
         self._config, self._usage = config, usage
-        share = shared(config, width, usage)
+        share = replace(shared(config, claim.width, usage), budget=claim.budget)
         run = Run(
             Path(run_dir), lambda: cast(RunStore, view), task, share, _Parts(), None, tasks=tasks
         )
@@ -297,7 +328,7 @@ class _ShardWorker:
             self._loop = asyncio.get_running_loop()
             async with run:
                 self._run = run
-                self._take_share(width)  # learned limits are the provider's, for all
+                self._take_share(claim.width)  # learned limits are the provider's, for all
                 return await run.wait()
 
         return asyncio.run(to_end())
@@ -467,6 +498,7 @@ class RayScheduler:
         width = min(self._cluster.width(), len(todo))
         shards = [todo[i::width] for i in range(width)]
         self._budgets = [_budget_share(self._config.budget, width, spent)] * width
+        await self._record_shares(range(width))
         log.info("ray_run_started", samples=len(todo), actors=width)
         self._workers = [self._cluster.worker() for _ in shards]
         for index, shard in enumerate(shards):
@@ -479,7 +511,6 @@ class RayScheduler:
                 frozenset(shard),
                 spent,
                 self._config,
-                width,
                 self._tasks,
                 {name: os.environ[name] for name in self._secrets if name in os.environ},
             )
@@ -521,10 +552,13 @@ class RayScheduler:
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             left = sorted(shard_of[outcome] for outcome in running)
             for outcome in done:
-                summary: RunSummary = outcome.result()
-                spent = self._spent_before + summary.usage
-                self._budgets = _handed_on(self._budgets, shard_of[outcome], spent, left)
+                outcome.result()
+                ended = shard_of[outcome]
+                used = await _awaited(self._store.actor.spent.remote(ended))
+                spent = self._spent_before + used
+                self._budgets = _handed_on(self._budgets, ended, spent, left)
             if left:
+                await self._record_shares(left)
                 limits = await asyncio.gather(
                     *(
                         _awaited(
@@ -542,6 +576,12 @@ class RayScheduler:
                     generator_limits=[x if isinstance(x, int) else None for x in limits],
                     budgets=[_limits(self._budgets[i]) for i in left],
                 )
+
+    async def _record_shares(self, shards: Sequence[int]) -> None:
+        """Give the store actor the shares of `shards` (the only ones running), for a
+        worker that restarts to start from."""
+        shares = {i: (len(shards), self._budgets[i]) for i in shards}
+        await _awaited(self._store.actor.share.remote(shares))
 
     async def _summary(self, summaries: Sequence[RunSummary], skipped: int) -> RunSummary:
         """The run's summary: samples, steps and usage as the store committed them (a

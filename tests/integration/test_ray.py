@@ -28,6 +28,7 @@ from cli_harness import (
     mils,
     on_local_stack,
     results,
+    step_rows,
 )
 
 from benchmarks.llm_server import LLMCostModel, LoadLLMServer
@@ -195,6 +196,32 @@ def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
     assert_complete(run, ids, steps)
     restarts = [e for e in log_events(run) if e["event"] == "ray_worker_restarted"]
     assert restarts, "no restart logged"
+
+
+def test_a_restarted_worker_counts_what_its_shard_spent_before_against_its_budget(
+    ray_cluster: tuple[str, Path],
+    local_triton: TritonServer,
+    slow_llm: LoadLLMServer,
+    tmp_path: Path,
+) -> None:
+    """Eight scenes x 6 steps (48 requests) on 2 workers under `--max-requests 30`: 15 each.
+    Once 10 steps are committed the first worker is SIGKILLed; its restarted incarnation
+    counts the requests its shard committed before (it would spend 15 more if it started
+    from nothing): the run stops at its budget (exit status 3) with at most 30 requests
+    committed, none twice."""
+    steps, run = 6, tmp_path / "run"
+    ids, args = slow_caption(tmp_path, local_triton, slow_llm, ray_cluster[0], steps)
+    with driving([*args, "--max-requests", "30"], tmp_path, run, until_steps=10) as driver:
+        pids = _worker_pids(run)
+        os.kill(pids[0], signal.SIGKILL)
+        first_shard = set(ids[0::2])  # dealt round-robin, in the order the run lists them
+        before = [sid for sid, _ in step_rows(run) if sid in first_shard]
+        assert driver.wait(timeout=300) == 3, (tmp_path / "stderr.txt").read_text()[-3000:]
+    assert before, "the killed worker had committed nothing: nothing to count"
+    rows = step_rows(run)
+    assert len(rows) == len(set(rows)), "a step was committed twice"
+    assert len(rows) <= 30, f"{len(rows)} requests committed under a budget of 30"
+    assert [e for e in log_events(run) if e["event"] == "ray_worker_restarted"]
 
 
 def test_a_shard_that_ends_hands_its_share_of_a_fixed_limit_to_those_still_running(
