@@ -1,19 +1,19 @@
 """One run's samples on Ray actors: many processes and machines, one run directory.
 
-The process that opens the run (the driver) creates or reopens the run directory as any
-run does, then hands its store to a *store actor* placed on the driver's own node: every
-commit of every worker goes through that actor, so the run stays one SQLite store that
-`mils status`, `mils report` and `mils resume` read as usual. The unfinished samples are
-dealt round-robin to `actors` *shard workers*; each runs the same async core as a run in
-one process (`Run` over its shard: its own endpoints, limiters, objective and embedding
-cache, so the initial pool is embedded once per worker) under a share of the run's limits:
-a fixed `samples_in_flight` / `generator_in_flight`, an endpoint's rpm/tpm and what is left
-of the budget are divided among the workers; adaptive limits adapt on each worker to the
+The process that opens the run (the driver) creates or reopens the run directory as any run
+does, then hands its store to a *store actor* placed on the driver's own node: every commit
+of every worker goes through that actor, so the run stays one SQLite store that `mils
+status`, `mils report` and `mils resume` read as usual. The unfinished samples are dealt
+round-robin to `actors` *shard workers*; each runs the same async core as a run in one
+process (`Run` over its shard: its own endpoints, limiters, objective and embedding cache,
+so the initial pool is embedded once per worker) under a share of the run's limits: a fixed
+`samples_in_flight` / `generator_in_flight`, an endpoint's rpm/tpm and what is left of the
+budget are divided among the workers; adaptive limits adapt on each worker to the
 endpoint's answers (every worker backs off on the same overload signals), and a rate-limit
 pause (HTTP 429) one worker meets is shared with the others, seen by the driver within
-`POLL_S`: the provider's limit is the account's. As shards end,
-the workers still running take over their shares: the limits are divided among fewer, and
-what an ended shard left of its budget is divided among the rest.
+`POLL_S`: the provider's limit is the account's. As shards end, the workers still running
+take over their shares: the limits are divided among fewer, and what an ended shard left of
+its budget is divided among the rest.
 
 A worker that dies (its process, or its node) is restarted by Ray and its shard resumes
 from each sample's last committed step. Each start of a shard *claims* it from the store
@@ -568,7 +568,7 @@ class RayScheduler:
                         )
                         for i in left
                     ),
-                    return_exceptions=True,  # a worker restarting keeps its first share
+                    return_exceptions=True,  # a worker restarting takes it from its claim
                 )
                 log.info(
                     "ray_shares_grown",
