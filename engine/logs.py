@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -83,12 +83,20 @@ def _to_sink(_: Any, __: str, event: MutableMapping[str, Any]) -> tuple[Any, ...
 
 
 class _Sink:
-    """Writes every event as JSON to the log file and, from `console_level`, to the console."""
+    """Writes every event as JSON to the log file and, from `console_level`, to the console;
+    hands events from info up to `forward`, if given."""
 
-    def __init__(self, log_file: TextIO | None, console: TextIO | None, console_level: int) -> None:
+    def __init__(
+        self,
+        log_file: TextIO | None,
+        console: TextIO | None,
+        console_level: int,
+        forward: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._file = log_file
         self._fixed_console = console
         self._console_level = console_level
+        self._forward = forward
         self._render = structlog.dev.ConsoleRenderer(colors=self._console.isatty())
 
     @property
@@ -98,6 +106,9 @@ class _Sink:
         return self._fixed_console or sys.stderr
 
     def msg(self, event: dict[str, Any]) -> None:
+        level = _LEVELS.get(event.get("level", "info"), 20)
+        if self._forward is not None and level >= _LEVELS["info"]:
+            self._forward(json.loads(json.dumps(event, default=str)))  # plain data only
         if self._file is not None:
             try:
                 self._file.write(json.dumps(event, default=str) + "\n")
@@ -105,7 +116,7 @@ class _Sink:
             except OSError as exc:  # a full disk must not turn every log call into a crash
                 self._file = None
                 self._console.write(f"log file disabled: cannot write it ({exc.strerror})\n")
-        if _LEVELS.get(event.get("level", "info"), 20) >= self._console_level:
+        if level >= self._console_level:
             shown = {k: v for k, v in event.items() if k != "timestamp"}
             self._console.write(self._render(None, "", shown) + "\n")
             self._console.flush()
@@ -114,11 +125,16 @@ class _Sink:
 
 
 def configure_logging(
-    *, log_file: Path | None = None, console_level: str = "info", console: TextIO | None = None
+    *,
+    log_file: Path | None = None,
+    console_level: str = "info",
+    console: TextIO | None = None,
+    forward: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Configure structlog for the process (file gets every level from debug up)."""
+    """Configure structlog for the process (file gets every level from debug up; `forward`,
+    if given, every event from info up, as plain data: a Ray actor's, for the driver's log)."""
     handle = log_file.open("a", encoding="utf-8") if log_file else None
-    sink = _Sink(handle, console, _LEVELS[console_level])
+    sink = _Sink(handle, console, _LEVELS[console_level], forward)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

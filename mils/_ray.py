@@ -33,7 +33,7 @@ import contextlib
 import math
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -73,6 +73,9 @@ log = get_logger(__name__)
 
 POLL_S = 0.25
 """How often the driver collects the workers' committed steps and statistics."""
+LOG_BUFFER = 10_000
+"""Log events an actor keeps for the driver between two of its polls; past that, the oldest
+are dropped."""
 PAUSE_SLACK_S = 0.5
 """A worker's pause of an endpoint is shared with those whose own pause of it ends more
 than this much sooner."""
@@ -114,6 +117,27 @@ def _ray() -> Any:
     return ray
 
 
+class _LogBuffer:
+    """An actor's log events from info up, kept for the driver to take and write into the
+    run's log (the actor's console shows only criticals: the driver's shows the rest once)."""
+
+    def __init__(self) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=LOG_BUFFER)
+        configure_logging(console_level="critical", forward=self._events.append)
+
+    def take(self) -> list[dict[str, Any]]:
+        events = self._events
+        return [events.popleft() for _ in range(len(events))]
+
+
+def _relog(events: Sequence[Mapping[str, Any]], **where: Any) -> None:
+    """Write actors' log events into this process's log, with `where` they came from (the
+    time is when the driver took them, within `POLL_S` of when they were logged)."""
+    for event in events:
+        fields = {k: v for k, v in event.items() if k not in ("event", "level", "timestamp")}
+        getattr(log, event.get("level", "info"))(event.get("event", ""), **{**fields, **where})
+
+
 # -- the store actor ----------------------------------------------------------------
 
 
@@ -134,6 +158,7 @@ class _StoreServer:
     events of what it commits, for the driver."""
 
     def __init__(self, run_dir: str) -> None:
+        self._logs = _LogBuffer()
         self._store = RunStore.open(Path(run_dir))
         self._events: list[Event] = []
         self._epochs: dict[int, int] = {}
@@ -203,10 +228,11 @@ class _StoreServer:
         for sample_id, error in ended:
             self._events.append(SampleFinished(sample_id, DONE if error is None else FAILED, error))
 
-    def take_events(self) -> tuple[list[Event], int]:
-        """The events since the last call, and how many shard restarts there were."""
+    def take_events(self) -> tuple[list[Event], int, list[dict[str, Any]]]:
+        """The events since the last call, how many shard restarts there were, and the
+        actor's log events since the last call."""
         events, self._events = self._events, []
-        return events, self.restarts
+        return events, self.restarts, self._logs.take()
 
     def result(self, sample_id: str) -> dict[str, Any]:
         return self._store.result(sample_id)
@@ -289,7 +315,7 @@ class _ShardWorker:
     blocking `ray.get`s, from the engine's worker threads as every store call is.)"""
 
     def __init__(self) -> None:
-        configure_logging(console_level="warning")
+        self._logs = _LogBuffer()
         self._run: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._config: RunConfig | None = None
@@ -338,6 +364,10 @@ class _ShardWorker:
         with contextlib.suppress(MilsError):
             return cast(RunStatistics, self._run.statistics()) if self._run else None
         return None
+
+    def take_logs(self) -> list[dict[str, Any]]:
+        """The worker's log events since the last call."""
+        return self._logs.take()
 
     def cancel(self, sample_id: str | None) -> None:
         if self._run is not None and self._loop is not None:
@@ -534,6 +564,7 @@ class RayScheduler:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            await self._take_logs()  # what they logged last (their runs' ends)
             for worker in self._workers:
                 ray.kill(worker)
             await self._collect()
@@ -624,17 +655,27 @@ class RayScheduler:
         while True:
             await asyncio.sleep(POLL_S)
             await self._collect()
-            answers = await asyncio.gather(
-                *(
-                    _awaited(w.statistics.options(max_task_retries=0).remote())
-                    for w in self._workers
-                ),
-                return_exceptions=True,
-            )
+            answers, _ = await asyncio.gather(self._ask("statistics"), self._take_logs())
             self._stats = [a for a in answers if isinstance(a, RunStatistics)]
             self._share_pauses(
                 [a.endpoints if isinstance(a, RunStatistics) else () for a in answers]
             )
+
+    async def _ask(self, method: str) -> list[Any]:
+        """Every worker's answer to `method` (its error, for one that did not answer)."""
+        return await asyncio.gather(
+            *(
+                _awaited(getattr(w, method).options(max_task_retries=0).remote())
+                for w in self._workers
+            ),
+            return_exceptions=True,
+        )
+
+    async def _take_logs(self) -> None:
+        """Write the workers' log events since the last call into the run's log."""
+        for shard, events in enumerate(await self._ask("take_logs")):
+            if isinstance(events, list):
+                _relog(events, shard=shard)
 
     def _share_pauses(self, endpoints: Sequence[Sequence[LimiterStatistics]]) -> None:
         """Pause an endpoint on every worker (of `endpoints`, each worker's limiters) until
@@ -661,7 +702,8 @@ class RayScheduler:
         await asyncio.shield(self._collecting)
 
     async def _take_events(self) -> None:
-        events, restarts = await _awaited(self._store.actor.take_events.remote())
+        events, restarts, logs = await _awaited(self._store.actor.take_events.remote())
+        _relog(logs)
         if restarts > self.restarts:
             log.warning("ray_worker_restarted", restarts=restarts)
             self.restarts = restarts

@@ -98,6 +98,8 @@ def test_a_caption_run_on_two_ray_nodes_is_one_run(
     assert [(e["samples"], e["actors"]) for e in started] == [(4, 2)]
     (placed,) = [e["workers"] for e in log_events(run) if e["event"] == "ray_workers"]
     assert len({w["node"] for w in placed}) == 2  # one worker on each node
+    ended = [e for e in log_events(run) if e["event"] == "run_finished" and "shard" in e]
+    assert sorted((e["shard"], e["steps"]) for e in ended) == [(0, 4), (1, 4)]  # their logs
     status = mils(["status", str(run)], tmp_path)
     assert "4 done" in status.stdout, status.stdout
     pool = len((run / "pool.txt").read_text(encoding="utf-8").splitlines())
@@ -107,6 +109,7 @@ def test_a_caption_run_on_two_ray_nodes_is_one_run(
     assert 2 * pool <= int(summary[2]) < 3 * pool, summary[0]  # the pool once per worker
     leaked = [p for p in ray_logs.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert not leaked
+    assert SECRET not in (run / "log.jsonl").read_text(encoding="utf-8")  # workers' events too
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +199,8 @@ def test_a_worker_killed_mid_run_is_restarted_and_no_step_is_lost_or_repeated(
     assert_complete(run, ids, steps)
     restarts = [e for e in log_events(run) if e["event"] == "ray_worker_restarted"]
     assert restarts, "no restart logged"
+    claims = [e for e in log_events(run) if e["event"] == "ray_shard_restarted"]
+    assert [e["epoch"] for e in claims] == [2]  # the store actor's own log, in the run's
 
 
 def test_a_restarted_worker_counts_what_its_shard_spent_before_against_its_budget(
