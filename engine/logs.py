@@ -107,11 +107,13 @@ class _Sink:
 
     def msg(self, event: dict[str, Any]) -> None:
         level = _LEVELS.get(event.get("level", "info"), 20)
-        if self._forward is not None and level >= _LEVELS["info"]:
-            self._forward(json.loads(json.dumps(event, default=str)))  # plain data only
+        forward = self._forward if level >= _LEVELS["info"] else None
+        line = json.dumps(event, default=str) if forward or self._file is not None else ""
+        if forward is not None:
+            forward(json.loads(line))  # plain data only: it crosses to another process
         if self._file is not None:
             try:
-                self._file.write(json.dumps(event, default=str) + "\n")
+                self._file.write(line + "\n")
                 self._file.flush()
             except OSError as exc:  # a full disk must not turn every log call into a crash
                 self._file = None

@@ -878,21 +878,26 @@ class Run:
         endpoint's rpm/tpm, `share` of the limits the endpoints' replies state, and
         `budget` (None: the one it has): a Ray shard worker's, at its start and when other
         shards have ended."""
-        live = self._live
-        if live is None or not isinstance(live.scheduler, Scheduler):
+        if (scheduler := self._local_scheduler()) is None:
             return
         rates = {
             g.endpoint: RateLimits(rpm=g.rpm, tpm=g.tpm, max_tokens=g.max_tokens)
             for g in config.generator
         }
-        live.scheduler.reshare(config.concurrency, rates, share, budget)
+        scheduler.reshare(config.concurrency, rates, share, budget)
 
     def _pause(self, endpoint: str, seconds: float) -> None:
         """Pause a generator endpoint for `seconds`, as its own 429 would: a Ray shard
         worker's, when another worker met the endpoint's rate limit."""
+        if (scheduler := self._local_scheduler()) is not None:
+            scheduler.pause(endpoint, seconds)
+
+    def _local_scheduler(self) -> Scheduler | None:
+        """The scheduler of the open run when it runs in this process (not on Ray)."""
         live = self._live
-        if live is not None and isinstance(live.scheduler, Scheduler):
-            live.scheduler.pause(endpoint, seconds)
+        return (
+            live.scheduler if live is not None and isinstance(live.scheduler, Scheduler) else None
+        )
 
     @property
     def metrics_url(self) -> str | None:

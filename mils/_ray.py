@@ -319,7 +319,6 @@ class _ShardWorker:
         self._run: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._config: RunConfig | None = None
-        self._usage = Usage()
 
     def run(
         self,
@@ -344,8 +343,8 @@ class _ShardWorker:
         fence = (shard, claim.epoch)
         view = RemoteStore(store, Path(run_dir), shard=ids, fence=fence, usage=usage)
         task = next(iter(tasks.values()))
-        self._config, self._usage = config, usage
-        share = replace(shared(config, claim.width, usage), budget=claim.budget)
+        self._config = config
+        share = replace(shared(config, claim.width), budget=claim.budget)
         run = Run(
             Path(run_dir), lambda: cast(RunStore, view), task, share, _Parts(), None, tasks=tasks
         )
@@ -398,7 +397,7 @@ class _ShardWorker:
         """Apply a 1/`width` share to the running shard (on its loop), and `budget` (None:
         the one it has); the generator limit then in force."""
         assert self._config is not None
-        self._run._reshare(shared(self._config, width, self._usage), 1 / width, budget)
+        self._run._reshare(shared(self._config, width), 1 / width, budget)
         return cast(int, self._run.statistics().generator_limit)
 
     def where(self) -> tuple[str, int]:
@@ -774,9 +773,10 @@ async def _awaited(ref: Any) -> Any:
         ) from None
 
 
-def shared(config: RunConfig, width: int, spent: Usage) -> RunConfig:
+def shared(config: RunConfig, width: int) -> RunConfig:
     """One worker's share of the run's limits among `width` workers: a fixed window and
-    generator limit, each endpoint's rpm/tpm and what is left of the budget."""
+    generator limit, each endpoint's rpm/tpm (its budget is the driver's to give:
+    `_budget_share`, `_handed_on`)."""
 
     def part(value: int | None) -> int | None:
         return None if value is None else max(1, math.ceil(value / width))
@@ -789,12 +789,7 @@ def shared(config: RunConfig, width: int, spent: Usage) -> RunConfig:
         generator_in_flight=part(config.concurrency.generator_in_flight),
     )
     generators = tuple(replace(g, rpm=part(g.rpm), tpm=part(g.tpm)) for g in config.generator)
-    return replace(
-        config,
-        concurrency=concurrency,
-        generator=generators,
-        budget=_budget_share(config.budget, width, spent),
-    )
+    return replace(config, concurrency=concurrency, generator=generators)
 
 
 def _budget_share(budget: Budget, width: int, spent: Usage) -> Budget:

@@ -8,7 +8,7 @@ import pytest
 
 import mils
 from mils._config import RunConfig
-from mils._ray import RaySettings, _handed_on, _pauses_to_share, shared
+from mils._ray import RaySettings, _budget_share, _handed_on, _pauses_to_share, shared
 from mils.engine.config import Budget, ConcurrencyConfig, LoopConfig
 from mils.engine.limiter import LimiterStatistics
 from mils.engine.usage import Usage
@@ -28,7 +28,7 @@ def config(**budget: float) -> RunConfig:
 
 
 def test_fixed_limits_and_rates_are_divided_rounding_up() -> None:
-    part = shared(config(), 3, Usage())
+    part = shared(config(), 3)
     assert part.concurrency.samples_in_flight == 4
     assert part.concurrency.generator_in_flight == 3
     assert [g.rpm for g in part.generator] == [34, None]
@@ -40,11 +40,11 @@ def test_the_budget_left_is_divided_so_the_workers_together_stay_within_it() -> 
     add up to no more than it."""
     spent = Usage(requests=40, prompt_tokens=400_000, completion_tokens=100_000)
     whole = config(max_requests=100, max_tokens_total=1_100_000, max_cost=1.6)
-    part = shared(whole, 3, spent).budget
+    part = _budget_share(whole.budget, 3, spent)
     assert part.max_requests == 60  # 40 + 60 / 3
     assert part.max_tokens_total == 700_000  # 500,000 + 600,000 / 3
     assert part.max_cost == pytest.approx(0.6 + 1.0 / 3)  # 0.6 spent
-    spent_out = shared(config(max_requests=30), 2, spent).budget
+    spent_out = _budget_share(config(max_requests=30).budget, 2, spent)
     assert spent_out.max_requests == 40  # nothing left: each worker stops at once
 
 
@@ -54,7 +54,7 @@ def test_what_an_ended_shard_left_of_its_budget_goes_to_those_still_running() ->
     the three together stay within the run's limits."""
     before = Usage(requests=40, prompt_tokens=400_000, completion_tokens=100_000)
     whole = config(max_requests=100, max_tokens_total=1_100_000, max_cost=1.6)
-    budgets = [shared(whole, 3, before).budget] * 3
+    budgets = [_budget_share(whole.budget, 3, before)] * 3
     spent = before + Usage(requests=5, prompt_tokens=50_000, completion_tokens=10_000)
     grown = _handed_on(budgets, 0, spent, [1, 2])
     assert grown[0] == budgets[0]
@@ -99,7 +99,7 @@ def test_a_pause_one_worker_met_is_shared_with_those_it_would_end_sooner_for() -
 
 
 def test_one_worker_keeps_the_run_settings() -> None:
-    assert shared(config(max_requests=5), 1, Usage(requests=2)) == config(max_requests=5)
+    assert shared(config(max_requests=5), 1) == config(max_requests=5)
 
 
 @pytest.mark.parametrize(
